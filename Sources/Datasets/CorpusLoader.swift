@@ -1,0 +1,181 @@
+import Foundation
+
+/// Where training data comes from (the `data` section of a run config).
+public struct DataConfig: Sendable, Codable, Equatable {
+    /// nil for the default corpus (the King James Bible); a known name (`kjv`, `enwik8`); or a
+    /// path to a text file, a folder or a ZIP archive.
+    public var source: String?
+    /// Train / valid / test fractions for plain text files (enwik8 uses its standard
+    /// 90M/5M/5M split).
+    public var split: [Double]
+    /// `bytes` (the only tokenizer of byte corpora).
+    public var tokenizer: String
+
+    public init(source: String? = nil, split: [Double] = [0.9, 0.05, 0.05], tokenizer: String = "bytes") {
+        self.source = source
+        self.split = split
+        self.tokenizer = tokenizer
+    }
+
+    public func validate() throws {
+        guard split.count == 3, split.allSatisfy({ $0 >= 0 }), abs(split.reduce(0, +) - 1) < 1e-9,
+            split[0] > 0
+        else {
+            throw DataError("data.split must be three non-negative fractions train,valid,test summing to 1, train > 0 (got \(split))")
+        }
+        guard tokenizer == "bytes" else {
+            throw DataError("data.tokenizer '\(tokenizer)' is not available for byte corpora: use bytes")
+        }
+    }
+}
+
+/// Facts about the corpora lmtrain knows by name (../shared/data/README.md).
+public enum KnownCorpus {
+    /// `bible -f gen1:1-rev22:21` from Debian's bible-kjv packages.
+    public static let kjvFile = "kjv.txt"
+    public static let kjvBytes = 4_404_412
+    public static let kjvSHA256 = "cd45f0c9cedab8e4439bd6486c8952c77cc8b0ecc5d1f6ae3513f2039f47229d"
+    public static let enwik8Bytes = 100_000_000
+    public static let enwik8SHA256 = "2b49720ec4d78c3c9fabaee6e4179a5e997302b3a70029f30f2d582218c024a8"
+    public static let enwik8ZipSHA256 = "547994d9980ebed1288380d652999f38a14fe291a6247c157c3d33d4932534bc"
+}
+
+/// Turns a `DataConfig` into a tokenised `Corpus`.
+public enum CorpusLoader {
+    /// The folder where `Scripts/get-data` puts corpora: `$LMTRAIN_DATA` or `./Data`.
+    public static var defaultDataDirectory: URL {
+        if let path = ProcessInfo.processInfo.environment["LMTRAIN_DATA"], !path.isEmpty {
+            return URL(fileURLWithPath: path)
+        }
+        return URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent("Data")
+    }
+
+    public static func load(_ config: DataConfig, dataDirectory: URL = defaultDataDirectory) throws -> Corpus {
+        try config.validate()
+        switch config.source {
+        case nil, "kjv":
+            return try loadPlainText(try defaultKJV(dataDirectory: dataDirectory), split: config.split)
+        case "enwik8":
+            let zip = dataDirectory.appendingPathComponent("enwik8.zip")
+            let raw = dataDirectory.appendingPathComponent("enwik8")
+            if FileManager.default.fileExists(atPath: raw.path) { return try loadEnwik8(raw) }
+            if FileManager.default.fileExists(atPath: zip.path) { return try loadEnwik8(zip) }
+            throw DataError("enwik8 is not in \(dataDirectory.path): run Scripts/get-data enwik8, or pass --data PATH/enwik8.zip")
+        case let path?:
+            return try loadPath(URL(fileURLWithPath: path), split: config.split)
+        }
+    }
+
+    /// A file, folder or archive given by path.
+    static func loadPath(_ url: URL, split: [Double]) throws -> Corpus {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
+            throw DataError("--data \(url.path): no such file or folder")
+        }
+        if isDirectory.boolValue {
+            for name in ["enwik8", "enwik8.zip"] {
+                let candidate = url.appendingPathComponent(name)
+                if FileManager.default.fileExists(atPath: candidate.path) { return try loadEnwik8(candidate) }
+            }
+            throw DataError("--data \(url.path): folder holds no enwik8 or enwik8.zip; give a text file, an archive, or one of these folders")
+        }
+        if url.pathExtension.lowercased() == "zip" {
+            let archive = try ZipArchive(url: url)
+            if archive.member(named: "enwik8") != nil { return try loadEnwik8(url) }
+            throw DataError("\(url.path): archive has no member named enwik8 (members: \(archive.members.prefix(5).map(\.name).joined(separator: ", ")))")
+        }
+        if url.lastPathComponent == "enwik8" { return try loadEnwik8(url) }
+        return try loadPlainText(url, split: split)
+    }
+
+    /// Any file as bytes, split by position into `split` fractions.
+    public static func loadPlainText(_ url: URL, split: [Double]) throws -> Corpus {
+        let bytes = try readFile(url)
+        guard !bytes.isEmpty else { throw DataError("\(url.path): the corpus is empty") }
+        let vocabulary = bytes.withUnsafeBytes { ByteVocabulary(of: $0) }
+        guard vocabulary.count >= 2 else {
+            throw DataError("\(url.path): the corpus has fewer than 2 distinct bytes; nothing to learn")
+        }
+        let ids = try bytes.withUnsafeBytes { try vocabulary.encode($0, source: url.path) }
+        let n = ids.count
+        let trainEnd = Int(Double(n) * split[0])
+        let validEnd = trainEnd + Int(Double(n) * split[1])
+        return makeCorpus(
+            name: "\(url.lastPathComponent) (\(n) bytes, \(vocabulary.count) byte values)",
+            ids: ids, vocabulary: vocabulary, boundaries: (trainEnd, validEnd))
+    }
+
+    /// enwik8 from `enwik8.zip` (inflated in memory) or the raw file: the standard
+    /// 90M / 5M / 5M split, vocabulary = distinct byte values of the whole file.
+    public static func loadEnwik8(_ url: URL) throws -> Corpus {
+        var bytes: [UInt8]
+        if url.pathExtension.lowercased() == "zip" {
+            let archive = try ZipArchive(url: url)
+            guard let member = archive.member(named: "enwik8") else {
+                throw DataError("\(url.path): archive has no member named enwik8; download it again with Scripts/get-data enwik8")
+            }
+            guard member.uncompressedSize == KnownCorpus.enwik8Bytes else {
+                throw DataError("\(url.path): member enwik8 has \(member.uncompressedSize) bytes, expected \(KnownCorpus.enwik8Bytes); download it again")
+            }
+            bytes = try archive.read(member)
+        } else {
+            bytes = try readFile(url)
+        }
+        guard bytes.count == KnownCorpus.enwik8Bytes else {
+            throw DataError("\(url.path): enwik8 has \(bytes.count) bytes, expected \(KnownCorpus.enwik8Bytes) (truncated?); run Scripts/get-data enwik8")
+        }
+        let vocabulary = bytes.withUnsafeBytes { ByteVocabulary(of: $0) }
+        let ids = try bytes.withUnsafeBytes { try vocabulary.encode($0, source: url.path) }
+        bytes = []
+        return makeCorpus(
+            name: "enwik8 (\(vocabulary.count) byte values)", ids: ids, vocabulary: vocabulary,
+            boundaries: (90_000_000, 95_000_000))
+    }
+
+    static func makeCorpus(
+        name: String, ids: [UInt8], vocabulary: ByteVocabulary, boundaries: (Int, Int)
+    ) -> Corpus {
+        let all = TokenSequence(bytes: ids)
+        var hash = FNV1a()
+        ids.withUnsafeBytes { hash.add($0) }
+        vocabulary.symbols.withUnsafeBytes { hash.add($0) }
+        return Corpus(
+            name: name, unit: .bytes, vocabularySize: vocabulary.count,
+            train: all.slice(0..<boundaries.0), valid: all.slice(boundaries.0..<boundaries.1),
+            test: all.slice(boundaries.1..<all.count), fingerprint: "bytes-\(hash.hex)",
+            byteVocabulary: vocabulary)
+    }
+
+    static func readFile(_ url: URL) throws -> [UInt8] {
+        guard let data = FileManager.default.contents(atPath: url.path) else {
+            throw DataError("\(url.path): cannot read the file")
+        }
+        return [UInt8](data)
+    }
+
+    /// `Data/kjv.txt`, regenerated from Debian's `bible` program when missing and verified
+    /// against the published checksum.
+    public static func defaultKJV(dataDirectory: URL) throws -> URL {
+        let url = dataDirectory.appendingPathComponent(KnownCorpus.kjvFile)
+        if FileManager.default.fileExists(atPath: url.path) { return url }
+        guard let bible = ["/usr/bin/bible", "/usr/games/bible"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            throw DataError("the default corpus \(url.path) is missing and Debian's bible-kjv is not installed: run Scripts/get-data kjv, or pass --data FILE")
+        }
+        try FileManager.default.createDirectory(at: dataDirectory, withIntermediateDirectories: true)
+        let temporary = AtomicFile.temporaryURL(for: url)
+        FileManager.default.createFile(atPath: temporary.path, contents: nil)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: bible)
+        process.arguments = ["-f", "gen1:1-rev22:21"]
+        process.standardOutput = try FileHandle(forWritingTo: temporary)
+        try process.run()
+        process.waitUntilExit()
+        let digest = try SHA256.hexDigest(ofFile: temporary)
+        guard process.terminationStatus == 0, digest == KnownCorpus.kjvSHA256 else {
+            try? FileManager.default.removeItem(at: temporary)
+            throw DataError("\(bible) produced a KJV text with sha256 \(digest), expected \(KnownCorpus.kjvSHA256): reinstall bible-kjv-text or pass --data FILE")
+        }
+        try AtomicFile.commit(temporary, to: url)
+        return url
+    }
+}

@@ -1,0 +1,121 @@
+import Tensor
+
+// LayerNorm over the last dimension.
+// Legend: R rows (tokens), C width.
+//   y = (x - mean) / sqrt(var + eps) * weight + bias, var biased (divides by C), eps 1e-5,
+//   weight initialised to 1 and bias to 0 (DESIGN.md).
+
+/// Affine layer normalisation of each row of an `[R, C]` matrix.
+public final class LayerNorm {
+    public let width: Int
+    public let epsilon: Float = 1e-5
+    public let weight: ParameterView
+    public let bias: ParameterView
+
+    private let mean = FloatBuffer()
+    private let inverseStd = FloatBuffer()
+    private let partialWeightGrad = FloatBuffer()
+    private let partialBiasGrad = FloatBuffer()
+
+    public init(name: String, width: Int, layout: inout ParameterLayout) {
+        self.width = width
+        weight = layout.add("\(name).weight", shape: [width])
+        bias = layout.add("\(name).bias", shape: [width])
+    }
+
+    public func initialize(_ arena: ParameterArena) {
+        arena.value(weight).update(repeating: 1, count: width)
+        arena.value(bias).update(repeating: 0, count: width)
+    }
+
+    /// x, y: [R, C]. Saves per-row mean and 1/std for `backward`.
+    public func forward(
+        _ x: UnsafePointer<Float>, rows: Int, output y: UnsafeMutablePointer<Float>,
+        arena: ParameterArena
+    ) {
+        let c = width
+        let eps = epsilon
+        let x = SendablePointer(x), y = SendablePointer(y)
+        let mean = SendablePointer(self.mean.reserve(rows))
+        let inverseStd = SendablePointer(self.inverseStd.reserve(rows))
+        let w = SendablePointer(arena.value(weight)), b = SendablePointer(arena.value(bias))
+        parallelChunks(rows, minimumChunk: 64) { range in
+            for r in range {
+                let row = x.pointer + r * c
+                let m = sum(row, count: c) / Float(c)
+                var variance: Float = 0
+                // Two passes: the variance of centred values, as PyTorch computes it.
+                var acc = SIMD16<Float>()
+                var i = 0
+                while i + 16 <= c {
+                    let d = load16(row + i) - SIMD16(repeating: m)
+                    acc += d * d
+                    i += 16
+                }
+                variance = acc.sum()
+                while i < c {
+                    variance += (row[i] - m) * (row[i] - m)
+                    i += 1
+                }
+                variance /= Float(c)
+                let s = 1 / (variance + eps).squareRoot()
+                mean.mutable[r] = m
+                inverseStd.mutable[r] = s
+                let out = y.mutable + r * c
+                for i in 0..<c {
+                    out[i] = (row[i] - m) * s * w.pointer[i] + b.pointer[i]
+                }
+            }
+        }
+    }
+
+    /// Accumulates dWeight, dBias and `dx += dL/dx` for rows `inputGradientRows` (all rows when
+    /// nil; memory rows of attention only need the parameter gradients).
+    public func backward(
+        _ x: UnsafePointer<Float>, dOutput dy: UnsafePointer<Float>, rows: Int,
+        dInput dx: UnsafeMutablePointer<Float>?, arena: ParameterArena
+    ) {
+        let c = width
+        // Fixed chunking, independent of the thread count, so gradients are bit-identical
+        // whatever --threads says.
+        let chunks = max(1, min(16, rows / 32))
+        let pw = SendablePointer(partialWeightGrad.reserve(chunks * c))
+        let pb = SendablePointer(partialBiasGrad.reserve(chunks * c))
+        let x = SendablePointer(x), dy = SendablePointer(dy)
+        let dx = dx.map { SendablePointer($0) }
+        let mean = SendablePointer(self.mean.pointer), inverseStd = SendablePointer(self.inverseStd.pointer)
+        let w = SendablePointer(arena.value(weight))
+        parallelFor(chunks) { chunk in
+            let gw = pw.mutable + chunk * c, gb = pb.mutable + chunk * c
+            gw.update(repeating: 0, count: c)
+            gb.update(repeating: 0, count: c)
+            for r in (chunk * rows / chunks)..<((chunk + 1) * rows / chunks) {
+                let row = x.pointer + r * c, g = dy.pointer + r * c
+                let m = mean.pointer[r], s = inverseStd.pointer[r]
+                // dnorm = g * w; dx = s * (dnorm - mean(dnorm) - xhat * mean(dnorm * xhat))
+                var sumD: Float = 0, sumDX: Float = 0
+                for i in 0..<c {
+                    let xhat = (row[i] - m) * s
+                    let d = g[i] * w.pointer[i]
+                    sumD += d
+                    sumDX += d * xhat
+                    gw[i] += g[i] * xhat
+                    gb[i] += g[i]
+                }
+                if let dx {
+                    let meanD = sumD / Float(c), meanDX = sumDX / Float(c)
+                    let out = dx.mutable + r * c
+                    for i in 0..<c {
+                        let xhat = (row[i] - m) * s
+                        out[i] += s * (g[i] * w.pointer[i] - meanD - xhat * meanDX)
+                    }
+                }
+            }
+        }
+        let gw = arena.gradient(weight), gb = arena.gradient(bias)
+        for chunk in 0..<chunks {
+            addInPlace(gw, pw.pointer + chunk * c, count: c)
+            addInPlace(gb, pb.pointer + chunk * c, count: c)
+        }
+    }
+}

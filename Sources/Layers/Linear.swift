@@ -1,0 +1,60 @@
+import Tensor
+
+// Fully connected layer. Legend: R rows, I input width, O output width.
+//   y = x W^T + b, W: [O, I] (PyTorch layout), b: [O] (optional).
+
+/// A linear map applied to every row of an `[R, I]` matrix.
+public final class Linear {
+    public let inputWidth: Int
+    public let outputWidth: Int
+    public let weight: ParameterView
+    public let bias: ParameterView?
+
+    public init(
+        name: String, inputWidth: Int, outputWidth: Int, bias hasBias: Bool,
+        layout: inout ParameterLayout
+    ) {
+        self.inputWidth = inputWidth
+        self.outputWidth = outputWidth
+        weight = layout.add("\(name).weight", shape: [outputWidth, inputWidth])
+        bias = hasBias ? layout.add("\(name).bias", shape: [outputWidth]) : nil
+    }
+
+    /// x: [R, I] -> y: [R, O] (overwritten).
+    public func forward(
+        _ x: UnsafePointer<Float>, rows: Int, output y: UnsafeMutablePointer<Float>,
+        arena: ParameterArena
+    ) {
+        gemm(
+            transposeB: true, m: rows, n: outputWidth, k: inputWidth,
+            a: x, lda: inputWidth, b: arena.value(weight), ldb: inputWidth,
+            beta: 0, c: y, ldc: outputWidth)
+        if let bias {
+            addRowVector(y, arena.value(bias), rows: rows, columns: outputWidth)
+        }
+    }
+
+    /// Accumulates dW += dy^T x, db += column sums of dy and, when `dInput` is given,
+    /// dx (+)= dy W (`accumulateInput` false overwrites dx).
+    public func backward(
+        _ x: UnsafePointer<Float>, dOutput dy: UnsafePointer<Float>, rows: Int,
+        dInput dx: UnsafeMutablePointer<Float>?, accumulateInput: Bool = true,
+        arena: ParameterArena
+    ) {
+        gemm(
+            transposeA: true, m: outputWidth, n: inputWidth, k: rows,
+            a: dy, lda: outputWidth, b: x, ldb: inputWidth,
+            beta: 1, c: arena.gradient(weight), ldc: inputWidth)
+        if let bias {
+            addColumnSums(
+                arena.gradient(bias), of: dy, rows: rows, columns: outputWidth,
+                rowStride: outputWidth)
+        }
+        if let dx {
+            gemm(
+                m: rows, n: inputWidth, k: outputWidth,
+                a: dy, lda: outputWidth, b: arena.value(weight), ldb: inputWidth,
+                beta: accumulateInput ? 1 : 0, c: dx, ldc: inputWidth)
+        }
+    }
+}

@@ -1,0 +1,327 @@
+import Foundation
+import Tensor
+
+// Transformer-XL relative multi-head attention with memory, as in the official σ-MoE code
+// (DESIGN.md "Relative attention").
+// Legend: B batch, T query length (current segment), M memory length, S = M + T key length,
+//   d model width, H heads, D head size (H * D may differ from d), HD = H * D.
+// Input: the layer-normalised concat(memory, h), [B, S, d]; queries are its last T rows.
+//   q = x Wq^T, [k | v] = x Wkv^T (per head: D key columns then D value columns),
+//   R_p sinusoidal interleaved (R[2m] = sin(p w_m), R[2m+1] = cos(p w_m), w_m = 10000^(-2m/d)),
+//   score[i, j] = s * ((q_i + u) . k_j + (q_i + v) . (Wr R_p)),  p = j - (M + i) <= 0,
+//   keys with p > 0 (the future) masked; out = concat_h(softmax(score) V) Wo^T.
+// Row r of the position table holds p = -r, so the position term of (i, j) is column
+// r = M + i - j of (q_i + v) . (Wr R)^T.
+
+/// Relative multi-head attention over a memory of earlier segments plus the current one.
+public final class RelativeAttention {
+    /// Head layout of one attention layer.
+    public struct Config: Sendable, Codable, Equatable {
+        public var heads: Int
+        public var headSize: Int
+        public init(heads: Int, headSize: Int) {
+            self.heads = heads
+            self.headSize = headSize
+        }
+    }
+
+    public let config: Config
+    public let width: Int
+    public let layerCount: Int
+    public let query: ParameterView  // [HD, d]
+    public let keyValue: ParameterView  // [2HD, d], rows ordered head, {key, value}, D
+    public let position: ParameterView  // Wr [HD, d], no bias
+    public let output: ParameterView  // Wo [d, HD]
+    public let contentBias: ParameterView  // u [H, D]
+    public let positionBias: ParameterView  // v [H, D]
+    public let scoreScale: ParameterView  // s [1], learnable, init 1/sqrt(D)
+    /// The official layer's unused scalar `s_bias`: kept so parameter counts match the paper.
+    public let unusedBias: ParameterView
+
+    let scratch: AttentionScratch
+
+    // Saved by forward for backward.
+    private var saved = (batch: 0, queryLength: 0, memoryLength: 0)
+    private let queryInput = FloatBuffer()  // [B*T, d]
+    private let contentQuery = FloatBuffer()  // q + u, [B*T, HD]
+    private let positionQuery = FloatBuffer()  // q + v, [B*T, HD]
+    private let keyValues = FloatBuffer()  // [B*S, 2HD]
+    private let positionKeys = FloatBuffer()  // Wr R, [S, HD]
+    private let rawScores = FloatBuffer()  // unscaled content + position scores, [H, B, T, S]
+    private let rowMaximum = FloatBuffer()  // softmax statistics per (h, b, i)
+    private let rowInverseSum = FloatBuffer()
+    private let merged = FloatBuffer()  // [B*T, HD]
+    private let positionTable = FloatBuffer()  // R, [S, d]
+    private var positionTableRows = 0
+    // Backward only.
+    private let dMerged = FloatBuffer()
+    private let dQuery = FloatBuffer()
+    private let dKeyValues = FloatBuffer()
+    private let dPositionKeys = FloatBuffer()
+    private let dScalePartial = FloatBuffer()
+    private let dPositionBiasRows = FloatBuffer()
+
+    public init(
+        name: String, config: Config, width: Int, layerCount: Int, scratch: AttentionScratch,
+        layout: inout ParameterLayout
+    ) {
+        self.config = config
+        self.width = width
+        self.layerCount = layerCount
+        self.scratch = scratch
+        let hd = config.heads * config.headSize
+        query = layout.add("\(name).query.weight", shape: [hd, width])
+        keyValue = layout.add("\(name).key_value.weight", shape: [2 * hd, width])
+        position = layout.add("\(name).position.weight", shape: [hd, width])
+        output = layout.add("\(name).output.weight", shape: [width, hd])
+        contentBias = layout.add("\(name).content_bias", shape: [config.heads, config.headSize])
+        positionBias = layout.add("\(name).position_bias", shape: [config.heads, config.headSize])
+        scoreScale = layout.add("\(name).scale", shape: [1])
+        unusedBias = layout.add("\(name).unused_scale_bias", shape: [1])
+    }
+
+    public func initialize(_ arena: ParameterArena, rng: inout RandomGenerator) {
+        for weight in [query, keyValue, position, output] {
+            prenormInitialize(weight, layerCount: layerCount, arena: arena, rng: &rng)
+        }
+        arena.value(contentBias).update(repeating: 0, count: contentBias.count)
+        arena.value(positionBias).update(repeating: 0, count: positionBias.count)
+        arena.value(scoreScale)[0] = Float(1 / Double(config.headSize).squareRoot())
+        arena.value(unusedBias)[0] = 0
+    }
+
+    /// The sinusoidal table for p = 0, -1, ..., -(rows-1), built in float32 like the official
+    /// `sinusoidal_pos_embedding` (div_term = exp(2m * -ln(10000)/d) in float32).
+    static func fillPositionTable(_ table: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
+        let factor = Float(-Foundation.log(10000.0) / Double(width))
+        for m in 0..<(width / 2) {
+            let frequency = Foundation.exp(Float(2 * m) * factor)
+            for r in 0..<rows {
+                let angle = Float(-r) * frequency
+                table[r * width + 2 * m] = Foundation.sin(angle)
+                table[r * width + 2 * m + 1] = Foundation.cos(angle)
+            }
+        }
+    }
+
+    /// x: layer-normalised concat(memory, h), [B, S, d]; y: [B*T, d] (overwritten).
+    public func forward(
+        _ x: UnsafePointer<Float>, batch: Int, queryLength: Int, memoryLength: Int,
+        output y: UnsafeMutablePointer<Float>, arena: ParameterArena
+    ) {
+        let (b, t, m) = (batch, queryLength, memoryLength)
+        let s = m + t, d = width, h = config.heads, dh = config.headSize, hd = h * dh
+        saved = (b, t, m)
+
+        // Queries come from the current segment's rows only.
+        let yq = queryInput.reserve(b * t * d)
+        for i in 0..<b {
+            (yq + i * t * d).update(from: x + (i * s + m) * d, count: t * d)
+        }
+        let qc = contentQuery.reserve(b * t * hd), qp = positionQuery.reserve(b * t * hd)
+        gemm(transposeB: true, m: b * t, n: hd, k: d, a: yq, lda: d,
+             b: arena.value(query), ldb: d, beta: 0, c: qc, ldc: hd)
+        let u = arena.value(contentBias), v = arena.value(positionBias)
+        for row in 0..<(b * t) {
+            add(qc + row * hd, v, into: qp + row * hd, count: hd)
+            addInPlace(qc + row * hd, u, count: hd)
+        }
+        let kv = keyValues.reserve(b * s * 2 * hd)
+        gemm(transposeB: true, m: b * s, n: 2 * hd, k: d, a: x, lda: d,
+             b: arena.value(keyValue), ldb: d, beta: 0, c: kv, ldc: 2 * hd)
+
+        if positionTableRows < s {
+            Self.fillPositionTable(positionTable.reserve(s * d), rows: s, width: d)
+            positionTableRows = s
+        }
+        let rk = positionKeys.reserve(s * hd)
+        gemm(transposeB: true, m: s, n: hd, k: d, a: positionTable.pointer, lda: d,
+             b: arena.value(position), ldb: d, beta: 0, c: rk, ldc: hd)
+
+        // Position scores for every query row and every relative distance r, one product per
+        // head over all B*T rows: bd[h, row, r] = qp[row, h] . rk[r, h].
+        let bd = scratch.positionScores.reserve(h * b * t * s)
+        batchedGemm(
+            count: h, transposeB: true, m: b * t, n: s, k: dh,
+            a: qp, lda: hd, strideA: dh, b: rk, ldb: hd, strideB: dh,
+            beta: 0, c: bd, ldc: s, strideC: b * t * s)
+
+        let raw = SendablePointer(rawScores.reserve(h * b * t * s))
+        let probabilities = SendablePointer(scratch.probabilities.reserve(h * b * t * s))
+        let rowMax = SendablePointer(rowMaximum.reserve(h * b * t))
+        let rowInv = SendablePointer(rowInverseSum.reserve(h * b * t))
+        let out = SendablePointer(merged.reserve(b * t * hd))
+        let qcS = SendablePointer(qc), kvS = SendablePointer(kv), bdS = SendablePointer(bd)
+        let scaleValue = arena.value(scoreScale)[0]
+        // One task per (head, batch row): each writes only its own score block and its own
+        // D columns of `merged`.
+        parallelFor(h * b) { task in
+            let head = task / b, item = task % b
+            let block = task * t * s
+            let scores = raw.mutable + block
+            let keys = kvS.pointer + item * s * 2 * hd + head * 2 * dh
+            gemm(transposeB: true, m: t, n: s, k: dh,
+                 a: qcS.pointer + item * t * hd + head * dh, lda: hd,
+                 b: keys, ldb: 2 * hd, beta: 0, c: scores, ldc: s)
+            let p = probabilities.mutable + block
+            for i in 0..<t {
+                let row = scores + i * s
+                let positions = bdS.pointer + (head * b * t + item * t + i) * s
+                let visible = m + i + 1
+                for j in 0..<visible { row[j] += positions[m + i - j] }
+                for j in visible..<s { row[j] = 0 }
+                let probabilityRow = p + i * s
+                for j in 0..<visible { probabilityRow[j] = scaleValue * row[j] }
+                let rowMaxValue = maximum(probabilityRow, count: visible)
+                let total = expInPlace(probabilityRow, count: visible, minus: rowMaxValue)
+                let inverse = 1 / total
+                Tensor.scale(probabilityRow, by: inverse, count: visible)
+                for j in visible..<s { probabilityRow[j] = 0 }
+                rowMax.mutable[task * t + i] = rowMaxValue
+                rowInv.mutable[task * t + i] = inverse
+            }
+            gemm(m: t, n: dh, k: s, a: p, lda: s, b: keys + dh, ldb: 2 * hd,
+                 beta: 0, c: out.mutable + item * t * hd + head * dh, ldc: hd)
+        }
+        gemm(transposeB: true, m: b * t, n: d, k: hd, a: out.pointer, lda: hd,
+             b: arena.value(output), ldb: hd, beta: 0, c: y, ldc: d)
+    }
+
+    /// Recomputes the softmax of one (head, batch) block exactly as `forward` did, from the
+    /// saved raw scores and row statistics: the same operations in the same order, so the
+    /// probabilities are bit-identical to the forward pass's.
+    @inline(__always)
+    static func recomputeProbabilities(
+        raw: UnsafePointer<Float>, rowMaximum: UnsafePointer<Float>,
+        rowInverseSum: UnsafePointer<Float>, queryLength t: Int, memoryLength m: Int,
+        scaleValue: Float, into p: UnsafeMutablePointer<Float>
+    ) {
+        let s = m + t
+        for i in 0..<t {
+            let visible = m + i + 1
+            let row = p + i * s
+            for j in 0..<visible { row[j] = scaleValue * raw[i * s + j] }
+            _ = expInPlace(row, count: visible, minus: rowMaximum[i])
+            Tensor.scale(row, by: rowInverseSum[i], count: visible)
+            for j in visible..<s { row[j] = 0 }
+        }
+    }
+
+    /// Accumulates all parameter gradients and `dx += dL/dx` for the whole input
+    /// [B, S, d] (memory rows included: their gradient reaches the layer norm's parameters).
+    public func backward(
+        _ x: UnsafePointer<Float>, dOutput dy: UnsafePointer<Float>,
+        dInput dx: UnsafeMutablePointer<Float>, arena: ParameterArena
+    ) {
+        let (b, t, m) = saved
+        let s = m + t, d = width, h = config.heads, dh = config.headSize, hd = h * dh
+        let scaleValue = arena.value(scoreScale)[0]
+
+        // Output projection.
+        gemm(transposeA: true, m: d, n: hd, k: b * t, a: dy, lda: d, b: merged.pointer, ldb: hd,
+             beta: 1, c: arena.gradient(output), ldc: hd)
+        let dOut = dMerged.reserve(b * t * hd)
+        gemm(m: b * t, n: hd, k: d, a: dy, lda: d, b: arena.value(output), ldb: hd,
+             beta: 0, c: dOut, ldc: hd)
+
+        let probabilities = SendablePointer(scratch.probabilities.reserve(h * b * t * s))
+        let dScores = SendablePointer(scratch.dScores.reserve(h * b * t * s))
+        let dbd = SendablePointer(scratch.positionScores.reserve(h * b * t * s))
+        let dkv = SendablePointer(dKeyValues.reserve(b * s * 2 * hd))
+        let dq = SendablePointer(dQuery.reserve(b * t * hd))
+        let dsPartial = SendablePointer(dScalePartial.reserve(h * b))
+        let raw = SendablePointer(rawScores.pointer)
+        let kv = SendablePointer(keyValues.pointer), qc = SendablePointer(contentQuery.pointer)
+        let dOutS = SendablePointer(dOut)
+        let rowMax = SendablePointer(rowMaximum.pointer), rowInv = SendablePointer(rowInverseSum.pointer)
+        parallelFor(h * b) { task in
+            let head = task / b, item = task % b
+            let block = task * t * s
+            let p = probabilities.mutable + block
+            Self.recomputeProbabilities(
+                raw: raw.pointer + block, rowMaximum: rowMax.pointer + task * t,
+                rowInverseSum: rowInv.pointer + task * t, queryLength: t, memoryLength: m,
+                scaleValue: scaleValue, into: p)
+            let keys = kv.pointer + item * s * 2 * hd + head * 2 * dh
+            let dKeys = dkv.mutable + item * s * 2 * hd + head * 2 * dh
+            let dHead = dOutS.pointer + item * t * hd + head * dh
+            let g = dScores.mutable + block
+            // dP = dO V^T; dV = P^T dO.
+            gemm(transposeB: true, m: t, n: s, k: dh, a: dHead, lda: hd, b: keys + dh, ldb: 2 * hd,
+                 beta: 0, c: g, ldc: s)
+            gemm(transposeA: true, m: s, n: dh, k: t, a: p, lda: s, b: dHead, ldb: hd,
+                 beta: 0, c: dKeys + dh, ldc: 2 * hd)
+            // Softmax backward, d(scale), then d(raw) = scale * d(logit).
+            var dScale: Float = 0
+            for i in 0..<t {
+                let visible = m + i + 1
+                let gRow = g + i * s, pRow = p + i * s
+                let inner = dot(gRow, pRow, count: visible)
+                for j in 0..<visible { gRow[j] = pRow[j] * (gRow[j] - inner) }
+                for j in visible..<s { gRow[j] = 0 }
+                dScale += dot(gRow, raw.pointer + block + i * s, count: visible)
+                Tensor.scale(gRow, by: scaleValue, count: visible)
+                // Position part: column r = M + i - j of this row of bd.
+                let positions = dbd.mutable + (head * b * t + item * t + i) * s
+                for j in 0..<visible { positions[m + i - j] = gRow[j] }
+                for r in visible..<s { positions[r] = 0 }
+            }
+            dsPartial.mutable[task] = dScale
+            // Content part: dK = dRaw^T (q + u); d(q + u) = dRaw K.
+            gemm(transposeA: true, m: s, n: dh, k: t, a: g, lda: s,
+                 b: qc.pointer + item * t * hd + head * dh, ldb: hd,
+                 beta: 0, c: dKeys, ldc: 2 * hd)
+            gemm(m: t, n: dh, k: s, a: g, lda: s, b: keys, ldb: 2 * hd,
+                 beta: 0, c: dq.mutable + item * t * hd + head * dh, ldc: hd)
+        }
+        var dScaleTotal: Float = 0
+        for task in 0..<(h * b) { dScaleTotal += dsPartial.pointer[task] }
+        arena.gradient(scoreScale)[0] += dScaleTotal
+
+        // u collects the content-query gradient before the position part is added to dq.
+        addColumnSums(arena.gradient(contentBias), of: dq.pointer, rows: b * t, columns: hd, rowStride: hd)
+
+        // Position part per head over all B*T rows:
+        //   d(q + v) = dbd rk,  d rk = dbd^T (q + v),  dv = (column sums of dbd) rk.
+        let rk = SendablePointer(positionKeys.pointer), qp = SendablePointer(positionQuery.pointer)
+        let drk = SendablePointer(dPositionKeys.reserve(s * hd))
+        let dvRows = SendablePointer(dPositionBiasRows.reserve(h * s))
+        let dvGrad = SendablePointer(arena.gradient(positionBias))
+        let ones = SendablePointer(Ones.shared.pointer(count: b * t))
+        parallelFor(h) { head in
+            let block = dbd.pointer + head * b * t * s
+            gemm(m: b * t, n: dh, k: s, a: block, lda: s, b: rk.pointer + head * dh, ldb: hd,
+                 beta: 1, c: dq.mutable + head * dh, ldc: hd)
+            gemm(transposeA: true, m: s, n: dh, k: b * t, a: block, lda: s,
+                 b: qp.pointer + head * dh, ldb: hd, beta: 0, c: drk.mutable + head * dh, ldc: hd)
+            let columnSums = dvRows.mutable + head * s
+            gemv(transpose: true, rows: b * t, columns: s, a: block, lda: s, x: ones.pointer,
+                 beta: 0, y: columnSums)
+            gemv(transpose: true, rows: s, columns: dh, a: rk.pointer + head * dh, lda: hd,
+                 x: columnSums, beta: 1, y: dvGrad.mutable + head * dh)
+        }
+        gemm(transposeA: true, m: hd, n: d, k: s, a: drk.pointer, lda: hd,
+             b: positionTable.pointer, ldb: d, beta: 1, c: arena.gradient(position), ldc: d)
+
+        // Query projection: dWq += dq^T yq; dx[query rows] += dq Wq.
+        gemm(transposeA: true, m: hd, n: d, k: b * t, a: dq.pointer, lda: hd,
+             b: queryInput.pointer, ldb: d, beta: 1, c: arena.gradient(query), ldc: d)
+        for item in 0..<b {
+            gemm(m: t, n: d, k: hd, a: dq.pointer + item * t * hd, lda: hd,
+                 b: arena.value(query), ldb: d, beta: 1, c: dx + (item * s + m) * d, ldc: d)
+        }
+        // Key/value projection over all S rows.
+        gemm(transposeA: true, m: 2 * hd, n: d, k: b * s, a: dkv.pointer, lda: 2 * hd,
+             b: x, ldb: d, beta: 1, c: arena.gradient(keyValue), ldc: d)
+        gemm(m: b * s, n: d, k: 2 * hd, a: dkv.pointer, lda: 2 * hd,
+             b: arena.value(keyValue), ldb: d, beta: 1, c: dx, ldc: d)
+    }
+}
+
+/// Scratch shared by all attention layers of a model: needed only while one layer runs.
+public final class AttentionScratch {
+    let probabilities = FloatBuffer()  // [H, B, T, S]
+    let dScores = FloatBuffer()  // [H, B, T, S]
+    let positionScores = FloatBuffer()  // [H, B*T, S], position scores then their gradient
+    public init() {}
+}

@@ -1,0 +1,112 @@
+import Layers
+import Tensor
+
+/// Shape of a Transformer-XL language model (DESIGN.md "Transformer-XL").
+public struct ModelConfig: Sendable, Codable, Equatable {
+    /// Number of token ids (bytes: distinct byte values of the corpus).
+    public var vocabularySize: Int
+    /// d_model.
+    public var modelWidth: Int
+    public var layers: Int
+    public var heads: Int
+    /// Per-head size; nil means modelWidth / heads (which must divide).
+    public var headSize: Int?
+    public var feedForward: FeedForwardConfig
+    /// Dropout rate at embeddings, attention and FFN outputs, after the final LayerNorm and
+    /// in the dense/top-K hidden layer.
+    public var dropout: Float
+
+    public init(
+        vocabularySize: Int, modelWidth: Int, layers: Int, heads: Int, headSize: Int? = nil,
+        feedForward: FeedForwardConfig, dropout: Float
+    ) {
+        self.vocabularySize = vocabularySize
+        self.modelWidth = modelWidth
+        self.layers = layers
+        self.heads = heads
+        self.headSize = headSize
+        self.feedForward = feedForward
+        self.dropout = dropout
+    }
+
+    /// The head size actually used.
+    public var resolvedHeadSize: Int { headSize ?? modelWidth / max(1, heads) }
+
+    /// Problems a user can cause, as one line each naming the field and the fix.
+    public func validate() throws {
+        func fail(_ message: String) throws { throw ConfigError(message) }
+        if vocabularySize < 2 { try fail("model.vocabulary_size must be at least 2 (got \(vocabularySize))") }
+        if modelWidth < 2 || modelWidth % 2 != 0 {
+            try fail("model.d_model must be a positive even number: the sinusoidal position table pairs sin and cos columns (got \(modelWidth))")
+        }
+        if layers < 1 { try fail("model.layers must be at least 1 (got \(layers))") }
+        if heads < 1 { try fail("model.heads must be at least 1 (got \(heads))") }
+        if let headSize {
+            if headSize < 1 { try fail("model.head_size must be at least 1 (got \(headSize))") }
+        } else if modelWidth % heads != 0 {
+            try fail("model.heads \(heads) does not divide d_model \(modelWidth): choose heads that divide it, or set head_size (--head-size) explicitly")
+        }
+        if !(dropout >= 0 && dropout < 1) { try fail("model.dropout must be in [0, 1) (got \(dropout))") }
+        try feedForward.validate(modelWidth: modelWidth)
+    }
+}
+
+/// A configuration a user wrote that cannot work; the message is one line naming the field.
+public struct ConfigError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// The feedforward block of every layer: one typed config per variant (STYLE.md).
+public enum FeedForwardConfig: Sendable, Equatable {
+    case dense(DenseFeedForward.Config)
+
+    /// The variant's name, as `--ffn` takes it.
+    public var kind: String {
+        switch self {
+        case .dense: "dense"
+        }
+    }
+
+    func validate(modelWidth: Int) throws {
+        switch self {
+        case .dense(let c):
+            if c.hiddenSize < 1 { throw ConfigError("model.feed_forward.hidden_size must be at least 1 (got \(c.hiddenSize))") }
+        }
+    }
+
+    func makeLayer(
+        name: String, modelWidth: Int, layerCount: Int, dropout: Float,
+        layout: inout ParameterLayout
+    ) -> FeedForwardLayer {
+        switch self {
+        case .dense(let c):
+            DenseFeedForward(
+                name: name, config: c, width: modelWidth, layerCount: layerCount,
+                dropout: dropout, layout: &layout)
+        }
+    }
+}
+
+extension FeedForwardConfig: Codable {
+    private enum Kind: String, Codable { case dense }
+    private enum CodingKeys: String, CodingKey { case kind }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let kind = try container.decode(String.self, forKey: .kind)
+        switch Kind(rawValue: kind) {
+        case .dense: self = .dense(try DenseFeedForward.Config(from: decoder))
+        case nil:
+            throw ConfigError("model.feed_forward.kind '\(kind)' is unknown: use one of dense")
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(kind, forKey: .kind)
+        switch self {
+        case .dense(let c): try c.encode(to: encoder)
+        }
+    }
+}

@@ -1,0 +1,127 @@
+import CBLAS
+
+/// The one matrix-product entry point: `C = alpha * op(A) * op(B) + beta * C`, row-major,
+/// through OpenBLAS `cblas_sgemm`.
+///
+/// Shapes: `op(A)` is `m x k`, `op(B)` is `k x n`, `C` is `m x n`. `transposeA` means `A` is
+/// stored as `k x m` (so `op(A) = A^T`), likewise for `B`. Leading dimensions are the row
+/// strides of the matrices as stored (`lda >= k` when not transposed, `>= m` when transposed),
+/// which lets callers address one head's columns inside a wider matrix without copying.
+/// `beta = 1` accumulates, which is how backward passes add into gradient buffers.
+@inlinable
+public func gemm(
+    transposeA: Bool = false, transposeB: Bool = false,
+    m: Int, n: Int, k: Int, alpha: Float = 1,
+    a: UnsafePointer<Float>, lda: Int,
+    b: UnsafePointer<Float>, ldb: Int,
+    beta: Float,
+    c: UnsafeMutablePointer<Float>, ldc: Int
+) {
+    if m == 0 || n == 0 { return }
+    if k == 0 {
+        // BLAS would only scale C; do it here so no implementation detail leaks through.
+        for row in 0..<m {
+            let line = c + row * ldc
+            if beta == 0 {
+                line.update(repeating: 0, count: n)
+            } else if beta != 1 {
+                for column in 0..<n { line[column] *= beta }
+            }
+        }
+        return
+    }
+    cblas_sgemm(
+        CblasRowMajor,
+        transposeA ? CblasTrans : CblasNoTrans,
+        transposeB ? CblasTrans : CblasNoTrans,
+        Int32(m), Int32(n), Int32(k), alpha,
+        a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+}
+
+/// `count` independent products with constant strides between consecutive operands
+/// (`A_i = a + i * strideA`, ...), spread over the cores by `parallelFor` with single-threaded
+/// BLAS inside, so small per-head products keep both cores busy without oversubscription.
+@inlinable
+public func batchedGemm(
+    count: Int,
+    transposeA: Bool = false, transposeB: Bool = false,
+    m: Int, n: Int, k: Int, alpha: Float = 1,
+    a: UnsafePointer<Float>, lda: Int, strideA: Int,
+    b: UnsafePointer<Float>, ldb: Int, strideB: Int,
+    beta: Float,
+    c: UnsafeMutablePointer<Float>, ldc: Int, strideC: Int
+) {
+    let a = SendablePointer(a), b = SendablePointer(b), c = SendablePointer(c)
+    parallelFor(count) { i in
+        gemm(
+            transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
+            a: a.pointer + i * strideA, lda: lda, b: b.pointer + i * strideB, ldb: ldb,
+            beta: beta, c: c.mutable + i * strideC, ldc: ldc)
+    }
+}
+
+/// Reference product used only by tests: the plain triple loop over the same arguments.
+public func naiveGemm(
+    transposeA: Bool = false, transposeB: Bool = false,
+    m: Int, n: Int, k: Int, alpha: Float = 1,
+    a: UnsafePointer<Float>, lda: Int,
+    b: UnsafePointer<Float>, ldb: Int,
+    beta: Float,
+    c: UnsafeMutablePointer<Float>, ldc: Int
+) {
+    for i in 0..<m {
+        for j in 0..<n {
+            var sum: Double = 0
+            for p in 0..<k {
+                let x = transposeA ? a[p * lda + i] : a[i * lda + p]
+                let y = transposeB ? b[j * ldb + p] : b[p * ldb + j]
+                sum += Double(x) * Double(y)
+            }
+            let old = beta == 0 ? 0 : Double(beta) * Double(c[i * ldc + j])
+            c[i * ldc + j] = Float(Double(alpha) * sum + old)
+        }
+    }
+}
+
+/// `y = alpha * op(A) x + beta * y` for a row-major `rows x columns` matrix `A`
+/// (`transpose` multiplies by `A^T`, so `x` has `rows` entries and `y` has `columns`).
+@inlinable
+public func gemv(
+    transpose: Bool = false, rows: Int, columns: Int, alpha: Float = 1,
+    a: UnsafePointer<Float>, lda: Int, x: UnsafePointer<Float>, beta: Float,
+    y: UnsafeMutablePointer<Float>
+) {
+    if rows == 0 || columns == 0 { return }
+    cblas_sgemv(
+        CblasRowMajor, transpose ? CblasTrans : CblasNoTrans, Int32(rows), Int32(columns),
+        alpha, a, Int32(lda), x, 1, beta, y, 1)
+}
+
+/// Column sums through BLAS: `out += sum over rows of x[r, :]` (`out` has `columns` entries).
+/// `ones` must hold at least `rows` ones (see `Ones`).
+@inlinable
+public func addColumnSums(
+    _ out: UnsafeMutablePointer<Float>, of x: UnsafePointer<Float>, rows: Int, columns: Int,
+    rowStride: Int
+) {
+    let ones = Ones.shared.pointer(count: rows)
+    gemv(
+        transpose: true, rows: rows, columns: columns, a: x, lda: rowStride, x: ones, beta: 1,
+        y: out)
+}
+
+/// A growing vector of ones shared by column-sum products. Used from the driving thread only.
+public final class Ones: @unchecked Sendable {
+    public static let shared = Ones()
+    private let buffer = FloatBuffer()
+    private var filled = 0
+
+    public func pointer(count: Int) -> UnsafePointer<Float> {
+        if count > filled {
+            let p = buffer.reserve(count)
+            p.initialize(repeating: 1, count: count)
+            filled = count
+        }
+        return UnsafePointer(buffer.pointer)
+    }
+}

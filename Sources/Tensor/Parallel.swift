@@ -1,0 +1,91 @@
+import CBLAS
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A pointer that may cross into `parallelFor` bodies. This is the one audited place where
+/// lmtrain tells Swift 6 that sharing raw buffers between worker threads is fine: every
+/// parallel kernel writes disjoint ranges (one head, one batch row, one chunk), which the
+/// kernels' own comments state.
+public struct SendablePointer<Element>: @unchecked Sendable {
+    public let mutable: UnsafeMutablePointer<Element>
+    @inlinable public var pointer: UnsafePointer<Element> { UnsafePointer(mutable) }
+    @inlinable public init(_ pointer: UnsafeMutablePointer<Element>) { mutable = pointer }
+    @inlinable public init(_ pointer: UnsafePointer<Element>) {
+        mutable = UnsafeMutablePointer(mutating: pointer)
+    }
+}
+
+/// How many cores lmtrain uses, shared by OpenBLAS and `parallelFor`.
+///
+/// Large products run on the calling thread with OpenBLAS using `count` threads; inside a
+/// `parallelFor` body OpenBLAS is switched to one thread, so at no time do more than
+/// `count` threads compute.
+public enum Threads {
+    nonisolated(unsafe) public private(set) static var count: Int = 1
+    nonisolated(unsafe) static var insideParallelRegion = false
+
+    /// Sets the number of compute threads (0 = all cores) and OpenBLAS's thread count.
+    public static func configure(_ requested: Int) {
+        let available = max(1, onlineCores)
+        count = requested <= 0 ? available : requested
+        openblas_set_num_threads(Int32(count))
+    }
+
+    /// Cores the operating system reports online.
+    public static var onlineCores: Int {
+        let n = sysconf(Int32(_SC_NPROCESSORS_ONLN))
+        return n > 0 ? Int(n) : 1
+    }
+}
+
+/// Runs `body(i)` for every `i` in `0..<count`, spread over `Threads.count` workers in
+/// contiguous blocks of indices. Callers make items coarse (one head, one chunk of rows).
+/// The result never depends on the number of threads: each index is computed by exactly one
+/// worker and writes only its own outputs.
+@inlinable
+public func parallelFor(_ count: Int, _ body: @Sendable (Int) -> Void) {
+    let workers = min(Threads.count, count)
+    if workers <= 1 || Threads.insideParallelRegionForInlining {
+        for i in 0..<count { body(i) }
+        return
+    }
+    Threads.enterParallelRegion()
+    defer { Threads.leaveParallelRegion() }
+    DispatchQueue.concurrentPerform(iterations: workers) { worker in
+        let start = worker * count / workers
+        let end = (worker + 1) * count / workers
+        for i in start..<end { body(i) }
+    }
+}
+
+/// Splits `0..<total` into at most a few chunks per worker, each at least `minimumChunk`
+/// long, and runs `body` on each range in parallel. For elementwise kernels.
+@inlinable
+public func parallelChunks(
+    _ total: Int, minimumChunk: Int = 16_384, _ body: @Sendable (Range<Int>) -> Void
+) {
+    let chunks = max(1, min(Threads.count * 2, total / max(1, minimumChunk)))
+    if chunks == 1 {
+        body(0..<total)
+        return
+    }
+    parallelFor(chunks) { chunk in
+        body((chunk * total / chunks)..<((chunk + 1) * total / chunks))
+    }
+}
+
+extension Threads {
+    @usableFromInline static var insideParallelRegionForInlining: Bool { insideParallelRegion }
+
+    @usableFromInline static func enterParallelRegion() {
+        insideParallelRegion = true
+        openblas_set_num_threads(1)
+    }
+
+    @usableFromInline static func leaveParallelRegion() {
+        insideParallelRegion = false
+        openblas_set_num_threads(Int32(count))
+    }
+}

@@ -1,0 +1,169 @@
+import Foundation
+import Testing
+import Layers
+import Tensor
+import TestSupport
+
+/// Finite-difference checks of every layer's hand-written backward pass: the scalar is
+/// sum(output * random upstream), parameters and inputs are perturbed one coordinate at a time.
+@Suite(.serialized) struct LayerGradientTests {
+    @Test func layerNorm() {
+        var layout = ParameterLayout()
+        let norm = LayerNorm(name: "norm", width: 6, layout: &layout)
+        let arena = ParameterArena(layout: layout)
+        var rng = RandomGenerator(seed: 1)
+        Initializer.normal(arena.values, count: arena.count, std: 0.5, mean: 1, rng: &rng)
+        let rows = 5
+        var x = randomArray(rows * 6, seed: 2)
+        let upstream = randomArray(rows * 6, seed: 3)
+        var y = [Float](repeating: 0, count: rows * 6)
+        var dx = [Float](repeating: 0, count: rows * 6)
+        norm.forward(x, rows: rows, output: &y, arena: arena)
+        norm.backward(x, dOutput: upstream, rows: rows, dInput: &dx, arena: arena)
+        let dxCopy = dx
+        x.withUnsafeMutableBufferPointer { xp in
+            dxCopy.withUnsafeBufferPointer { dxp in
+                let mismatches = checkGradients([
+                    CheckedTensor("weight", values: arena.value(norm.weight), gradient: arena.gradient(norm.weight), count: 6),
+                    CheckedTensor("bias", values: arena.value(norm.bias), gradient: arena.gradient(norm.bias), count: 6),
+                    CheckedTensor("x", values: xp.baseAddress!, gradient: dxp.baseAddress!, count: rows * 6),
+                ], samples: 30) {
+                    norm.forward(xp.baseAddress!, rows: rows, output: &y, arena: arena)
+                    return weightedSum(y, upstream, count: rows * 6)
+                }
+                #expect(mismatches.isEmpty, "\(mismatches)")
+            }
+        }
+    }
+
+    @Test(arguments: [true, false]) func linear(bias: Bool) {
+        var layout = ParameterLayout()
+        let linear = Linear(name: "l", inputWidth: 4, outputWidth: 3, bias: bias, layout: &layout)
+        let arena = ParameterArena(layout: layout)
+        var rng = RandomGenerator(seed: 4)
+        Initializer.normal(arena.values, count: arena.count, std: 1, rng: &rng)
+        let rows = 5
+        var x = randomArray(rows * 4, seed: 5)
+        let upstream = randomArray(rows * 3, seed: 6)
+        var y = [Float](repeating: 0, count: rows * 3)
+        var dx = [Float](repeating: 0.5, count: rows * 4)  // backward accumulates onto this
+        linear.forward(x, rows: rows, output: &y, arena: arena)
+        linear.backward(x, dOutput: upstream, rows: rows, dInput: &dx, arena: arena)
+        let dxNet = dx.map { $0 - 0.5 }
+        var tensors = [CheckedTensor("weight", values: arena.value(linear.weight), gradient: arena.gradient(linear.weight), count: 12)]
+        if let b = linear.bias {
+            tensors.append(CheckedTensor("bias", values: arena.value(b), gradient: arena.gradient(b), count: 3))
+        }
+        x.withUnsafeMutableBufferPointer { xp in
+            dxNet.withUnsafeBufferPointer { dxp in
+                tensors.append(CheckedTensor("x", values: xp.baseAddress!, gradient: dxp.baseAddress!, count: rows * 4))
+                let mismatches = checkGradients(tensors, samples: 40) {
+                    linear.forward(xp.baseAddress!, rows: rows, output: &y, arena: arena)
+                    return weightedSum(y, upstream, count: rows * 3)
+                }
+                #expect(mismatches.isEmpty, "\(mismatches)")
+            }
+        }
+    }
+
+    @Test func embeddingAccumulatesRepeatedTokens() {
+        var layout = ParameterLayout()
+        let embedding = Embedding(name: "e", vocabularySize: 5, width: 3, layout: &layout)
+        let arena = ParameterArena(layout: layout)
+        var rng = RandomGenerator(seed: 7)
+        embedding.initialize(arena, rng: &rng)
+        let tokens: [Int32] = [1, 3, 1, 0]
+        let upstream = randomArray(4 * 3, seed: 8)
+        var y = [Float](repeating: 0, count: 12)
+        embedding.forward(tokens, rows: 4, output: &y, arena: arena)
+        embedding.backward(tokens, dOutput: upstream, rows: 4, arena: arena)
+        let mismatches = checkGradients([
+            CheckedTensor("table", values: arena.value(embedding.table), gradient: arena.gradient(embedding.table), count: 15)
+        ], samples: 15) {
+            embedding.forward(tokens, rows: 4, output: &y, arena: arena)
+            return weightedSum(y, upstream, count: 12)
+        }
+        #expect(mismatches.isEmpty, "\(mismatches)")
+        // Token 2 and 4 never occur: zero gradient.
+        #expect((0..<3).allSatisfy { arena.gradient(embedding.table)[2 * 3 + $0] == 0 })
+    }
+
+    @Test func dropoutKeepsRateAndScalesGradient() {
+        let dropout = Dropout(rate: 0.25)
+        var context = ForwardContext(training: true, rng: RandomGenerator(seed: 9))
+        let n = 100_000
+        var x = [Float](repeating: 1, count: n)
+        dropout.forward(&x, count: n, context: &context)
+        let kept = x.filter { $0 != 0 }
+        #expect(abs(Double(kept.count) / Double(n) - 0.75) < 0.01)
+        #expect(kept.allSatisfy { abs($0 - 4.0 / 3.0) < 1e-6 })
+        var g = [Float](repeating: 2, count: n)
+        dropout.backward(&g, count: n)
+        for i in 0..<n { #expect(g[i] == 2 * x[i]) }
+        // Evaluation: identity.
+        var eval = ForwardContext(training: false, rng: RandomGenerator(seed: 9))
+        var y = [Float](repeating: 3, count: 10)
+        dropout.forward(&y, count: 10, context: &eval)
+        #expect(y == [Float](repeating: 3, count: 10))
+    }
+
+    @Test func crossEntropy() {
+        let (rows, v) = (4, 7)
+        let ce = SoftmaxCrossEntropy(vocabularySize: v)
+        var z = randomArray(rows * v, std: 2, seed: 10)
+        let targets: [Int32] = [0, 6, 3, 3]
+        var dz = [Float](repeating: 0, count: rows * v)
+        _ = ce.forward(logits: z, targets: targets, rows: rows)
+        ce.backward(logits: z, targets: targets, rows: rows, lossScale: 1 / Float(rows), dLogits: &dz)
+        let dzCopy = dz
+        z.withUnsafeMutableBufferPointer { zp in
+            dzCopy.withUnsafeBufferPointer { dzp in
+                let mismatches = checkGradients([
+                    CheckedTensor("logits", values: zp.baseAddress!, gradient: dzp.baseAddress!, count: rows * v)
+                ], samples: 28) {
+                    ce.forward(logits: zp.baseAddress!, targets: targets, rows: rows) / Double(rows)
+                }
+                #expect(mismatches.isEmpty, "\(mismatches)")
+            }
+        }
+        // Uniform logits give ln(V).
+        let flat = [Float](repeating: 0.3, count: rows * v)
+        #expect(abs(ce.forward(logits: flat, targets: targets, rows: rows) / Double(rows) - log(7.0)) < 1e-6)
+    }
+
+    /// Dense FFN with hidden dropout: the same seed each evaluation gives the same mask.
+    @Test func denseFeedForward() {
+        var layout = ParameterLayout()
+        let ffn = DenseFeedForward(name: "ffn", config: .init(hiddenSize: 9), width: 4, layerCount: 2, dropout: 0.3, layout: &layout)
+        let arena = ParameterArena(layout: layout)
+        var rng = RandomGenerator(seed: 11)
+        ffn.initialize(arena, rng: &rng)
+        // Biases are initialised to 0; make them nonzero so their gradients are tested.
+        Initializer.normal(arena.value(ffn.up.bias!), count: 9, std: 0.3, rng: &rng)
+        Initializer.normal(arena.value(ffn.down.bias!), count: 4, std: 0.3, rng: &rng)
+        let shape = TokenShape(batch: 2, length: 3)
+        var x = randomArray(shape.rows * 4, seed: 12)
+        let upstream = randomArray(shape.rows * 4, seed: 13)
+        var y = [Float](repeating: 0, count: shape.rows * 4)
+        var dx = [Float](repeating: 0, count: shape.rows * 4)
+        func run(_ xp: UnsafePointer<Float>) {
+            var context = ForwardContext(training: true, rng: RandomGenerator(seed: 99))
+            ffn.forward(xp, shape: shape, output: &y, arena: arena, context: &context)
+        }
+        run(x)
+        ffn.backward(x, dOutput: upstream, shape: shape, dInput: &dx, arena: arena)
+        let dxCopy = dx
+        x.withUnsafeMutableBufferPointer { xp in
+            dxCopy.withUnsafeBufferPointer { dxp in
+                let tensors = layout.views.map {
+                    CheckedTensor($0.name, values: arena.value($0), gradient: arena.gradient($0), count: $0.count)
+                } + [CheckedTensor("x", values: xp.baseAddress!, gradient: dxp.baseAddress!, count: shape.rows * 4)]
+                let mismatches = checkGradients(tensors, samples: 20, step: 1e-3) {
+                    run(xp.baseAddress!)
+                    return weightedSum(y, upstream, count: shape.rows * 4)
+                }
+                #expect(mismatches.isEmpty, "\(mismatches)")
+            }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+import Foundation
+import Testing
+import Layers
+import Tensor
+import TestSupport
+
+/// Relative attention: against a naive O(T (T + M)) implementation of DESIGN.md's formula,
+/// and by finite differences, with memory present and H x D different from d.
+@Suite(.serialized) struct RelativeAttentionTests {
+    let d = 8, heads = 3, headSize = 5
+    let batch = 2, length = 4, memory = 3
+
+    func makeLayer() -> (RelativeAttention, ParameterArena, ParameterLayout) {
+        var layout = ParameterLayout()
+        let layer = RelativeAttention(
+            name: "attention", config: .init(heads: heads, headSize: headSize), width: d,
+            layerCount: 2, scratch: AttentionScratch(), layout: &layout)
+        let arena = ParameterArena(layout: layout)
+        var rng = RandomGenerator(seed: 21)
+        layer.initialize(arena, rng: &rng)
+        // u and v start at 0 and s at 1/sqrt(D); move them so every term is exercised.
+        Initializer.normal(arena.value(layer.contentBias), count: heads * headSize, std: 0.5, rng: &rng)
+        Initializer.normal(arena.value(layer.positionBias), count: heads * headSize, std: 0.5, rng: &rng)
+        arena.value(layer.scoreScale)[0] = 0.7
+        return (layer, arena, layout)
+    }
+
+    /// The definition, computed in Double with explicit loops.
+    func naive(_ x: [Float], arena: ParameterArena, layer: RelativeAttention) -> [Double] {
+        let s = memory + length, hd = heads * headSize
+        func w(_ v: ParameterView, _ r: Int, _ c: Int) -> Double { Double(arena.value(v)[r * v.shape[1] + c]) }
+        func project(_ v: ParameterView, row: [Double], outRow: Int) -> Double {
+            (0..<d).reduce(0) { $0 + w(v, outRow, $1) * row[$1] }
+        }
+        var out = [Double](repeating: 0, count: batch * length * d)
+        let scale = Double(arena.value(layer.scoreScale)[0])
+        for b in 0..<batch {
+            let rows = (0..<s).map { j in (0..<d).map { Double(x[(b * s + j) * d + $0]) } }
+            var merged = [Double](repeating: 0, count: length * hd)
+            for h in 0..<heads {
+                for i in 0..<length {
+                    let q = (0..<headSize).map { project(layer.query, row: rows[memory + i], outRow: h * headSize + $0) }
+                    var scores = [Double](repeating: -.infinity, count: s)
+                    for j in 0...(memory + i) {
+                        let p = j - (memory + i)
+                        // Interleaved sinusoid of width d at position p.
+                        let r = (0..<d).map { c -> Double in
+                            let frequency = Foundation.pow(10000.0, -Double(2 * (c / 2)) / Double(d))
+                            return c % 2 == 0 ? Foundation.sin(Double(p) * frequency) : Foundation.cos(Double(p) * frequency)
+                        }
+                        var content = 0.0, position = 0.0
+                        for e in 0..<headSize {
+                            let k = project(layer.keyValue, row: rows[j], outRow: h * 2 * headSize + e)
+                            let rk = project(layer.position, row: r, outRow: h * headSize + e)
+                            let u = Double(arena.value(layer.contentBias)[h * headSize + e])
+                            let v = Double(arena.value(layer.positionBias)[h * headSize + e])
+                            content += (q[e] + u) * k
+                            position += (q[e] + v) * rk
+                        }
+                        scores[j] = scale * (content + position)
+                    }
+                    let m = scores.max()!
+                    let e = scores.map { Foundation.exp($0 - m) }
+                    let total = e.reduce(0, +)
+                    for j in 0..<s where e[j] > 0 {
+                        for c in 0..<headSize {
+                            let value = project(layer.keyValue, row: rows[j], outRow: h * 2 * headSize + headSize + c)
+                            merged[i * hd + h * headSize + c] += e[j] / total * value
+                        }
+                    }
+                }
+            }
+            for i in 0..<length {
+                for c in 0..<d {
+                    out[(b * length + i) * d + c] = (0..<hd).reduce(0) { $0 + w(layer.output, c, $1) * merged[i * hd + $1] }
+                }
+            }
+        }
+        return out
+    }
+
+    @Test(arguments: [1, 2]) func forwardMatchesNaiveDefinition(threads: Int) {
+        Threads.configure(threads)
+        defer { Threads.configure(1) }
+        let (layer, arena, _) = makeLayer()
+        let s = memory + length
+        let x = randomArray(batch * s * d, seed: 22)
+        var y = [Float](repeating: 0, count: batch * length * d)
+        layer.forward(x, batch: batch, queryLength: length, memoryLength: memory, output: &y, arena: arena)
+        let reference = naive(x, arena: arena, layer: layer)
+        for i in 0..<y.count { #expect(abs(Double(y[i]) - reference[i]) < 1e-4, "element \(i)") }
+    }
+
+    @Test func forwardWithoutMemoryIsCausal() {
+        let (layer, arena, _) = makeLayer()
+        // Changing the last position must not change earlier outputs.
+        var x = randomArray(batch * length * d, seed: 23)
+        var y1 = [Float](repeating: 0, count: batch * length * d), y2 = y1
+        layer.forward(x, batch: batch, queryLength: length, memoryLength: 0, output: &y1, arena: arena)
+        for c in 0..<d { x[(length - 1) * d + c] += 1 }
+        layer.forward(x, batch: batch, queryLength: length, memoryLength: 0, output: &y2, arena: arena)
+        for i in 0..<((length - 1) * d) { #expect(y1[i] == y2[i]) }
+        #expect((0..<d).contains { y1[(length - 1) * d + $0] != y2[(length - 1) * d + $0] })
+    }
+
+    @Test func gradientsMatchFiniteDifferences() {
+        let (layer, arena, layout) = makeLayer()
+        let s = memory + length
+        var x = randomArray(batch * s * d, seed: 24)
+        let upstream = randomArray(batch * length * d, seed: 25)
+        var y = [Float](repeating: 0, count: batch * length * d)
+        var dx = [Float](repeating: 0, count: batch * s * d)
+        layer.forward(x, batch: batch, queryLength: length, memoryLength: memory, output: &y, arena: arena)
+        layer.backward(x, dOutput: upstream, dInput: &dx, arena: arena)
+        #expect(arena.gradient(layer.unusedBias)[0] == 0)
+        let dxCopy = dx
+        x.withUnsafeMutableBufferPointer { xp in
+            dxCopy.withUnsafeBufferPointer { dxp in
+                let tensors = layout.views.map {
+                    CheckedTensor($0.name, values: arena.value($0), gradient: arena.gradient($0), count: $0.count)
+                } + [CheckedTensor("x", values: xp.baseAddress!, gradient: dxp.baseAddress!, count: batch * s * d)]
+                let mismatches = checkGradients(tensors, samples: 25) {
+                    layer.forward(xp.baseAddress!, batch: batch, queryLength: length, memoryLength: memory, output: &y, arena: arena)
+                    return weightedSum(y, upstream, count: batch * length * d)
+                }
+                #expect(mismatches.isEmpty, "\(mismatches)")
+            }
+        }
+    }
+
+    @Test func initialisationFollowsPrenormRule() {
+        var layout = ParameterLayout()
+        let layer = RelativeAttention(
+            name: "a", config: .init(heads: 4, headSize: 16), width: 48, layerCount: 3,
+            scratch: AttentionScratch(), layout: &layout)
+        let arena = ParameterArena(layout: layout)
+        var rng = RandomGenerator(seed: 1)
+        layer.initialize(arena, rng: &rng)
+        for (view, fanIn) in [(layer.query, 48), (layer.keyValue, 48), (layer.position, 48), (layer.output, 64)] {
+            let std = Initializer.standardDeviation(arena.value(view), count: view.count)
+            #expect(abs(std - (2.0 / Double(3 * fanIn)).squareRoot()) < 1e-6, "\(view.name)")
+        }
+        #expect(arena.value(layer.scoreScale)[0] == 0.25)
+        #expect(layer.keyValue.shape == [2 * 64, 48])
+    }
+}

@@ -1,0 +1,94 @@
+import Foundation
+import Testing
+import Layers
+import Models
+import Tensor
+import TestSupport
+
+@Suite(.serialized) struct TransformerXLTests {
+    /// H x D (2 x 3) differs from d (8) on purpose; dropout is on with a fixed mask.
+    static let tiny = ModelConfig(
+        vocabularySize: 11, modelWidth: 8, layers: 2, heads: 2, headSize: 3,
+        feedForward: .dense(.init(hiddenSize: 12)), dropout: 0.1)
+
+    static func batch(seed: UInt64, shape: TokenShape, vocabulary: Int) -> ([Int32], [Int32]) {
+        var rng = RandomGenerator(seed: seed)
+        let inputs = (0..<shape.rows).map { _ in Int32(rng.integer(below: vocabulary)) }
+        let targets = (0..<shape.rows).map { _ in Int32(rng.integer(below: vocabulary)) }
+        return (inputs, targets)
+    }
+
+    /// The whole model against finite differences, with one segment of memory present.
+    @Test func wholeModelGradientsWithMemory() throws {
+        let model = try TransformerXL(config: Self.tiny)
+        model.initialize(seed: 3)
+        // Perturb the zero-initialised tensors (biases, u, v) so their gradients matter.
+        var rng = RandomGenerator(seed: 4)
+        for view in model.layout.views where view.name.hasSuffix("bias") {
+            Initializer.normal(model.arena.value(view), count: view.count, std: 0.2, rng: &rng)
+        }
+        let shape = TokenShape(batch: 2, length: 4)
+        let memory = model.makeMemory(batch: 2, capacity: 4)
+        let (firstInputs, firstTargets) = Self.batch(seed: 5, shape: shape, vocabulary: 11)
+        var warmup = ForwardContext(training: true, rng: RandomGenerator(seed: 6))
+        _ = model.forward(inputs: firstInputs, targets: firstTargets, shape: shape, memory: memory, context: &warmup)
+        model.advance(memory)
+        #expect(memory.length == 4)
+
+        let (inputs, targets) = Self.batch(seed: 7, shape: shape, vocabulary: 11)
+        func loss() -> Double {
+            var context = ForwardContext(training: true, rng: RandomGenerator(seed: 8))
+            let (ce, aux) = model.forward(inputs: inputs, targets: targets, shape: shape, memory: memory, context: &context)
+            return ce / Double(shape.rows) + aux
+        }
+        model.arena.zeroGradients()
+        _ = loss()
+        model.backward()
+        let tensors = model.layout.views.map {
+            CheckedTensor($0.name, values: model.arena.value($0), gradient: model.arena.gradient($0), count: $0.count)
+        }
+        let mismatches = checkGradients(tensors, samples: 6, step: 1e-3, loss: loss)
+        #expect(mismatches.isEmpty, "\(mismatches)")
+        // The memory must matter: without it the loss differs.
+        var context = ForwardContext(training: true, rng: RandomGenerator(seed: 8))
+        let withoutMemory = model.forward(inputs: inputs, targets: targets, shape: shape, memory: nil, context: &context).crossEntropySum
+        #expect(abs(withoutMemory / Double(shape.rows) - loss()) > 1e-6)
+    }
+
+    @Test func lossAtInitialisationIsNearLogVocabulary() throws {
+        let config = ModelConfig(
+            vocabularySize: 64, modelWidth: 32, layers: 2, heads: 4,
+            feedForward: .dense(.init(hiddenSize: 64)), dropout: 0)
+        let model = try TransformerXL(config: config)
+        model.initialize(seed: 1)
+        let shape = TokenShape(batch: 4, length: 16)
+        let (inputs, targets) = Self.batch(seed: 2, shape: shape, vocabulary: 64)
+        var context = ForwardContext(training: false, rng: RandomGenerator(seed: 0))
+        let loss = model.forward(inputs: inputs, targets: targets, shape: shape, memory: nil, context: &context).crossEntropySum / Double(shape.rows)
+        #expect(abs(loss - log(64.0)) < 0.25, "initial loss \(loss), ln V = \(log(64.0))")
+    }
+
+    @Test func parameterNamesAndCountsFollowTheLayout() throws {
+        let model = try TransformerXL(config: Self.tiny)
+        let names = model.layout.views.map(\.name)
+        #expect(names.first == "embedding.weight")
+        #expect(names.contains("layers.1.attention.key_value.weight"))
+        #expect(names.last == "output.bias")
+        // Per layer: attention q, kv (2x), position, output + u, v + scale + unused scalar, 2 LayerNorms, FFN.
+        let hd = 6, d = 8, f = 12, v = 11
+        let perLayer = hd * d * 5 + 2 * hd + 2 + 4 * d + (d * f + f + f * d + d)
+        #expect(model.parameterCount == v * d + 2 * perLayer + 2 * d + d * v + v)
+    }
+
+    @Test func invalidShapesAreRejectedWithOneLine() {
+        var config = Self.tiny
+        config.headSize = nil
+        config.heads = 3  // 3 does not divide 8
+        #expect(throws: ConfigError.self) { try TransformerXL(config: config) }
+        do {
+            _ = try TransformerXL(config: config)
+        } catch {
+            #expect("\(error)".contains("heads 3 does not divide d_model 8"))
+        }
+    }
+}
