@@ -17,6 +17,23 @@ public struct DataConfig: Sendable, Codable, Equatable {
         self.tokenizer = tokenizer
     }
 
+    enum CodingKeys: String, CodingKey { case source, split, tokenizer }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        source = try c.decodeIfPresent(String.self, forKey: .source)
+        split = try c.decode([Double].self, forKey: .split)
+        tokenizer = try c.decode(String.self, forKey: .tokenizer)
+    }
+
+    /// Encodes `source` as null for the default corpus, so config files list every field.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(source, forKey: .source)
+        try c.encode(split, forKey: .split)
+        try c.encode(tokenizer, forKey: .tokenizer)
+    }
+
     public func validate() throws {
         guard split.count == 3, split.allSatisfy({ $0 >= 0 }), abs(split.reduce(0, +) - 1) < 1e-9,
             split[0] > 0
@@ -163,7 +180,7 @@ public enum CorpusLoader {
         }
         try FileManager.default.createDirectory(at: dataDirectory, withIntermediateDirectories: true)
         let temporary = AtomicFile.temporaryURL(for: url)
-        FileManager.default.createFile(atPath: temporary.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: temporary.path, contents: nil)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: bible)
         process.arguments = ["-f", "gen1:1-rev22:21"]

@@ -27,9 +27,10 @@ public final class SoftmaxCrossEntropy {
                 let row = z.pointer + r * v
                 let m = maximum(row, count: v)
                 var acc = SIMD16<Float>()
+                let shift = SIMD16<Float>(repeating: m)
                 var i = 0
                 while i + 16 <= v {
-                    acc += exp16(load16(row + i) - SIMD16(repeating: m))
+                    acc += exp16(load16(row + i) - shift)
                     i += 16
                 }
                 var total = acc.sum()

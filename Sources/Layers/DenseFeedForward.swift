@@ -6,10 +6,12 @@ import Tensor
 
 /// The standard two-layer ReLU MLP of the Transformer.
 public final class DenseFeedForward: FeedForwardLayer {
-    /// Hidden size and hidden-layer dropout.
+    /// Hidden size (the hidden-layer dropout is the model's dropout rate).
     public struct Config: Sendable, Codable, Equatable {
+        /// d_ff.
         public var hiddenSize: Int
         public init(hiddenSize: Int) { self.hiddenSize = hiddenSize }
+        enum CodingKeys: String, CodingKey { case hiddenSize = "d_ff" }
     }
 
     public let config: Config

@@ -46,9 +46,10 @@ public final class LayerNorm {
                 var variance: Float = 0
                 // Two passes: the variance of centred values, as PyTorch computes it.
                 var acc = SIMD16<Float>()
+                let centre = SIMD16<Float>(repeating: m)
                 var i = 0
                 while i + 16 <= c {
-                    let d = load16(row + i) - SIMD16(repeating: m)
+                    let d = load16(row + i) - centre
                     acc += d * d
                     i += 16
                 }

@@ -29,6 +29,34 @@ public struct ModelConfig: Sendable, Codable, Equatable {
         self.dropout = dropout
     }
 
+    enum CodingKeys: String, CodingKey {
+        case vocabularySize = "vocabulary_size", modelWidth = "d_model", layers, heads
+        case headSize = "head_size", feedForward = "feed_forward", dropout
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        vocabularySize = try c.decode(Int.self, forKey: .vocabularySize)
+        modelWidth = try c.decode(Int.self, forKey: .modelWidth)
+        layers = try c.decode(Int.self, forKey: .layers)
+        heads = try c.decode(Int.self, forKey: .heads)
+        headSize = try c.decodeIfPresent(Int.self, forKey: .headSize)
+        feedForward = try c.decode(FeedForwardConfig.self, forKey: .feedForward)
+        dropout = try c.decode(Float.self, forKey: .dropout)
+    }
+
+    /// Encodes every key, `head_size` as null when derived, so config files list all fields.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(vocabularySize, forKey: .vocabularySize)
+        try c.encode(modelWidth, forKey: .modelWidth)
+        try c.encode(layers, forKey: .layers)
+        try c.encode(heads, forKey: .heads)
+        try c.encode(headSize, forKey: .headSize)
+        try c.encode(feedForward, forKey: .feedForward)
+        try c.encode(dropout, forKey: .dropout)
+    }
+
     /// The head size actually used.
     public var resolvedHeadSize: Int { headSize ?? modelWidth / max(1, heads) }
 

@@ -1,0 +1,109 @@
+import Datasets
+import Foundation
+import Layers
+import Models
+import Tensor
+
+/// `lmtrain bench`: the sgemm rate this machine reaches and the training throughput of the
+/// `bench` preset, measured in one run (Docs/performance.md).
+public enum Benchmark {
+    public struct Report: Codable, Sendable {
+        public var threads: Int
+        public var sgemmSize: Int
+        public var sgemmGFLOPS: Double
+        public var preset: String
+        public var tokensPerStep: Int
+        public var secondsPerStep: Double
+        public var tokensPerSecond: Double
+        public var modelFLOPsPerToken: Double
+        public var modelGFLOPS: Double
+        public var fractionOfSgemm: Double
+        public var measuredSteps: Int
+        public var stepSeconds: [Double]
+
+        public init(
+            threads: Int, sgemmSize: Int, sgemmGFLOPS: Double, preset: String, tokensPerStep: Int,
+            secondsPerStep: Double, tokensPerSecond: Double, modelFLOPsPerToken: Double,
+            modelGFLOPS: Double, fractionOfSgemm: Double, measuredSteps: Int, stepSeconds: [Double]
+        ) {
+            self.threads = threads
+            self.sgemmSize = sgemmSize
+            self.sgemmGFLOPS = sgemmGFLOPS
+            self.preset = preset
+            self.tokensPerStep = tokensPerStep
+            self.secondsPerStep = secondsPerStep
+            self.tokensPerSecond = tokensPerSecond
+            self.modelFLOPsPerToken = modelFLOPsPerToken
+            self.modelGFLOPS = modelGFLOPS
+            self.fractionOfSgemm = fractionOfSgemm
+            self.measuredSteps = measuredSteps
+            self.stepSeconds = stepSeconds
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case threads, preset
+            case sgemmSize = "sgemm_size", sgemmGFLOPS = "sgemm_gflops", tokensPerStep = "tokens_per_step"
+            case secondsPerStep = "seconds_per_step_median", tokensPerSecond = "tokens_per_second"
+            case modelFLOPsPerToken = "model_flops_per_token", modelGFLOPS = "model_gflops"
+            case fractionOfSgemm = "fraction_of_sgemm", measuredSteps = "measured_steps", stepSeconds = "step_seconds"
+        }
+    }
+
+    /// Median of `values`.
+    public static func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted()
+        let n = sorted.count
+        return n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2
+    }
+
+    /// Median GFLOP/s of `repeats` square products of size `n` (after one warm-up).
+    public static func sgemmRate(size n: Int, repeats: Int) -> Double {
+        let a = FloatBuffer(count: n * n), b = FloatBuffer(count: n * n), c = FloatBuffer(count: n * n)
+        var rng = RandomGenerator(seed: 1)
+        Initializer.normal(a.pointer, count: n * n, std: 1, rng: &rng)
+        Initializer.normal(b.pointer, count: n * n, std: 1, rng: &rng)
+        var rates: [Double] = []
+        for i in 0...repeats {
+            let start = DispatchTime.now().uptimeNanoseconds
+            gemm(m: n, n: n, k: n, a: a.pointer, lda: n, b: b.pointer, ldb: n, beta: 0, c: c.pointer, ldc: n)
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            if i > 0 { rates.append(2 * Double(n * n * n) / seconds / 1e9) }
+        }
+        return median(rates)
+    }
+
+    /// FLOPs per trained token: 6 x non-embedding parameters plus the attention products
+    /// (forward 3 x 2 x S x HD per layer for content scores, position scores and the value
+    /// read, x 3 for forward + backward). The projections of memory rows are not counted, so
+    /// the figure is a lower bound on the work done.
+    public static func modelFLOPsPerToken(_ config: RunConfig) throws -> Double {
+        let model = config.model
+        let embedding = model.vocabularySize * model.modelWidth
+        let parameters = try TransformerXL(config: model).parameterCount
+        let s = config.training.memoryLength + config.training.segmentLength
+        let hd = model.heads * model.resolvedHeadSize
+        let attention = 3.0 * Double(model.layers) * 3 * 2 * Double(s * hd)
+        return 6 * Double(parameters - embedding) + attention
+    }
+
+    /// Times `steps` training steps of `config` on random tokens (after `warmup` steps).
+    public static func trainingStepSeconds(_ config: RunConfig, warmup: Int, steps: Int) throws -> [Double] {
+        var rng = RandomGenerator(seed: 2)
+        let needed = config.training.batchSize * (config.training.segmentLength + 1) * (warmup + steps + 2)
+        let bytes = (0..<(needed + 1000)).map { _ in UInt8(32 + rng.integer(below: config.model.vocabularySize)) }
+        let tokens = TokenSequence(bytes: bytes.map { $0 - 32 })
+        let corpus = Corpus(
+            name: "random bytes", unit: .bytes, vocabularySize: config.model.vocabularySize,
+            train: tokens, valid: tokens, test: tokens, fingerprint: "random")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("lmtrain-bench-\(getpid())")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let trainer = try Trainer(config: config, corpus: corpus, runDirectory: directory)
+        var seconds: [Double] = []
+        for i in 0..<(warmup + steps) {
+            let start = DispatchTime.now().uptimeNanoseconds
+            _ = try trainer.trainStep()
+            if i >= warmup { seconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9) }
+        }
+        return seconds
+    }
+}

@@ -1,0 +1,135 @@
+import Datasets
+import Foundation
+import Models
+
+/// Everything that defines a run: model, optimisation, evaluation protocol and data.
+/// Serialised as JSON with snake_case keys (`config.json` in a run directory, the
+/// `config` metadata of checkpoints, `--config FILE.json` overrides).
+public struct RunConfig: Sendable, Codable, Equatable {
+    public var model: ModelConfig
+    public var training: TrainingConfig
+    public var evaluation: EvaluationConfig
+    public var data: DataConfig
+
+    public init(model: ModelConfig, training: TrainingConfig, evaluation: EvaluationConfig, data: DataConfig) {
+        self.model = model
+        self.training = training
+        self.evaluation = evaluation
+        self.data = data
+    }
+
+    /// Cross-field checks; each failure is one line naming the field.
+    public func validate() throws {
+        try model.validate()
+        try training.validate()
+        try evaluation.validate()
+        try data.validate()
+    }
+}
+
+/// Optimisation and schedule (DESIGN.md "Optimiser", "Ordered batching").
+public struct TrainingConfig: Sendable, Codable, Equatable {
+    /// Total optimiser steps (the cosine schedule spans them).
+    public var steps: Int
+    /// B: parallel streams of the ordered batcher.
+    public var batchSize: Int
+    /// T: tokens per segment.
+    public var segmentLength: Int
+    /// M: memory rows per stream in training (DESIGN.md: equal to T).
+    public var memoryLength: Int
+    public var learningRate: Double
+    /// Linear warmup steps (0: none).
+    public var warmupSteps: Int
+    /// Global gradient-norm clipping threshold (0: off).
+    public var gradientClip: Double
+    public var weightDecay: Double
+    public var adamBeta1: Double
+    public var adamBeta2: Double
+    public var adamEpsilon: Double
+    public var seed: UInt64
+    /// Steps between metric lines.
+    public var logInterval: Int
+    /// Steps between validations (0: only at the end).
+    public var validationInterval: Int
+    /// Segments of the valid split used by periodic validation (0: all of it).
+    public var validationBatches: Int
+    /// Steps between checkpoints (0: only at the end).
+    public var checkpointInterval: Int
+    /// Checkpoints kept in the run directory (older ones are deleted).
+    public var keepCheckpoints: Int
+
+    enum CodingKeys: String, CodingKey {
+        case steps, seed
+        case batchSize = "batch_size", segmentLength = "segment_length", memoryLength = "memory_length"
+        case learningRate = "learning_rate", warmupSteps = "warmup_steps", gradientClip = "gradient_clip"
+        case weightDecay = "weight_decay", adamBeta1 = "adam_beta1", adamBeta2 = "adam_beta2"
+        case adamEpsilon = "adam_epsilon", logInterval = "log_interval"
+        case validationInterval = "validation_interval", validationBatches = "validation_batches"
+        case checkpointInterval = "checkpoint_interval", keepCheckpoints = "keep_checkpoints"
+    }
+
+    public init(
+        steps: Int, batchSize: Int, segmentLength: Int, memoryLength: Int,
+        learningRate: Double = 2.5e-4, warmupSteps: Int = 0, gradientClip: Double = 0.25,
+        weightDecay: Double = 0, adamBeta1: Double = 0.9, adamBeta2: Double = 0.999,
+        adamEpsilon: Double = 1e-8, seed: UInt64 = 1, logInterval: Int = 10,
+        validationInterval: Int = 0, validationBatches: Int = 0, checkpointInterval: Int = 0,
+        keepCheckpoints: Int = 3
+    ) {
+        self.steps = steps
+        self.batchSize = batchSize
+        self.segmentLength = segmentLength
+        self.memoryLength = memoryLength
+        self.learningRate = learningRate
+        self.warmupSteps = warmupSteps
+        self.gradientClip = gradientClip
+        self.weightDecay = weightDecay
+        self.adamBeta1 = adamBeta1
+        self.adamBeta2 = adamBeta2
+        self.adamEpsilon = adamEpsilon
+        self.seed = seed
+        self.logInterval = logInterval
+        self.validationInterval = validationInterval
+        self.validationBatches = validationBatches
+        self.checkpointInterval = checkpointInterval
+        self.keepCheckpoints = keepCheckpoints
+    }
+
+    public func validate() throws {
+        func require(_ ok: Bool, _ message: String) throws { if !ok { throw ConfigError(message) } }
+        try require(steps >= 1, "training.steps must be at least 1 (got \(steps))")
+        try require(batchSize >= 1, "training.batch_size must be at least 1 (got \(batchSize))")
+        try require(segmentLength >= 1, "training.segment_length must be at least 1 (got \(segmentLength))")
+        try require(memoryLength >= 0, "training.memory_length must be >= 0 (got \(memoryLength))")
+        try require(learningRate > 0 && learningRate.isFinite, "training.learning_rate must be positive (got \(learningRate))")
+        try require(warmupSteps >= 0, "training.warmup_steps must be >= 0 (got \(warmupSteps))")
+        try require(gradientClip >= 0, "training.gradient_clip must be >= 0, 0 turns clipping off (got \(gradientClip))")
+        try require(weightDecay >= 0, "training.weight_decay must be >= 0 (got \(weightDecay))")
+        try require((0..<1).contains(adamBeta1) && (0..<1).contains(adamBeta2), "training.adam_beta1/2 must be in [0, 1)")
+        try require(adamEpsilon > 0, "training.adam_epsilon must be positive")
+        try require(logInterval >= 1, "training.log_interval must be at least 1 (got \(logInterval))")
+        try require(validationInterval >= 0 && validationBatches >= 0 && checkpointInterval >= 0, "training.validation_interval, validation_batches and checkpoint_interval must be >= 0")
+        try require(keepCheckpoints >= 1, "training.keep_checkpoints must be at least 1")
+    }
+}
+
+/// The evaluation protocol (DESIGN.md: test with 4 segments of memory, batch 4).
+public struct EvaluationConfig: Sendable, Codable, Equatable {
+    public var batchSize: Int
+    /// Memory of this many segments of T rows (filling up 1, 2, ... at the start).
+    public var memorySegments: Int
+
+    enum CodingKeys: String, CodingKey {
+        case batchSize = "batch_size", memorySegments = "memory_segments"
+    }
+
+    public init(batchSize: Int = 4, memorySegments: Int = 4) {
+        self.batchSize = batchSize
+        self.memorySegments = memorySegments
+    }
+
+    public func validate() throws {
+        if batchSize < 1 { throw ConfigError("evaluation.batch_size must be at least 1 (got \(batchSize))") }
+        if memorySegments < 0 { throw ConfigError("evaluation.memory_segments must be >= 0 (got \(memorySegments))") }
+    }
+}

@@ -1,0 +1,47 @@
+import ArgumentParser
+import Datasets
+import Foundation
+import Training
+
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Evaluate a checkpoint on a split with the Transformer-XL test protocol.")
+
+    @Option(help: "Checkpoint (.safetensors) to evaluate.") var checkpoint: String
+    @Option(help: "Split: valid or test.") var split: String = "test"
+    @Option(help: "Data (default: the data the checkpoint was trained on).") var data: String?
+    @Option(help: "Streams per evaluation batch.") var batchSize: Int = 4
+    @Option(help: "Memory length in segments (fills up 1, 2, ... at the start).") var memorySegments: Int = 4
+    @Option(help: "Segment length (default: the training segment length).") var segmentLength: Int?
+    @Option(help: "Write the result as JSON here.") var output: String?
+    @OptionGroup var threads: ThreadOptions
+
+    func validate() throws {
+        guard split == "valid" || split == "test" else { throw ValidationError("--split must be valid or test (got \(split))") }
+        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
+        guard memorySegments >= 0 else { throw ValidationError("--memory-segments must be >= 0") }
+        if let segmentLength, segmentLength < 1 { throw ValidationError("--segment-length must be at least 1") }
+    }
+
+    func run() throws {
+        try threads.apply()
+        let loaded = try Checkpoint.load(URL(fileURLWithPath: checkpoint))
+        var dataConfig = loaded.config.data
+        if let data { dataConfig.source = data }
+        let corpus = try CorpusLoader.load(dataConfig)
+        guard corpus.vocabularyDescription == loaded.vocabulary else {
+            throw ValidationError("\(checkpoint) was trained with another vocabulary than \(corpus.name) has: evaluate on data with the same vocabulary")
+        }
+        let model = try loaded.makeModel()
+        let length = segmentLength ?? loaded.config.training.segmentLength
+        let start = Date()
+        let result = try Evaluator.evaluate(
+            model: model, tokens: corpus.split(Split(rawValue: split)!), split: split, unit: corpus.unit,
+            batchSize: batchSize, segmentLength: length, memorySegments: memorySegments)
+        print("\(split): loss \(String(format: "%.4f", result.loss)) | \(result.metricText) | \(result.tokens) tokens | batch \(batchSize), segment \(length), memory \(memorySegments) segments | \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
+        let url = output.map { URL(fileURLWithPath: $0) }
+            ?? URL(fileURLWithPath: checkpoint).deletingPathExtension().appendingPathExtension("eval-\(split).json")
+        try writeJSON(result, to: url)
+        print("wrote \(url.path)")
+    }
+}

@@ -1,0 +1,36 @@
+import ArgumentParser
+import Foundation
+
+@main
+struct LMTrain: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lmtrain",
+        abstract: "Train and evaluate Transformer-XL language models on the CPU.",
+        discussion: """
+            Examples:
+              lmtrain train --preset quickstart
+              lmtrain train --data Data/enwik8.zip --preset e8 --steps 1000
+              lmtrain eval --checkpoint runs/quickstart/checkpoints/step-0001000.safetensors --split test
+              lmtrain bench
+            """,
+        subcommands: [Train.self, Eval.self, Step.self, Bench.self, Count.self])
+
+    /// Runs the command; user mistakes print one line and exit non-zero (no stack traces).
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let error as ExitCode {
+            Foundation.exit(error.rawValue)
+        } catch {
+            if let clean = error as? CleanExit {
+                exit(withError: clean)
+            }
+            let message = error is ValidationError || "\(type(of: error))".contains("Parser")
+                ? Self.message(for: error) : "\(error)"
+            let firstLine = message.split(separator: "\n").first.map(String.init) ?? message
+            FileHandle.standardError.write(Data("lmtrain: \(firstLine)\n".utf8))
+            Foundation.exit(exitCode(for: error) == .success ? 1 : exitCode(for: error).rawValue)
+        }
+    }
+}

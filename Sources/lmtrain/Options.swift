@@ -1,0 +1,121 @@
+import ArgumentParser
+import Datasets
+import Foundation
+import Models
+import Tensor
+import Training
+
+/// The flags that build a run config: a preset, an optional JSON file, then single fields.
+struct ConfigOptions: ParsableArguments {
+    @Option(help: "Starting configuration: \(Preset.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var preset: String = "quickstart"
+
+    @Option(help: "JSON file whose fields override the preset (same keys as config.json).")
+    var config: String?
+
+    @Option(help: "Training data: kjv (default), enwik8, or a path to a text file, folder or .zip.")
+    var data: String?
+
+    @Option(help: "Train,valid,test fractions for plain text files, e.g. 0.9,0.05,0.05.")
+    var split: String?
+
+    @Option(help: "Tokenizer: bytes.")
+    var tokenizer: String?
+
+    @Option(name: .customLong("d-model"), help: "Model width.") var dModel: Int?
+    @Option(help: "Number of layers.") var layers: Int?
+    @Option(help: "Attention heads.") var heads: Int?
+    @Option(help: "Size of each head (default d_model / heads).") var headSize: Int?
+    @Option(help: "Feedforward block: dense.") var ffn: String?
+    @Option(name: .customLong("d-ff"), help: "Hidden size of the dense feedforward block.") var dFF: Int?
+    @Option(help: "Dropout rate.") var dropout: Float?
+
+    @Option(help: "Optimiser steps.") var steps: Int?
+    @Option(help: "Streams per batch (B).") var batchSize: Int?
+    @Option(help: "Tokens per segment (T).") var segmentLength: Int?
+    @Option(help: "Memory rows per stream in training (M).") var memoryLength: Int?
+    @Option(help: "Learning rate.") var lr: Double?
+    @Option(help: "Linear warmup steps.") var warmup: Int?
+    @Option(help: "Gradient-norm clipping threshold (0: off).") var clip: Double?
+    @Option(help: "AdamW weight decay.") var weightDecay: Double?
+    @Option(help: "Random seed (initialisation and dropout).") var seed: UInt64?
+    @Option(help: "Steps between metric lines.") var logEvery: Int?
+    @Option(help: "Steps between validations (0: at the end only).") var evalEvery: Int?
+    @Option(help: "Segments of the valid split per periodic validation (0: all).") var evalBatches: Int?
+    @Option(help: "Steps between checkpoints (0: at the end only).") var checkpointEvery: Int?
+    @Option(help: "Checkpoints kept in the run directory.") var keepCheckpoints: Int?
+    @Option(help: "Evaluation batch size.") var evalBatchSize: Int?
+    @Option(help: "Evaluation memory in segments.") var evalMemory: Int?
+
+    /// True when any field-changing flag is given (not allowed with --resume).
+    var changesConfig: Bool { !overrides().isEmpty || config != nil }
+
+    /// The flag values as a partial config object.
+    func overrides() -> ConfigResolution.Object {
+        var model: ConfigResolution.Object = [:], training: ConfigResolution.Object = [:]
+        var evaluation: ConfigResolution.Object = [:], data: ConfigResolution.Object = [:]
+        if let dModel { model["d_model"] = dModel }
+        if let layers { model["layers"] = layers }
+        if let heads { model["heads"] = heads }
+        if let headSize { model["head_size"] = headSize }
+        if let dropout { model["dropout"] = Double(dropout) }
+        var feedForward: ConfigResolution.Object = [:]
+        if let ffn { feedForward["kind"] = ffn }
+        if let dFF { feedForward["d_ff"] = dFF }
+        if !feedForward.isEmpty { model["feed_forward"] = feedForward }
+        if let steps { training["steps"] = steps }
+        if let batchSize { training["batch_size"] = batchSize }
+        if let segmentLength { training["segment_length"] = segmentLength }
+        if let memoryLength { training["memory_length"] = memoryLength }
+        if let lr { training["learning_rate"] = lr }
+        if let warmup { training["warmup_steps"] = warmup }
+        if let clip { training["gradient_clip"] = clip }
+        if let weightDecay { training["weight_decay"] = weightDecay }
+        if let seed { training["seed"] = seed }
+        if let logEvery { training["log_interval"] = logEvery }
+        if let evalEvery { training["validation_interval"] = evalEvery }
+        if let evalBatches { training["validation_batches"] = evalBatches }
+        if let checkpointEvery { training["checkpoint_interval"] = checkpointEvery }
+        if let keepCheckpoints { training["keep_checkpoints"] = keepCheckpoints }
+        if let evalBatchSize { evaluation["batch_size"] = evalBatchSize }
+        if let evalMemory { evaluation["memory_segments"] = evalMemory }
+        if let source = self.data { data["source"] = source }
+        if let split { data["split"] = split.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) ?? .nan } }
+        if let tokenizer { data["tokenizer"] = tokenizer }
+        var object: ConfigResolution.Object = [:]
+        if !model.isEmpty { object["model"] = model }
+        if !training.isEmpty { object["training"] = training }
+        if !evaluation.isEmpty { object["evaluation"] = evaluation }
+        if !data.isEmpty { object["data"] = data }
+        return object
+    }
+
+    /// Preset, then `--config`, then flags.
+    func resolve() throws -> RunConfig {
+        guard let preset = Preset(rawValue: preset) else {
+            throw ValidationError("unknown preset '\(preset)': use one of \(Preset.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        if let split, split.split(separator: ",").count != 3 || split.split(separator: ",").contains(where: { Double($0.trimmingCharacters(in: .whitespaces)) == nil }) {
+            throw ValidationError("--split '\(split)' must be three fractions train,valid,test such as 0.9,0.05,0.05")
+        }
+        var object = ConfigResolution.encode(preset.config)
+        if let config {
+            object = try ConfigResolution.merge(object, ConfigResolution.readObject(URL(fileURLWithPath: config)), source: "--config \(config)")
+        }
+        object = try ConfigResolution.merge(object, overrides(), source: "flags")
+        let resolved = try ConfigResolution.decode(object, source: config.map { "--config \($0) with flags" } ?? "flags")
+        try resolved.validate()
+        return resolved
+    }
+}
+
+/// `--threads`: compute threads shared by OpenBLAS and lmtrain's parallel loops.
+struct ThreadOptions: ParsableArguments {
+    @Option(help: "Compute threads (0: all cores). OpenBLAS and lmtrain share them.")
+    var threads: Int = 0
+
+    func apply() throws {
+        guard threads >= 0 else { throw ValidationError("--threads must be >= 0 (got \(threads))") }
+        Threads.configure(threads)
+    }
+}
