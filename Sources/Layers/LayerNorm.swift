@@ -28,6 +28,16 @@ public final class LayerNorm {
         arena.value(bias).update(repeating: 0, count: width)
     }
 
+    /// Sizes the saved statistics for up to `rows` rows ahead of time.
+    public func reserve(rows: Int) {
+        mean.reserve(rows)
+        inverseStd.reserve(rows)
+        partialWeightGrad.reserve(Self.maximumChunks * width)
+        partialBiasGrad.reserve(Self.maximumChunks * width)
+    }
+
+    static let maximumChunks = 16
+
     /// x, y: [R, C]. Saves per-row mean and 1/std for `backward`.
     public func forward(
         _ x: UnsafePointer<Float>, rows: Int, output y: UnsafeMutablePointer<Float>,
@@ -79,7 +89,7 @@ public final class LayerNorm {
         let c = width
         // Fixed chunking, independent of the thread count, so gradients are bit-identical
         // whatever --threads says.
-        let chunks = max(1, min(16, rows / 32))
+        let chunks = max(1, min(Self.maximumChunks, rows / 32))
         let pw = SendablePointer(partialWeightGrad.reserve(chunks * c))
         let pb = SendablePointer(partialBiasGrad.reserve(chunks * c))
         let x = SendablePointer(x), dy = SendablePointer(dy)

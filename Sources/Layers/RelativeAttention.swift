@@ -105,13 +105,17 @@ public final class RelativeAttention {
     }
 
     /// x: layer-normalised concat(memory, h), [B, S, d]; y: [B*T, d] (overwritten).
+    /// Buffers are sized for `memoryCapacity` rows of memory (at least `memoryLength`), so a
+    /// memory that fills up over the first steps does not reallocate them.
     public func forward(
         _ x: UnsafePointer<Float>, batch: Int, queryLength: Int, memoryLength: Int,
-        output y: UnsafeMutablePointer<Float>, arena: ParameterArena
+        memoryCapacity: Int = 0, output y: UnsafeMutablePointer<Float>, arena: ParameterArena
     ) {
         let (b, t, m) = (batch, queryLength, memoryLength)
         let s = m + t, d = width, h = config.heads, dh = config.headSize, hd = h * dh
+        let sMax = max(m, memoryCapacity) + t
         saved = (b, t, m)
+        reserveBackward(batch: b, queryLength: t, keyLength: sMax)
 
         // Queries come from the current segment's rows only.
         let yq = queryInput.reserve(b * t * d)
@@ -126,28 +130,28 @@ public final class RelativeAttention {
             add(qc + row * hd, v, into: qp + row * hd, count: hd)
             addInPlace(qc + row * hd, u, count: hd)
         }
-        let kv = keyValues.reserve(b * s * 2 * hd)
+        let kv = keyValues.reserve(b * sMax * 2 * hd)
         gemm(transposeB: true, m: b * s, n: 2 * hd, k: d, a: x, lda: d,
              b: arena.value(keyValue), ldb: d, beta: 0, c: kv, ldc: 2 * hd)
 
-        if positionTableRows < s {
-            Self.fillPositionTable(positionTable.reserve(s * d), rows: s, width: d)
-            positionTableRows = s
+        if positionTableRows < sMax {
+            Self.fillPositionTable(positionTable.reserve(sMax * d), rows: sMax, width: d)
+            positionTableRows = sMax
         }
-        let rk = positionKeys.reserve(s * hd)
+        let rk = positionKeys.reserve(sMax * hd)
         gemm(transposeB: true, m: s, n: hd, k: d, a: positionTable.pointer, lda: d,
              b: arena.value(position), ldb: d, beta: 0, c: rk, ldc: hd)
 
         // Position scores for every query row and every relative distance r, one product per
         // head over all B*T rows: bd[h, row, r] = qp[row, h] . rk[r, h].
-        let bd = scratch.positionScores.reserve(h * b * t * s)
+        let bd = scratch.positionScores.reserve(h * b * t * sMax)
         batchedGemm(
             count: h, transposeB: true, m: b * t, n: s, k: dh,
             a: qp, lda: hd, strideA: dh, b: rk, ldb: hd, strideB: dh,
             beta: 0, c: bd, ldc: s, strideC: b * t * s)
 
-        let raw = SendablePointer(rawScores.reserve(h * b * t * s))
-        let probabilities = SendablePointer(scratch.probabilities.reserve(h * b * t * s))
+        let raw = SendablePointer(rawScores.reserve(h * b * t * sMax))
+        let probabilities = SendablePointer(scratch.probabilities.reserve(h * b * t * sMax))
         let rowMax = SendablePointer(rowMaximum.reserve(h * b * t))
         let rowInv = SendablePointer(rowInverseSum.reserve(h * b * t))
         let out = SendablePointer(merged.reserve(b * t * hd))
@@ -185,6 +189,20 @@ public final class RelativeAttention {
         }
         gemm(transposeB: true, m: b * t, n: d, k: hd, a: out.pointer, lda: hd,
              b: arena.value(output), ldb: hd, beta: 0, c: y, ldc: d)
+    }
+
+    /// Sizes the backward buffers with the forward pass, so the first training step makes
+    /// every allocation (`Buffer.reserve` never shrinks).
+    private func reserveBackward(batch b: Int, queryLength t: Int, keyLength s: Int) {
+        let hd = config.heads * config.headSize
+        scratch.dScores.reserve(config.heads * b * t * s)
+        dMerged.reserve(b * t * hd)
+        dKeyValues.reserve(b * s * 2 * hd)
+        dQuery.reserve(b * t * hd)
+        dPositionKeys.reserve(s * hd)
+        dScalePartial.reserve(config.heads * b)
+        dPositionBiasRows.reserve(config.heads * s)
+        _ = Ones.shared.pointer(count: b * t)
     }
 
     /// Recomputes the softmax of one (head, batch) block exactly as `forward` did, from the

@@ -60,23 +60,29 @@ public final class TransformerXLBlock {
     ) {
         let (b, t, m, d) = (shape.batch, shape.length, memoryLength, width)
         let s = m + t
+        // Buffers are sized for a full memory from the first step on (no growth later).
+        let sMax = max(m, memoryStride) + t
         saved = (b, t, m)
-        let keys = keyInput.reserve(b * s * d)
+        let keys = keyInput.reserve(b * sMax * d)
         for item in 0..<b {
             if m > 0, let memory {
                 (keys + item * s * d).update(from: memory + item * memoryStride * d, count: m * d)
             }
             (keys + (item * s + m) * d).update(from: h + item * t * d, count: t * d)
         }
-        let normalized = normalizedKeys.reserve(b * s * d)
+        let normalized = normalizedKeys.reserve(b * sMax * d)
+        attentionNorm.reserve(rows: b * sMax)
         attentionNorm.forward(keys, rows: b * s, output: normalized, arena: arena)
         let h2 = middle.reserve(b * t * d)
         attention.forward(
-            normalized, batch: b, queryLength: t, memoryLength: m, output: h2, arena: arena)
+            normalized, batch: b, queryLength: t, memoryLength: m, memoryCapacity: memoryStride,
+            output: h2, arena: arena)
         attentionDropout.forward(h2, count: b * t * d, context: &context)
         addInPlace(h2, h, count: b * t * d)
 
         let normalizedH2 = normalizedMiddle.reserve(b * t * d)
+        for buffer in [scratch.dFeedForwardOut, scratch.dNormalizedMiddle] { buffer.reserve(b * t * d) }
+        for buffer in [scratch.dNormalizedKeys, scratch.dKeyInput] { buffer.reserve(b * sMax * d) }
         feedForwardNorm.forward(h2, rows: b * t, output: normalizedH2, arena: arena)
         feedForward.forward(normalizedH2, shape: shape, output: output, arena: arena, context: &context)
         feedForwardDropout.forward(output, count: b * t * d, context: &context)

@@ -175,11 +175,12 @@ public func exp16(_ input: SIMD16<Float>) -> SIMD16<Float> {
         &- unsafeBitCast(magic, to: SIMD16<Int32>.self)
     let exponent = (integer &+ SIMD16<Int32>(repeating: 127)) &<< SIMD16<Int32>(repeating: 23)
     let result = p * unsafeBitCast(exponent, to: SIMD16<Float>.self)
-    // exp(-87.3) is near the smallest normal float; flush lanes at or below it to 0 with a
-    // bit mask (keeps -inf inputs exactly 0).
+    // exp(-87.3) is near the smallest normal float; flush lanes below it to 0 with a bit
+    // mask (-inf gives exactly 0). NaN fails every comparison above and here, so it stays NaN
+    // and a NaN logit makes the loss NaN instead of vanishing.
     let floor = SIMD16<Float>(repeating: -87.3)
-    let keep = unsafeBitCast(input .>= floor, to: SIMD16<Int32>.self)
-    return unsafeBitCast(unsafeBitCast(result, to: SIMD16<Int32>.self) & keep, to: SIMD16<Float>.self)
+    let flush = unsafeBitCast(input .< floor, to: SIMD16<Int32>.self)
+    return unsafeBitCast(unsafeBitCast(result, to: SIMD16<Int32>.self) & ~flush, to: SIMD16<Float>.self)
 }
 
 /// Scalar `exp` with the same polynomial as `exp16`, so tails of SIMD loops agree with bodies.

@@ -155,7 +155,7 @@ public enum TextLines {
                 while cut > 0 && buffer[cut - 1] != 0x0A { cut -= 1 }
                 if cut == 0 { continue }  // one line longer than the buffer: read more
             }
-            try buffer.withUnsafeBufferPointer { try body(UnsafeBufferPointer(rebasing: $0[0..<cut])) }
+            if cut > 0 { try buffer.withUnsafeBufferPointer { try body(UnsafeBufferPointer(rebasing: $0[0..<cut])) } }
             buffer.withUnsafeMutableBufferPointer { b in
                 for k in 0..<(filled - cut) { b[k] = b[cut + k] }
             }

@@ -21,6 +21,7 @@ struct KernelTests {
         #expect(v[0] == 0)
         #expect(exp16(SIMD16(repeating: -100))[3] == 0)
         #expect(exp16(SIMD16(repeating: 0))[0] == 1)
+        #expect(exp16(SIMD16(repeating: .nan))[5].isNaN)
     }
 
     @Test func reductionsMatchNaiveSums() {
