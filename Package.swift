@@ -43,6 +43,8 @@ let package = Package(
         .testTarget(
             name: "TrainingTests",
             dependencies: ["Training", "Models", "Datasets", "Tensor", "TestSupport"]),
+        // Runs the built `lmtrain` binary: bad input, exit codes, a short end-to-end run.
+        .testTarget(name: "CLITests", dependencies: ["lmtrain", "TestSupport"]),
     ]
 )
 

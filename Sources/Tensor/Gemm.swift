@@ -3,6 +3,11 @@ import CBLAS
 /// The one matrix-product entry point: `C = alpha * op(A) * op(B) + beta * C`, row-major,
 /// through OpenBLAS `cblas_sgemm`.
 ///
+/// OpenBLAS itself always runs single-threaded (`Threads`); a large product is split into
+/// `Threads.count` blocks of rows of C (or of columns when C has few rows), each computed by
+/// one `parallelFor` worker. Idle OpenBLAS worker threads spin in `sched_yield`, which took a
+/// fifth of the CPU from lmtrain's own loops when both were used.
+///
 /// Shapes: `op(A)` is `m x k`, `op(B)` is `k x n`, `C` is `m x n`. `transposeA` means `A` is
 /// stored as `k x m` (so `op(A) = A^T`), likewise for `B`. Leading dimensions are the row
 /// strides of the matrices as stored (`lda >= k` when not transposed, `>= m` when transposed),
@@ -30,6 +35,36 @@ public func gemm(
         }
         return
     }
+    let workers = Threads.count
+    if workers > 1 && !Threads.insideParallelRegionForInlining && m * n * k >= 1 << 21 {
+        let a = SendablePointer(a), b = SendablePointer(b), c = SendablePointer(c)
+        if m >= n || m >= 64 * workers {
+            // Row blocks: op(A) rows and C rows.
+            parallelFor(workers) { part in
+                let start = part * m / workers, end = (part + 1) * m / workers
+                let aBlock = transposeA ? a.pointer + start : a.pointer + start * lda
+                sgemmSingleThread(transposeA, transposeB, end - start, n, k, alpha, aBlock, lda, b.pointer, ldb, beta, c.mutable + start * ldc, ldc)
+            }
+        } else {
+            // Column blocks: op(B) columns and C columns.
+            parallelFor(workers) { part in
+                let start = part * n / workers, end = (part + 1) * n / workers
+                let bBlock = transposeB ? b.pointer + start * ldb : b.pointer + start
+                sgemmSingleThread(transposeA, transposeB, m, end - start, k, alpha, a.pointer, lda, bBlock, ldb, beta, c.mutable + start, ldc)
+            }
+        }
+        return
+    }
+    sgemmSingleThread(transposeA, transposeB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+@inlinable
+func sgemmSingleThread(
+    _ transposeA: Bool, _ transposeB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
+    _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int, _ beta: Float,
+    _ c: UnsafeMutablePointer<Float>, _ ldc: Int
+) {
+    if m == 0 || n == 0 { return }
     cblas_sgemm(
         CblasRowMajor,
         transposeA ? CblasTrans : CblasNoTrans,

@@ -17,20 +17,20 @@ public struct SendablePointer<Element>: @unchecked Sendable {
     }
 }
 
-/// How many cores lmtrain uses, shared by OpenBLAS and `parallelFor`.
+/// How many cores lmtrain uses.
 ///
-/// Large products run on the calling thread with OpenBLAS using `count` threads; inside a
-/// `parallelFor` body OpenBLAS is switched to one thread, so at no time do more than
-/// `count` threads compute.
+/// OpenBLAS is set to one thread once and for all; lmtrain spreads work, large products
+/// included (`gemm`), over `count` workers of `parallelFor`, so at no time do more than
+/// `count` threads compute and no OpenBLAS thread pool competes with them.
 public enum Threads {
     nonisolated(unsafe) public private(set) static var count: Int = 1
     nonisolated(unsafe) static var insideParallelRegion = false
 
-    /// Sets the number of compute threads (0 = all cores) and OpenBLAS's thread count.
+    /// Sets the number of compute threads (0 = all cores); OpenBLAS runs single-threaded.
     public static func configure(_ requested: Int) {
         let available = max(1, onlineCores)
         count = requested <= 0 ? available : requested
-        openblas_set_num_threads(Int32(count))
+        openblas_set_num_threads(1)
     }
 
     /// Cores the operating system reports online.
@@ -79,13 +79,7 @@ public func parallelChunks(
 extension Threads {
     @usableFromInline static var insideParallelRegionForInlining: Bool { insideParallelRegion }
 
-    @usableFromInline static func enterParallelRegion() {
-        insideParallelRegion = true
-        openblas_set_num_threads(1)
-    }
+    @usableFromInline static func enterParallelRegion() { insideParallelRegion = true }
 
-    @usableFromInline static func leaveParallelRegion() {
-        insideParallelRegion = false
-        openblas_set_num_threads(Int32(count))
-    }
+    @usableFromInline static func leaveParallelRegion() { insideParallelRegion = false }
 }

@@ -83,22 +83,32 @@ struct DoubleArray: Sendable, Equatable {
         }
     }
 
-    /// Every (key, value) pair, by depth-first search over all 255 non-zero bytes
-    /// (sentencepiece's `DecompileCharsMap` does the same).
+    /// Every (key, value) pair (sentencepiece's `DecompileCharsMap`), by depth-first search
+    /// over all 255 non-zero bytes. Subtrees are listed once per base and reused, since a
+    /// darts-clone DAWG reaches one subtree from many units; this keeps decompiling
+    /// sentencepiece's 225,000-rule table fast.
     func allEntries() -> [(key: [UInt8], value: Int)] {
-        var entries: [(key: [UInt8], value: Int)] = []
-        var key: [UInt8] = []
-        func visit(_ node: Int) {
-            for c in childLabels(of: node) {
-                let child = node ^ Self.offset(units[node]) ^ Int(c)
-                key.append(c)
-                if let value = value(at: child) { entries.append((key, value)) }
-                visit(child)
-                key.removeLast()
+        guard !units.isEmpty else { return [] }
+        var memo: [Int: [(suffix: [UInt8], value: Int)]] = [:]
+        func entries(below node: Int) -> [(suffix: [UInt8], value: Int)] {
+            let base = node ^ Self.offset(units[node])
+            if let known = memo[base] { return known }
+            var result: [(suffix: [UInt8], value: Int)] = []
+            units.withUnsafeBufferPointer { units in
+                for c in 1...255 {
+                    let child = base ^ c
+                    guard child < units.count, Self.label(units[child]) == UInt32(c) else { continue }
+                    if Self.hasLeaf(units[child]) {
+                        let leaf = child ^ Self.offset(units[child])
+                        if leaf < units.count { result.append(([UInt8(c)], Self.value(units[leaf]))) }
+                    }
+                    for (suffix, value) in entries(below: child) { result.append(([UInt8(c)] + suffix, value)) }
+                }
             }
+            memo[base] = result
+            return result
         }
-        if !units.isEmpty { visit(0) }
-        return entries
+        return entries(below: 0).map { (key: $0.suffix, value: $0.value) }
     }
 }
 

@@ -26,8 +26,7 @@ struct LMTrain: ParsableCommand {
             if let clean = error as? CleanExit {
                 exit(withError: clean)
             }
-            let message = error is ValidationError || "\(type(of: error))".contains("Parser")
-                ? Self.message(for: error) : "\(error)"
+            let message = Self.message(for: error)
             let firstLine = message.split(separator: "\n").first.map(String.init) ?? message
             FileHandle.standardError.write(Data("lmtrain: \(firstLine)\n".utf8))
             Foundation.exit(exitCode(for: error) == .success ? 1 : exitCode(for: error).rawValue)

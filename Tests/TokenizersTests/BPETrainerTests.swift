@@ -65,18 +65,20 @@ import Testing
 
     @Test func splitDigitsKeepsDigitsAlone() throws {
         let lines = Array(repeating: "2024 1999 year 2024 x2 2x", count: 20)
-        let split = try SentencePieceBPE.train(lines: lines, vocabularySize: 20, normalization: .identity)
+        // All 16 merges this text allows; none involves a digit.
+        let split = try SentencePieceBPE.train(lines: lines, vocabularySize: 19, normalization: .identity)
         for piece in split.model.pieces where piece.piece.unicodeScalars.count > 1 {
             let hasDigit = piece.piece.contains { $0.isNumber }
             #expect(!hasDigit, "\(piece.piece)")
         }
         // Without split_digits the digits merge into numbers (same script rules otherwise).
-        var options = SentencePieceBPE.TrainingOptions(vocabularySize: 20, splitDigits: false, normalization: .identity)
+        var options = SentencePieceBPE.TrainingOptions(vocabularySize: 27, splitDigits: false, normalization: .identity)
         options.splitByNumber = true
         var trainer = try SentencePieceBPE.Trainer(options: options)
         for line in lines { trainer.add(line[...]) }
         let merged = try trainer.makeTokenizer()
         #expect(merged.model.pieces.contains { $0.piece == "▁2024" })
+        #expect(merged.model.pieces.contains { $0.piece == "▁1999" })
         // Digits are Common script, letters Latin: "x2" never becomes a piece.
         #expect(!merged.model.pieces.contains { $0.piece.contains("x2") || $0.piece.contains("2x") })
     }
@@ -111,7 +113,7 @@ import Testing
 
     @Test func metaPiecesInTheTextDoNotBecomePieces() throws {
         let lines = Array(repeating: "a <unk> b <s> c </s> d", count: 50)
-        let tokenizer = try SentencePieceBPE.train(lines: lines, vocabularySize: 16, normalization: .identity)
+        let tokenizer = try SentencePieceBPE.train(lines: lines, vocabularySize: 12, normalization: .identity)
         for piece in tokenizer.model.pieces[3...] {
             #expect(!piece.piece.contains("<") && !piece.piece.contains(">"), "\(piece.piece)")
         }
@@ -135,10 +137,10 @@ import Testing
         var text = ""
         for i in 0..<2000 { text += "line \(i % 37) of the corpus with words w\(i % 11) and more\n" }
         try text.write(to: file, atomically: true, encoding: .utf8)
-        let options = SentencePieceBPE.TrainingOptions(vocabularySize: 60, normalization: .identity)
+        let options = SentencePieceBPE.TrainingOptions(vocabularySize: 58, normalization: .identity)
         let fromFile = try SentencePieceBPE.train(corpusFile: file, options: options, threadCount: 2)
         let fromLines = try SentencePieceBPE.train(
-            lines: text.split(separator: "\n"), vocabularySize: 60, normalization: .identity)
+            lines: text.split(separator: "\n"), vocabularySize: 58, normalization: .identity)
         #expect(fromFile.model.pieces == fromLines.model.pieces)
         #expect(fromFile.model.trainerSpec.input == [file.path])
     }
