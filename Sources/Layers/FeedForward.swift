@@ -1,3 +1,4 @@
+import Foundation
 import Tensor
 
 /// A feedforward block: `y = FFN(x)` row by row over `[B*T, d]`, with its own parameters,
@@ -20,10 +21,59 @@ public protocol FeedForwardLayer: AnyObject {
 
     /// The regulariser or balancing loss of the last training forward pass (0 if none).
     var auxiliaryLoss: Double { get }
+
+    /// How often each expert (or PKM value row) was selected since the last `resetUsage()`,
+    /// counted in every forward pass; nil for blocks without selection.
+    var usage: UsageCounts? { get }
+
+    /// Starts a new counting period (the trainer calls it after each metrics line).
+    func resetUsage()
 }
 
 extension FeedForwardLayer {
     public var auxiliaryLoss: Double { 0 }
+    public var usage: UsageCounts? { nil }
+    public func resetUsage() {}
+}
+
+/// Selection counts of a sparse block over a period: one count per expert (σ-MoE, Switch,
+/// S-BASE) or per value row (PKM).
+public struct UsageCounts: Sendable, Equatable {
+    /// What is counted: "expert" or "value".
+    public var unit: String
+    public var counts: [Int]
+
+    public init(unit: String, counts: [Int]) {
+        self.unit = unit
+        self.counts = counts
+    }
+
+    public var total: Int { counts.reduce(0, +) }
+
+    /// exp(H(counts / total)) / N: 1 when usage is uniform, 1/N when one unit takes all.
+    public var relativePerplexity: Double {
+        let total = Double(self.total)
+        guard total > 0 else { return 0 }
+        var entropy = 0.0
+        for c in counts where c > 0 {
+            let p = Double(c) / total
+            entropy -= p * log(p)
+        }
+        return exp(entropy) / Double(counts.count)
+    }
+
+    /// Share of units never selected in the period.
+    public var deadFraction: Double {
+        Double(counts.filter { $0 == 0 }.count) / Double(max(1, counts.count))
+    }
+
+    /// Share of units selected at least once (PKM: "value rows used").
+    public var usedFraction: Double { 1 - deadFraction }
+
+    public mutating func add(_ other: UsageCounts) {
+        precondition(other.counts.count == counts.count)
+        for i in counts.indices { counts[i] += other.counts[i] }
+    }
 }
 
 /// The official `reset_prenorm_params`: a normal truncated at +-2, rescaled so the tensor's

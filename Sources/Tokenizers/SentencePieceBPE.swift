@@ -374,8 +374,8 @@ extension SentencePieceBPE {
         }
     }
 
-    /// The reference encoder: the same steps on the whole line with a plain O(n²) search for
-    /// the best pair and no cache. Pieces of type UNUSED are re-split into the pair that
+    /// The reference encoder: the same steps on the whole line with a plain linear search for
+    /// the best pair at every merge (O(n²)) and no cache. Pieces of type UNUSED are re-split into the pair that
     /// formed them at merge time.
     public func encodeNaive(_ line: String) -> [Int32] {
         let text = normalizer.normalize(line)
@@ -389,19 +389,29 @@ extension SentencePieceBPE {
                 i += length
             }
         }
+        // score[i]: the score of merging symbols i and i+1, nil when that is no piece.
+        func pairScore(_ i: Int) -> Float? {
+            guard !symbols[i].frozen && !symbols[i + 1].frozen,
+                let index = mergeable.index(of: symbols[i].bytes + symbols[i + 1].bytes)
+            else { return nil }
+            return scores[Int(mergeableIDs[index])]
+        }
+        var score: [Float?] = (0..<max(0, symbols.count - 1)).map(pairScore)
         var splits: [[UInt8]: ([UInt8], [UInt8])] = [:]
         while true {
-            var best: (index: Int, score: Float)?
-            for i in 0..<max(0, symbols.count - 1) where !symbols[i].frozen && !symbols[i + 1].frozen {
-                guard let index = mergeable.index(of: symbols[i].bytes + symbols[i + 1].bytes) else { continue }
-                let score = scores[Int(mergeableIDs[index])]
-                if best == nil || score > best!.score { best = (i, score) }
+            // The best pair: highest score, leftmost on ties.
+            var best: Int?
+            for i in score.indices {
+                if let s = score[i], best == nil || s > score[best!]! { best = i }
             }
-            guard let (i, _) = best else { break }
+            guard let i = best else { break }
             let merged = symbols[i].bytes + symbols[i + 1].bytes
             splits[merged] = (symbols[i].bytes, symbols[i + 1].bytes)
             symbols[i].bytes = merged
             symbols.remove(at: i + 1)
+            score.remove(at: i)
+            if i > 0 { score[i - 1] = pairScore(i - 1) }
+            if i < score.count { score[i] = pairScore(i) }
         }
         var ids: [Int32] = []
         func emit(_ piece: [UInt8]) {
