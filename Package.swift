@@ -21,7 +21,10 @@ let package = Package(
             name: "CZlib", pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]),
         .target(name: "Tensor", dependencies: ["CBLAS"], swiftSettings: fast),
-        .target(name: "Layers", dependencies: ["Tensor"], swiftSettings: fast),
+        .target(
+            name: "Layers", dependencies: ["Tensor"],
+            exclude: ["TopKFeedForward.swift", "ProductKeyMemory.swift"],  // INTEGRATION-PENDING
+            swiftSettings: fast),
         .target(name: "Models", dependencies: ["Layers", "Tensor"], swiftSettings: fast),
         .target(name: "Datasets", dependencies: ["CZlib", "Tensor"], swiftSettings: fast),
         .target(
@@ -36,7 +39,9 @@ let package = Package(
         // Helpers shared by the test targets (finite differences, corpus paths); not a product.
         .target(name: "TestSupport", dependencies: ["Tensor"], path: "Tests/Support"),
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "TestSupport"]),
-        .testTarget(name: "LayersTests", dependencies: ["Layers", "Tensor", "TestSupport"]),
+        .testTarget(
+            name: "LayersTests", dependencies: ["Layers", "Tensor", "TestSupport"],
+            exclude: ["TopKFeedForwardTests.swift", "ProductKeyMemoryTests.swift"]),  // INTEGRATION-PENDING
         .testTarget(
             name: "ModelsTests", dependencies: ["Models", "Layers", "Tensor", "TestSupport"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "CZlib", "TestSupport"]),

@@ -88,22 +88,51 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable {
 /// The feedforward block of every layer: one typed config per variant (STYLE.md).
 public enum FeedForwardConfig: Sendable, Equatable {
     case dense(DenseFeedForward.Config)
+    /// σ-MoE and its selection ablations (`--ffn moe`).
+    case sigmaMoE(MixtureOfExperts.SigmaConfig)
+    /// Switch Transformer FFN (`--ffn switch`).
+    case switchMoE(MixtureOfExperts.SwitchConfig)
+    /// S-BASE (`--ffn sbase`).
+    case sBase(MixtureOfExperts.SBaseConfig)
 
-    /// The variant's name, as `--ffn` takes it.
+    /// The variant's name, as `--ffn` and the `kind` key take it.
     public var kind: String {
         switch self {
         case .dense: "dense"
+        case .sigmaMoE: "moe"
+        case .switchMoE: "switch"
+        case .sBase: "sbase"
         }
     }
+
+    public static let kinds = ["dense", "moe", "switch", "sbase"]
 
     func validate(modelWidth: Int) throws {
+        func fail(_ message: String) throws { throw ConfigError("model.feed_forward: \(message)") }
+        func checkExperts(_ experts: Int, _ size: Int, _ k: Int, _ dropout: Float) throws {
+            if experts < 1 { try fail("experts must be at least 1 (got \(experts))") }
+            if size < 1 { try fail("expert_size must be at least 1 (got \(size))") }
+            if k < 1 || k > experts { try fail("k = \(k) must be between 1 and the number of experts \(experts) (--k)") }
+            if !(dropout >= 0 && dropout < 1) { try fail("expert_dropout must be in [0, 1) (got \(dropout))") }
+        }
         switch self {
         case .dense(let c):
-            if c.hiddenSize < 1 { throw ConfigError("model.feed_forward.hidden_size must be at least 1 (got \(c.hiddenSize))") }
+            if c.hiddenSize < 1 { try fail("d_ff must be at least 1 (got \(c.hiddenSize))") }
+        case .sigmaMoE(let c):
+            try checkExperts(c.experts, c.expertSize, c.k, c.expertDropout)
+            if c.regularization < 0 { try fail("regularization must be >= 0 (got \(c.regularization))") }
+        case .switchMoE(let c):
+            try checkExperts(c.experts, c.expertSize, 1, 0)
+            if c.balance < 0 { try fail("balance must be >= 0 (got \(c.balance))") }
+            if !(c.initScale > 0) { try fail("init_scale must be positive (got \(c.initScale))") }
+        case .sBase(let c):
+            try checkExperts(c.experts, c.expertSize, c.k, c.expertDropout)
+            if c.sinkhornIterations < 1 { try fail("sinkhorn_iterations must be at least 1") }
         }
     }
 
-    func makeLayer(
+    /// Builds the block's layer, registering its parameters in `layout`.
+    public func makeLayer(
         name: String, modelWidth: Int, layerCount: Int, dropout: Float,
         layout: inout ParameterLayout
     ) -> FeedForwardLayer {
@@ -112,21 +141,29 @@ public enum FeedForwardConfig: Sendable, Equatable {
             DenseFeedForward(
                 name: name, config: c, width: modelWidth, layerCount: layerCount,
                 dropout: dropout, layout: &layout)
+        case .sigmaMoE(let c):
+            MixtureOfExperts(name: name, config: c, width: modelWidth, layerCount: layerCount, layout: &layout)
+        case .switchMoE(let c):
+            MixtureOfExperts(name: name, config: c, width: modelWidth, layerCount: layerCount, layout: &layout)
+        case .sBase(let c):
+            MixtureOfExperts(name: name, config: c, width: modelWidth, layerCount: layerCount, layout: &layout)
         }
     }
 }
 
 extension FeedForwardConfig: Codable {
-    private enum Kind: String, Codable { case dense }
     private enum CodingKeys: String, CodingKey { case kind }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         let kind = try container.decode(String.self, forKey: .kind)
-        switch Kind(rawValue: kind) {
-        case .dense: self = .dense(try DenseFeedForward.Config(from: decoder))
-        case nil:
-            throw ConfigError("model.feed_forward.kind '\(kind)' is unknown: use one of dense")
+        switch kind {
+        case "dense": self = .dense(try DenseFeedForward.Config(from: decoder))
+        case "moe": self = .sigmaMoE(try MixtureOfExperts.SigmaConfig(from: decoder))
+        case "switch": self = .switchMoE(try MixtureOfExperts.SwitchConfig(from: decoder))
+        case "sbase": self = .sBase(try MixtureOfExperts.SBaseConfig(from: decoder))
+        default:
+            throw ConfigError("model.feed_forward.kind '\(kind)' is unknown: use one of \(Self.kinds.joined(separator: ", "))")
         }
     }
 
@@ -135,6 +172,9 @@ extension FeedForwardConfig: Codable {
         try container.encode(kind, forKey: .kind)
         switch self {
         case .dense(let c): try c.encode(to: encoder)
+        case .sigmaMoE(let c): try c.encode(to: encoder)
+        case .switchMoE(let c): try c.encode(to: encoder)
+        case .sBase(let c): try c.encode(to: encoder)
         }
     }
 }

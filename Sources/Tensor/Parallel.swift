@@ -1,5 +1,6 @@
 import CBLAS
 import Dispatch
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -73,6 +74,27 @@ public func parallelChunks(
     }
     parallelFor(chunks) { chunk in
         body((chunk * total / chunks)..<((chunk + 1) * total / chunks))
+    }
+}
+
+/// Like `parallelFor`, but workers take the next unclaimed index as they finish, for items of
+/// uneven cost (experts with different numbers of tokens). Each index still runs exactly once
+/// and writes only its own outputs, so the result does not depend on the schedule.
+public func parallelForDynamic(_ count: Int, _ body: @Sendable (Int) -> Void) {
+    let workers = min(Threads.count, count)
+    if workers <= 1 || Threads.insideParallelRegionForInlining {
+        for i in 0..<count { body(i) }
+        return
+    }
+    Threads.enterParallelRegion()
+    defer { Threads.leaveParallelRegion() }
+    let next = Atomic<Int>(0)
+    DispatchQueue.concurrentPerform(iterations: workers) { _ in
+        while true {
+            let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
+            if i >= count { break }
+            body(i)
+        }
     }
 }
 

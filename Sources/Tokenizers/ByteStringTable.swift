@@ -58,6 +58,29 @@ struct ByteStringTable: Sendable, Equatable {
         return h
     }
 
+    /// Compares `count` bytes; inline for the short keys that words and pieces are (a libc
+    /// memcmp call cost more than the comparison).
+    @inline(__always)
+    private static func equal(
+        _ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>?, _ count: Int
+    ) -> Bool {
+        guard count > 0, let b else { return true }
+        var i = 0
+        while i + 8 <= count {
+            if UnsafeRawPointer(a + i).loadUnaligned(as: UInt64.self)
+                != UnsafeRawPointer(b + i).loadUnaligned(as: UInt64.self)
+            {
+                return false
+            }
+            i += 8
+        }
+        while i < count {
+            if a[i] != b[i] { return false }
+            i += 1
+        }
+        return true
+    }
+
     /// The index of `key`, or nil.
     @inline(__always)
     func index(of key: UnsafeBufferPointer<UInt8>) -> Int? {
@@ -75,7 +98,7 @@ struct ByteStringTable: Sendable, Equatable {
                         let start = keyStarts[index]
                         let length = keyStarts[index + 1] - start
                         if length == key.count
-                            && (length == 0 || memcmp(bytes.baseAddress! + start, key.baseAddress!, length) == 0)
+                            && Self.equal(bytes.baseAddress! + start, key.baseAddress, length)
                         {
                             return index
                         }
@@ -130,7 +153,8 @@ struct ByteStringTable: Sendable, Equatable {
         slots = [Int32](repeating: 0, count: slots.count * 2)
         for index in 0..<count {
             let h = keyBytes.withUnsafeBufferPointer {
-                Self.hash(UnsafeBufferPointer(rebasing: $0[keyStarts[index]..<keyStarts[index + 1]]))
+                Self.hash(
+                    UnsafeBufferPointer(rebasing: $0[keyStarts[index]..<keyStarts[index + 1]]))
             }
             place(index: index, hash: h)
         }
@@ -142,9 +166,9 @@ struct ByteStringTable: Sendable, Equatable {
 }
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #elseif canImport(Darwin)
-    import Darwin
+import Darwin
 #endif
 
 /// FNV-1a 64-bit hash, used for vocabulary fingerprints (no CryptoKit on Linux; a fingerprint

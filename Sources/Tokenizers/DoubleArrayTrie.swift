@@ -97,12 +97,18 @@ struct DoubleArray: Sendable, Equatable {
             units.withUnsafeBufferPointer { units in
                 for c in 1...255 {
                     let child = base ^ c
-                    guard child < units.count, Self.label(units[child]) == UInt32(c) else { continue }
+                    guard child < units.count, Self.label(units[child]) == UInt32(c) else {
+                        continue
+                    }
                     if Self.hasLeaf(units[child]) {
                         let leaf = child ^ Self.offset(units[child])
-                        if leaf < units.count { result.append(([UInt8(c)], Self.value(units[leaf]))) }
+                        if leaf < units.count {
+                            result.append(([UInt8(c)], Self.value(units[leaf])))
+                        }
                     }
-                    for (suffix, value) in entries(below: child) { result.append(([UInt8(c)] + suffix, value)) }
+                    for (suffix, value) in entries(below: child) {
+                        result.append(([UInt8(c)] + suffix, value))
+                    }
                 }
             }
             memo[base] = result
@@ -173,7 +179,9 @@ enum DoubleArrayBuilder {
                 signatures[signature] = id
                 classOf[index] = id
                 classes.append(
-                    Node(children: nodes[index].children.map { ($0.label, classOf[Int($0.node)]) }, value: nodes[index].value))
+                    Node(
+                        children: nodes[index].children.map { ($0.label, classOf[Int($0.node)]) },
+                        value: nodes[index].value))
             }
         }
 
@@ -199,7 +207,9 @@ enum DoubleArrayBuilder {
             if labels.isEmpty { continue }
             let base = try layout.findBase(labels: labels)
             baseOfClass[classIndex] = base
-            for position in waiting[classIndex] { layout.units[position] |= try encodeOffset(position ^ base) }
+            for position in waiting[classIndex] {
+                layout.units[position] |= try encodeOffset(position ^ base)
+            }
             waiting[classIndex] = []
             layout.baseUsed[base] = true
             for c in labels { layout.use(base ^ c) }
@@ -263,7 +273,8 @@ enum DoubleArrayBuilder {
             // Retire the oldest active block: its remaining free units stay unused forever.
             let blocks = units.count / 256
             while blocks - firstActiveBlock > Self.activeBlocks {
-                for position in firstActiveBlock * 256..<(firstActiveBlock + 1) * 256 where !used[position] {
+                for position in firstActiveBlock * 256..<(firstActiveBlock + 1) * 256
+                where !used[position] {
                     unlink(position)
                 }
                 firstActiveBlock += 1

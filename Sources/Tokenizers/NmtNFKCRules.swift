@@ -33,7 +33,8 @@ enum NmtNFKCRules {
         } catch let error as TokenizerError {
             return .failure(error)
         } catch {
-            return .failure(.trainingFailed(reason: "cannot build the nmt_nfkc character map: \(error)"))
+            return .failure(
+                .trainingFailed(reason: "cannot build the nmt_nfkc character map: \(error)"))
         }
     }()
 
@@ -55,7 +56,10 @@ enum NmtNFKCRules {
         var scalars = String.UnicodeScalarView()
         for c in chars { scalars.append(Unicode.Scalar(c)!) }
         let string = String(scalars)
-        let result = compose ? string.precomposedStringWithCompatibilityMapping : string.decomposedStringWithCompatibilityMapping
+        let result =
+            compose
+            ? string.precomposedStringWithCompatibilityMapping
+            : string.decomposedStringWithCompatibilityMapping
         return result.unicodeScalars.map(\.value)
     }
 
@@ -104,12 +108,14 @@ enum NmtNFKCRules {
         // the nmt_nfkc table of the sentencepiece 0.2 Python package though not by older
         // builder.cc versions; lmtrain follows the package.
         for c: UInt32 in [
-            0x09, 0x0A, 0x0C, 0x0D, 0x1680, 0x200B, 0x200E, 0x200F, 0x2028, 0x2029, 0x2581, 0xFEFF, 0xFFFD, 0x200C,
+            0x09, 0x0A, 0x0C, 0x0D, 0x1680, 0x200B, 0x200E, 0x200F, 0x2028, 0x2029, 0x2581, 0xFEFF,
+            0xFFFD, 0x200C,
             0x061C,
         ] {
             rules[[c]] = [0x20]
         }
-        let deleted: [UInt32] = Array(0x01...0x08) + [0x0B] + Array(0x0E...0x1F) + [0x7F, 0x8F, 0x9F]
+        let deleted: [UInt32] =
+            Array(0x01...0x08) + [0x0B] + Array(0x0E...0x1F) + [0x7F, 0x8F, 0x9F]
         for c in deleted { rules[[c]] = [] }
         rules[[0xFF5E]] = nil
         return removeRedundant(rules)

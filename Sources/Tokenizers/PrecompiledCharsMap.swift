@@ -15,18 +15,23 @@ public struct PrecompiledCharsMap: Sendable, Equatable {
     /// Parses a blob from a model's `normalizer_spec.precompiled_charsmap`.
     public init(blob: [UInt8]) throws(ProtobufError) {
         guard blob.count > 4 else {
-            throw ProtobufError(reason: "precompiled_charsmap is only \(blob.count) bytes", offset: 0)
+            throw ProtobufError(
+                reason: "precompiled_charsmap is only \(blob.count) bytes", offset: nil)
         }
-        let trieSize = Int(UInt32(blob[0]) | UInt32(blob[1]) << 8 | UInt32(blob[2]) << 16 | UInt32(blob[3]) << 24)
+        let trieSize = Int(
+            UInt32(blob[0]) | UInt32(blob[1]) << 8 | UInt32(blob[2]) << 16 | UInt32(blob[3]) << 24)
         guard trieSize <= blob.count - 4 else {
             throw ProtobufError(
-                reason: "precompiled_charsmap claims a \(trieSize)-byte trie but holds \(blob.count - 4) bytes",
-                offset: 0)
+                reason:
+                    "precompiled_charsmap claims a \(trieSize)-byte trie but holds \(blob.count - 4) bytes",
+                offset: nil)
         }
         var units = [UInt32](repeating: 0, count: trieSize / 4)
         for i in 0..<units.count {
             let p = 4 + 4 * i
-            units[i] = UInt32(blob[p]) | UInt32(blob[p + 1]) << 8 | UInt32(blob[p + 2]) << 16 | UInt32(blob[p + 3]) << 24
+            units[i] =
+                UInt32(blob[p]) | UInt32(blob[p + 1]) << 8 | UInt32(blob[p + 2]) << 16 | UInt32(
+                    blob[p + 3]) << 24
         }
         trie = DoubleArray(units: units)
         pool = Array(blob[(4 + trieSize)...])
@@ -46,18 +51,23 @@ public struct PrecompiledCharsMap: Sendable, Equatable {
         let keys = rules.keys.sorted { $0.lexicographicallyPrecedes($1) }
         let units: [UInt32]
         do {
-            units = try DoubleArrayBuilder.build(keys: keys, values: keys.map { poolOffsets[rules[$0]!]! })
+            units = try DoubleArrayBuilder.build(
+                keys: keys, values: keys.map { poolOffsets[rules[$0]!]! })
         } catch {
-            throw TokenizerError.trainingFailed(reason: "cannot compile the character map: \(error)")
+            throw TokenizerError.trainingFailed(
+                reason: "cannot compile the character map: \(error)")
         }
         trie = DoubleArray(units: units)
         self.pool = pool
         // sentencepiece's normaliser reads at most 32 prefix matches per position.
         for key in keys {
             var matches = 0
-            key.withUnsafeBufferPointer { key in trie.forEachPrefix(of: key, from: 0, maxResults: .max) { _, _ in matches += 1 } }
+            key.withUnsafeBufferPointer { key in
+                trie.forEachPrefix(of: key, from: 0, maxResults: .max) { _, _ in matches += 1 }
+            }
             if matches >= 32 {
-                throw TokenizerError.trainingFailed(reason: "character map has \(matches) rules sharing one prefix")
+                throw TokenizerError.trainingFailed(
+                    reason: "character map has \(matches) rules sharing one prefix")
             }
         }
     }
@@ -67,7 +77,10 @@ public struct PrecompiledCharsMap: Sendable, Equatable {
         var blob: [UInt8] = []
         blob.reserveCapacity(4 + trie.units.count * 4 + pool.count)
         for value in [UInt32(trie.units.count * 4)] + trie.units {
-            blob.append(contentsOf: [UInt8(value & 0xFF), UInt8(value >> 8 & 0xFF), UInt8(value >> 16 & 0xFF), UInt8(value >> 24)])
+            blob.append(contentsOf: [
+                UInt8(value & 0xFF), UInt8(value >> 8 & 0xFF), UInt8(value >> 16 & 0xFF),
+                UInt8(value >> 24),
+            ])
         }
         blob.append(contentsOf: pool)
         return blob

@@ -12,10 +12,15 @@
 public struct ProtobufError: Error, Equatable, CustomStringConvertible {
     /// What is wrong, e.g. "truncated varint".
     public var reason: String
-    /// Byte offset in the outermost message where the problem was found.
-    public var offset: Int
+    /// Byte offset in the outermost message (the file) where the problem was found.
+    public var offset: Int?
 
-    public var description: String { "\(reason) at byte \(offset)" }
+    public init(reason: String, offset: Int?) {
+        self.reason = reason
+        self.offset = offset
+    }
+
+    public var description: String { offset.map { "\(reason) at byte \($0)" } ?? reason }
 }
 
 /// One field as it appears on the wire.
@@ -42,6 +47,9 @@ public struct ProtobufField: Equatable, Sendable {
 /// A message as its list of fields (repeated fields appear once per element).
 public struct ProtobufMessage: Equatable, Sendable {
     public var fields: [ProtobufField]
+    /// For parsed messages: where each field's payload starts in the outermost message, so
+    /// that errors found later (in nested messages, wrong wire types) can name a byte.
+    var payloadOffsets: [Int] = []
 
     public init(fields: [ProtobufField] = []) {
         self.fields = fields
@@ -52,8 +60,18 @@ public struct ProtobufMessage: Equatable, Sendable {
     public init(serialized bytes: ArraySlice<UInt8>, offsetBase: Int = 0) throws(ProtobufError) {
         var reader = ProtobufReader(bytes: bytes, offsetBase: offsetBase)
         var fields: [ProtobufField] = []
-        while let field = try reader.readField() { fields.append(field) }
+        var offsets: [Int] = []
+        while let field = try reader.readField() {
+            fields.append(field)
+            offsets.append(reader.lastPayloadOffset)
+        }
         self.fields = fields
+        payloadOffsets = offsets
+    }
+
+    /// The file offset of field `index`'s payload, when known.
+    func payloadOffset(_ index: Int) -> Int? {
+        payloadOffsets.indices.contains(index) ? payloadOffsets[index] : nil
     }
 
     public init(serialized bytes: [UInt8]) throws(ProtobufError) {
@@ -70,7 +88,8 @@ public struct ProtobufMessage: Equatable, Sendable {
 
     var canonicalFields: [ProtobufField] {
         fields.enumerated().sorted { a, b in
-            a.element.number != b.element.number ? a.element.number < b.element.number : a.offset < b.offset
+            a.element.number != b.element.number
+                ? a.element.number < b.element.number : a.offset < b.offset
         }.map(\.element)
     }
 
@@ -106,11 +125,15 @@ public struct ProtobufMessage: Equatable, Sendable {
         return nil
     }
 
-    func string(_ number: Int) -> String? { bytes(number).map { String(decoding: $0, as: UTF8.self) } }
+    func string(_ number: Int) -> String? {
+        bytes(number).map { String(decoding: $0, as: UTF8.self) }
+    }
 
     func strings(_ number: Int) -> [String] {
         fields.compactMap { field in
-            guard field.number == number, case .lengthDelimited(let b) = field.value else { return nil }
+            guard field.number == number, case .lengthDelimited(let b) = field.value else {
+                return nil
+            }
             return String(decoding: b, as: UTF8.self)
         }
     }
@@ -125,15 +148,27 @@ public struct ProtobufMessage: Equatable, Sendable {
         set(number, value.map { .varint(UInt64(bitPattern: Int64($0))) })
     }
 
-    mutating func set(_ number: Int, bool value: Bool?) { set(number, value.map { .varint($0 ? 1 : 0) }) }
-    mutating func set(_ number: Int, uint64 value: UInt64?) { set(number, value.map { .varint($0) }) }
-    mutating func set(_ number: Int, float value: Float?) { set(number, value.map { .fixed32($0.bitPattern) }) }
-    mutating func set(_ number: Int, bytes value: [UInt8]?) { set(number, value.map { .lengthDelimited($0) }) }
-    mutating func set(_ number: Int, string value: String?) { set(number, bytes: value.map { Array($0.utf8) }) }
+    mutating func set(_ number: Int, bool value: Bool?) {
+        set(number, value.map { .varint($0 ? 1 : 0) })
+    }
+    mutating func set(_ number: Int, uint64 value: UInt64?) {
+        set(number, value.map { .varint($0) })
+    }
+    mutating func set(_ number: Int, float value: Float?) {
+        set(number, value.map { .fixed32($0.bitPattern) })
+    }
+    mutating func set(_ number: Int, bytes value: [UInt8]?) {
+        set(number, value.map { .lengthDelimited($0) })
+    }
+    mutating func set(_ number: Int, string value: String?) {
+        set(number, bytes: value.map { Array($0.utf8) })
+    }
 
     mutating func set(_ number: Int, strings values: [String]) {
         fields.removeAll { $0.number == number }
-        for value in values { fields.append(ProtobufField(number: number, value: .lengthDelimited(Array(value.utf8)))) }
+        for value in values {
+            fields.append(ProtobufField(number: number, value: .lengthDelimited(Array(value.utf8))))
+        }
     }
 
     /// The kinds of value a schema expects for a field number.
@@ -143,22 +178,30 @@ public struct ProtobufMessage: Equatable, Sendable {
 
     /// Checks that the fields named in `schema` have the expected wire types and, for
     /// strings, hold UTF-8; `context` names the message in the error.
-    func validate(_ schema: [Int: (name: String, kind: Kind, isString: Bool)], context: String) throws(ProtobufError) {
-        for field in fields {
+    func validate(_ schema: [Int: (name: String, kind: Kind, isString: Bool)], context: String)
+        throws(ProtobufError)
+    {
+        for (index, field) in fields.enumerated() {
             guard let entry = schema[field.number] else { continue }
             let ok: Bool
             switch (entry.kind, field.value) {
             case (.varint, .varint), (.fixed32, .fixed32): ok = true
             case (.lengthDelimited, .lengthDelimited(let b)):
-                if entry.isString && b.withUnsafeBufferPointer({ UTF8Validation.firstInvalidOffset($0) }) != nil {
-                    throw ProtobufError(reason: "\(context).\(entry.name) is not valid UTF-8", offset: 0)
+                if entry.isString
+                    && b.withUnsafeBufferPointer({ UTF8Validation.firstInvalidOffset($0) }) != nil
+                {
+                    throw ProtobufError(
+                        reason: "\(context).\(entry.name) is not valid UTF-8",
+                        offset: payloadOffset(index))
                 }
                 ok = true
             default: ok = false
             }
             if !ok {
                 throw ProtobufError(
-                    reason: "\(context).\(entry.name) (field \(field.number)) has the wrong wire type", offset: 0)
+                    reason:
+                        "\(context).\(entry.name) (field \(field.number)) has the wrong wire type",
+                    offset: payloadOffset(index))
             }
         }
     }
@@ -169,6 +212,8 @@ struct ProtobufReader {
     let bytes: ArraySlice<UInt8>
     let offsetBase: Int
     var position: Int
+    /// File offset where the payload of the field last read starts.
+    var lastPayloadOffset = 0
 
     init(bytes: ArraySlice<UInt8>, offsetBase: Int) {
         self.bytes = bytes
@@ -202,7 +247,9 @@ struct ProtobufReader {
     }
 
     private mutating func readFixed(_ count: Int) throws(ProtobufError) -> UInt64 {
-        guard bytes.endIndex - position >= count else { throw error("truncated \(count * 8)-bit value") }
+        guard bytes.endIndex - position >= count else {
+            throw error("truncated \(count * 8)-bit value")
+        }
         var value: UInt64 = 0
         for k in 0..<count { value |= UInt64(bytes[position + k]) << (8 * UInt64(k)) }
         position += count
@@ -219,6 +266,7 @@ struct ProtobufReader {
             position = keyStart
             throw error("invalid field number \(key >> 3)")
         }
+        lastPayloadOffset = offsetBase + position - bytes.startIndex
         switch key & 7 {
         case 0:
             return ProtobufField(number: number, value: .varint(try readVarint()))
@@ -229,8 +277,11 @@ struct ProtobufReader {
             let length = try readVarint()
             guard length <= UInt64(bytes.endIndex - position) else {
                 position = lengthStart
-                throw error("field \(number) claims \(length) bytes but only \(bytes.endIndex - position) remain")
+                throw error(
+                    "field \(number) claims \(length) bytes but only \(bytes.endIndex - position) remain"
+                )
             }
+            lastPayloadOffset = offsetBase + position - bytes.startIndex
             let payload = Array(bytes[position..<position + Int(length)])
             position += Int(length)
             return ProtobufField(number: number, value: .lengthDelimited(payload))
@@ -239,7 +290,8 @@ struct ProtobufReader {
             try skipGroup(number: number)
             // The payload excludes the end-group key that skipGroup consumed.
             let endKeyLength = ProtobufWriter.varintLength(UInt64(number << 3 | 4))
-            return ProtobufField(number: number, value: .group(Array(bytes[start..<position - endKeyLength])))
+            return ProtobufField(
+                number: number, value: .group(Array(bytes[start..<position - endKeyLength])))
         case 5:
             return ProtobufField(number: number, value: .fixed32(UInt32(try readFixed(4))))
         default:

@@ -11,8 +11,11 @@
 //      it consecutive unknown pieces become one <unk> (sentencepiece_processor.cc).
 //
 // Fast path: when no piece contains U+2581 after its first character, no pair can merge
-// across a space symbol, so each space-delimited word is encoded on its own and cached.
-// `encodeNaive` is the plain whole-line version the tests compare it with.
+// across a space symbol, so each word (a space symbol up to the next one) is encoded on its
+// own and cached. This is decided from the vocabulary itself, not from trainer_spec; it also
+// needs spaces escaped as U+2581, whitespace as a prefix and no UNUSED pieces (whose
+// re-splitting depends on the whole line). `encodeNaive` is the plain whole-line version the
+// tests compare it with.
 
 import Foundation
 
@@ -51,7 +54,9 @@ public struct SentencePieceBPE: Tokenizer {
     }
 
     init(model: SentencePieceModelProto, source: String) throws {
-        func fail(_ reason: String) -> TokenizerError { .malformedModel(file: source, reason: reason) }
+        func fail(_ reason: String) -> TokenizerError {
+            .malformedModel(file: source, reason: reason)
+        }
         let modelType = model.trainerSpec.modelType ?? .unigram
         guard modelType == .bpe else {
             throw fail("model_type is \(modelType) but lmtrain reads BPE models only")
@@ -70,10 +75,14 @@ public struct SentencePieceBPE: Tokenizer {
             guard !piece.piece.isEmpty else { throw fail("pieces[\(index)] is empty") }
             switch piece.type {
             case .normal, .userDefined, .unused:
-                guard mergeable.insert(piece.piece).inserted else { throw fail("piece \(piece.piece) is defined twice") }
+                guard mergeable.insert(piece.piece).inserted else {
+                    throw fail("piece \(piece.piece) is defined twice")
+                }
                 mergeableIDs.append(id)
             case .unknown, .control, .byte:
-                guard reserved.insert(piece.piece).inserted else { throw fail("piece \(piece.piece) is defined twice") }
+                guard reserved.insert(piece.piece).inserted else {
+                    throw fail("piece \(piece.piece) is defined twice")
+                }
                 reservedIDs.append(id)
             }
             if piece.type == .userDefined { userDefined.append(piece.piece) }
@@ -83,9 +92,13 @@ public struct SentencePieceBPE: Tokenizer {
             }
             if piece.type == .byte {
                 guard byteFallback else {
-                    throw fail("byte piece \(piece.piece) found although trainer_spec.byte_fallback is false")
+                    throw fail(
+                        "byte piece \(piece.piece) found although trainer_spec.byte_fallback is false"
+                    )
                 }
-                guard let value = Self.byteValue(ofPiece: piece.piece) else { throw fail("invalid byte piece \(piece.piece)") }
+                guard let value = Self.byteValue(ofPiece: piece.piece) else {
+                    throw fail("invalid byte piece \(piece.piece)")
+                }
                 byteIDs[Int(value)] = id
             }
         }
@@ -98,7 +111,8 @@ public struct SentencePieceBPE: Tokenizer {
             normalizer = try SentencePieceNormalizer(
                 spec: model.normalizerSpec, treatWhitespaceAsSuffix: treatWhitespaceAsSuffix,
                 userDefinedSymbols: userDefined)
-            if let denormalizerSpec = model.denormalizerSpec, let blob = denormalizerSpec.precompiledCharsMap,
+            if let denormalizerSpec = model.denormalizerSpec,
+                let blob = denormalizerSpec.precompiledCharsMap,
                 !blob.isEmpty
             {
                 denormalizer = try SentencePieceNormalizer(
@@ -123,12 +137,15 @@ public struct SentencePieceBPE: Tokenizer {
         hasUnusedPieces = model.pieces.contains { $0.type == .unused }
         let space = SentencePieceNormalizer.spaceSymbol
         let spaceInside = model.pieces.contains { piece in
-            guard piece.type == .normal || piece.type == .userDefined || piece.type == .unused else { return false }
+            guard piece.type == .normal || piece.type == .userDefined || piece.type == .unused
+            else { return false }
             let bytes = Array(piece.piece.utf8)
-            return bytes.count > 3 && (1...(bytes.count - 3)).contains { bytes[$0..<$0 + 3].elementsEqual(space) }
+            return bytes.count > 3
+                && (1...(bytes.count - 3)).contains { bytes[$0..<$0 + 3].elementsEqual(space) }
         }
         wordsAreIndependent =
-            !spaceInside && !hasUnusedPieces && !treatWhitespaceAsSuffix && normalizer.escapeWhitespaces
+            !spaceInside && !hasUnusedPieces && !treatWhitespaceAsSuffix
+            && normalizer.escapeWhitespaces
         unknownSurface = spec.unknownSurface ?? " \u{2047} "
     }
 
@@ -139,7 +156,9 @@ public struct SentencePieceBPE: Tokenizer {
 
     static func byteValue(ofPiece piece: String) -> UInt8? {
         let bytes = Array(piece.utf8)
-        guard bytes.count == 6, bytes[0...2].elementsEqual("<0x".utf8), bytes[5] == UInt8(ascii: ">") else { return nil }
+        guard bytes.count == 6, bytes[0...2].elementsEqual("<0x".utf8),
+            bytes[5] == UInt8(ascii: ">")
+        else { return nil }
         return UInt8(String(decoding: bytes[3...4], as: UTF8.self), radix: 16).flatMap {
             // sentencepiece writes upper-case hex ("<0x0A>") and only accepts that form.
             String(format: "<0x%02X>", $0) == piece ? $0 : nil
@@ -167,7 +186,9 @@ public struct SentencePieceBPE: Tokenizer {
         if let denormalizer = model.denormalizerSpec { hash.add(denormalizer.message.serialized()) }
         hash.add([0xFF])
         let spec = model.trainerSpec
-        hash.addField("\(spec.treatWhitespaceAsSuffix ?? false) \(spec.byteFallback ?? false) \(unknownSurface)")
+        hash.addField(
+            "\(spec.treatWhitespaceAsSuffix ?? false) \(spec.byteFallback ?? false) \(unknownSurface)"
+        )
         return hash.hex
     }
 
@@ -276,7 +297,8 @@ public struct SentencePieceBPE: Tokenizer {
     /// Length of the well-formed UTF-8 character at `i`, or 0 if it is ill-formed.
     static func validCharacterLength(_ bytes: [UInt8], at i: Int) -> Int {
         let length = utf8CharacterLength(bytes[i])
-        guard bytes[i] < 0x80 || bytes[i] >= 0xC2, i + length <= bytes.count, bytes[i] <= 0xF4 else { return 0 }
+        guard bytes[i] < 0x80 || bytes[i] >= 0xC2, i + length <= bytes.count, bytes[i] <= 0xF4
+        else { return 0 }
         return bytes[i..<i + length].withContiguousStorageIfAvailable {
             UTF8Validation.firstInvalidOffset($0) == nil ? length : 0
         } ?? 0
@@ -289,7 +311,8 @@ extension SentencePieceBPE {
         let tokenizer: SentencePieceBPE
         var normalized: [UInt8] = []
         var merger = BPEMerger()
-        var cache = ByteStringTable(minimumCapacity: 1 << 14)
+        // Starts small: `Tokenizer.encode(_:)` makes a fresh encoder for every line.
+        var cache = ByteStringTable(minimumCapacity: 64)
         var cacheStarts: [Int32] = [0]
         var cacheIDs: [Int32] = []
         /// The cache stops growing at this many words, which bounds its memory.
@@ -297,7 +320,9 @@ extension SentencePieceBPE {
         /// Words longer than this are encoded without caching (they rarely repeat).
         static let longestCachedWord = 64
 
-        public mutating func encode(utf8Line line: UnsafeBufferPointer<UInt8>, appendingTo ids: inout [Int32])
+        public mutating func encode(
+            utf8Line line: UnsafeBufferPointer<UInt8>, appendingTo ids: inout [Int32]
+        )
             throws
         {
             try UTF8Validation.validate(line)
@@ -307,27 +332,32 @@ extension SentencePieceBPE {
             if tokenizer.wordsAreIndependent {
                 encodeWordByWord(appendingTo: &ids)
             } else {
-                normalized.withUnsafeBufferPointer { merger.encode($0, tokenizer: tokenizer, appendingTo: &ids) }
+                normalized.withUnsafeBufferPointer {
+                    merger.encode($0, tokenizer: tokenizer, appendingTo: &ids)
+                }
             }
             tokenizer.mergeUnknownRuns(&ids, from: first)
         }
 
         private mutating func encodeWordByWord(appendingTo ids: inout [Int32]) {
-            let space = SentencePieceNormalizer.spaceSymbol
             normalized.withUnsafeBufferPointer { text in
                 var start = 0
                 let n = text.count
                 while start < n {
-                    // A word is a space symbol (or the line start) up to the next space symbol.
+                    // A word is a space symbol (E2 96 81, or the line start) up to the next
+                    // space symbol. 0xE2 is always a lead byte, so a byte scan is safe.
                     var end = start + 1
-                    while end < n && !(text[end] == space[0] && end + 2 < n && text[end + 1] == space[1]
-                        && text[end + 2] == space[2])
+                    while end < n
+                        && !(text[end] == 0xE2 && end + 2 < n && text[end + 1] == 0x96
+                            && text[end + 2] == 0x81)
                     {
                         end += 1
                     }
                     let word = UnsafeBufferPointer(rebasing: text[start..<end])
                     if let index = cache.index(of: word) {
-                        ids.append(contentsOf: cacheIDs[Int(cacheStarts[index])..<Int(cacheStarts[index + 1])])
+                        for k in Int(cacheStarts[index])..<Int(cacheStarts[index + 1]) {
+                            ids.append(cacheIDs[k])
+                        }
                     } else {
                         let before = ids.count
                         merger.encode(word, tokenizer: tokenizer, appendingTo: &ids)
@@ -375,8 +405,8 @@ extension SentencePieceBPE {
     }
 
     /// The reference encoder: the same steps on the whole line with a plain linear search for
-    /// the best pair at every merge (O(n²)) and no cache. Pieces of type UNUSED are re-split into the pair that
-    /// formed them at merge time.
+    /// the best pair at every merge (O(n²)) and no cache. Pieces of type UNUSED are re-split
+    /// into the pair that formed them at merge time.
     public func encodeNaive(_ line: String) -> [Int32] {
         let text = normalizer.normalize(line)
         var symbols: [(bytes: [UInt8], frozen: Bool)] = []
@@ -477,7 +507,9 @@ struct BPEMerger {
                 let left = 2 * parent + 1
                 if left >= heap.count { break }
                 var best = left
-                if left + 1 < heap.count && Self.precedes(heap[left + 1], heap[left]) { best = left + 1 }
+                if left + 1 < heap.count && Self.precedes(heap[left + 1], heap[left]) {
+                    best = left + 1
+                }
                 guard Self.precedes(heap[best], heap[parent]) else { break }
                 heap.swapAt(best, parent)
                 parent = best
@@ -486,7 +518,10 @@ struct BPEMerger {
         return top
     }
 
-    mutating func encode(_ text: UnsafeBufferPointer<UInt8>, tokenizer: SentencePieceBPE, appendingTo ids: inout [Int32]) {
+    mutating func encode(
+        _ text: UnsafeBufferPointer<UInt8>, tokenizer: SentencePieceBPE,
+        appendingTo ids: inout [Int32]
+    ) {
         starts.removeAll(keepingCapacity: true)
         lengths.removeAll(keepingCapacity: true)
         previous.removeAll(keepingCapacity: true)
@@ -517,7 +552,11 @@ struct BPEMerger {
             let left = Int(top.left)
             let right = Int(top.right)
             // Stale entries: one side was merged away or grew since the pair was queued.
-            if lengths[left] == 0 || lengths[right] == 0 || lengths[left] + lengths[right] != top.size { continue }
+            if lengths[left] == 0 || lengths[right] == 0
+                || lengths[left] + lengths[right] != top.size
+            {
+                continue
+            }
             lengths[left] += lengths[right]
             next[left] = next[right]
             if next[right] >= 0 { previous[Int(next[right])] = Int32(left) }
@@ -528,7 +567,9 @@ struct BPEMerger {
 
         var index: Int32 = 0
         while index != -1 {
-            let piece = UnsafeBufferPointer(rebasing: text[Int(starts[Int(index)])..<Int(starts[Int(index)] + lengths[Int(index)])])
+            let piece = UnsafeBufferPointer(
+                rebasing: text[
+                    Int(starts[Int(index)])..<Int(starts[Int(index)] + lengths[Int(index)])])
             resegment(piece, tokenizer, &ids)
             index = next[Int(index)]
         }
@@ -536,7 +577,8 @@ struct BPEMerger {
 
     @inline(__always)
     private mutating func addCandidate(
-        _ left: Int32, _ right: Int32, _ text: UnsafeBufferPointer<UInt8>, _ tokenizer: SentencePieceBPE
+        _ left: Int32, _ right: Int32, _ text: UnsafeBufferPointer<UInt8>,
+        _ tokenizer: SentencePieceBPE
     ) {
         guard left >= 0, right >= 0, !frozen[Int(left)], !frozen[Int(right)] else { return }
         let start = Int(starts[Int(left)])
@@ -550,7 +592,9 @@ struct BPEMerger {
         }
     }
 
-    private func resegment(_ piece: UnsafeBufferPointer<UInt8>, _ tokenizer: SentencePieceBPE, _ ids: inout [Int32]) {
+    private func resegment(
+        _ piece: UnsafeBufferPointer<UInt8>, _ tokenizer: SentencePieceBPE, _ ids: inout [Int32]
+    ) {
         if tokenizer.hasUnusedPieces, tokenizer.reserved.index(of: piece) == nil,
             let index = tokenizer.mergeable.index(of: piece)
         {

@@ -53,8 +53,10 @@ extension SentencePieceBPE {
         public var normalization: Normalization
 
         public init(
-            vocabularySize: Int = 8000, splitDigits: Bool = true, characterCoverage: Double = 0.9995,
-            maxPieceLength: Int = 16, maxSentenceLength: Int = 4192, splitByUnicodeScript: Bool = true,
+            vocabularySize: Int = 8000, splitDigits: Bool = true,
+            characterCoverage: Double = 0.9995,
+            maxPieceLength: Int = 16, maxSentenceLength: Int = 4192,
+            splitByUnicodeScript: Bool = true,
             splitByNumber: Bool = true, normalization: Normalization = .nmtNFKC
         ) {
             self.vocabularySize = vocabularySize
@@ -70,12 +72,14 @@ extension SentencePieceBPE {
 
     /// Trains a model from lines of text (each line without its terminator).
     public static func train<Lines: Sequence>(
-        lines: Lines, vocabularySize: Int = 8000, splitDigits: Bool = true, characterCoverage: Double = 0.9995,
+        lines: Lines, vocabularySize: Int = 8000, splitDigits: Bool = true,
+        characterCoverage: Double = 0.9995,
         normalization: Normalization = .nmtNFKC
     ) throws -> SentencePieceBPE where Lines.Element: StringProtocol {
         var trainer = try Trainer(
             options: TrainingOptions(
-                vocabularySize: vocabularySize, splitDigits: splitDigits, characterCoverage: characterCoverage,
+                vocabularySize: vocabularySize, splitDigits: splitDigits,
+                characterCoverage: characterCoverage,
                 normalization: normalization))
         for line in lines { trainer.add(Substring(line)) }
         return try trainer.makeTokenizer()
@@ -83,7 +87,8 @@ extension SentencePieceBPE {
 
     /// Trains a model from a UTF-8 text file, streamed in chunks and counted on `threadCount`
     /// threads.
-    public static func train(corpusFile url: URL, options: TrainingOptions, threadCount: Int = 2) throws
+    public static func train(corpusFile url: URL, options: TrainingOptions, threadCount: Int = 2)
+        throws
         -> SentencePieceBPE
     {
         var trainer = try Trainer(options: options)
@@ -110,32 +115,44 @@ extension SentencePieceBPE {
 
         public init(options: TrainingOptions) throws {
             func invalid(_ what: String) -> TokenizerError { .trainingFailed(reason: what) }
-            guard options.vocabularySize > 3 else { throw invalid("vocabularySize must exceed the 3 meta pieces") }
+            guard options.vocabularySize > 3 else {
+                throw invalid("vocabularySize must exceed the 3 meta pieces")
+            }
             guard (0.98...1.0).contains(options.characterCoverage) else {
-                throw invalid("characterCoverage must be in 0.98...1 (got \(options.characterCoverage))")
+                throw invalid(
+                    "characterCoverage must be in 0.98...1 (got \(options.characterCoverage))")
             }
             guard (1...512).contains(options.maxPieceLength) else {
                 throw invalid("maxPieceLength must be in 1...512 (got \(options.maxPieceLength))")
             }
-            guard options.maxSentenceLength >= 10 else { throw invalid("maxSentenceLength must be at least 10") }
+            guard options.maxSentenceLength >= 10 else {
+                throw invalid("maxSentenceLength must be at least 10")
+            }
             self.options = options
             var spec = NormalizerSpec()
             spec.name = options.normalization.rawValue
-            if options.normalization == .nmtNFKC { spec.precompiledCharsMap = try NmtNFKCRules.compiled.get() }
+            if options.normalization == .nmtNFKC {
+                spec.precompiledCharsMap = try NmtNFKCRules.compiled.get()
+            }
             normalizerSpec = spec
-            normalizer = try SentencePieceNormalizer(spec: spec, treatWhitespaceAsSuffix: false, userDefinedSymbols: [])
+            normalizer = try SentencePieceNormalizer(
+                spec: spec, treatWhitespaceAsSuffix: false, userDefinedSymbols: [])
         }
 
         /// Adds one line of text (without its terminator).
         public mutating func add(_ line: Substring) {
             var copy = line
-            copy.withUTF8 { counter.add(line: $0, normalizer: normalizer, metaMatcher: metaMatcher, options: options) }
+            copy.withUTF8 {
+                counter.add(
+                    line: $0, normalizer: normalizer, metaMatcher: metaMatcher, options: options)
+            }
         }
 
         /// Adds one line given as bytes; throws when they are not UTF-8.
         public mutating func add(utf8Line line: UnsafeBufferPointer<UInt8>) throws {
             try UTF8Validation.validate(line)
-            counter.add(line: line, normalizer: normalizer, metaMatcher: metaMatcher, options: options)
+            counter.add(
+                line: line, normalizer: normalizer, metaMatcher: metaMatcher, options: options)
         }
 
         /// Adds every line of a UTF-8 file, reading it in bounded chunks and counting each chunk
@@ -144,17 +161,27 @@ extension SentencePieceBPE {
             var linesBefore = 0
             try TextLines.forEachChunk(ofFile: url) { chunk in
                 let ranges = TextLines.splitAtLineBoundaries(chunk, parts: max(1, threadCount))
-                let lineCounts = ranges.map { TextLines.countLines(in: UnsafeBufferPointer(rebasing: chunk[$0])) }
-                let (normalizer, metaMatcher, options) = (self.normalizer, self.metaMatcher, self.options)
+                let lineCounts = ranges.map {
+                    TextLines.countLines(in: UnsafeBufferPointer(rebasing: chunk[$0]))
+                }
+                let (normalizer, metaMatcher, options) = (
+                    self.normalizer, self.metaMatcher, self.options
+                )
                 let firstLine = linesBefore
-                let parts = try parallelMap(count: ranges.count, threadCount: threadCount) { part -> WordCounter in
+                let parts = try parallelMap(count: ranges.count, threadCount: threadCount) {
+                    part -> WordCounter in
                     var counter = WordCounter()
                     let partFirstLine = firstLine + lineCounts[..<part].reduce(0, +)
-                    try TextLines.forEachLine(in: UnsafeBufferPointer(rebasing: chunk[ranges[part]])) { index, line in
+                    try TextLines.forEachLine(
+                        in: UnsafeBufferPointer(rebasing: chunk[ranges[part]])
+                    ) { index, line in
                         if let offset = UTF8Validation.firstInvalidOffset(line) {
-                            throw TokenizerError.invalidUTF8(file: url.path, line: partFirstLine + index + 1, byteOffset: offset)
+                            throw TokenizerError.invalidUTF8(
+                                file: url.path, line: partFirstLine + index + 1, byteOffset: offset)
                         }
-                        counter.add(line: line, normalizer: normalizer, metaMatcher: metaMatcher, options: options)
+                        counter.add(
+                            line: line, normalizer: normalizer, metaMatcher: metaMatcher,
+                            options: options)
                     }
                     return counter
                 }
@@ -178,7 +205,8 @@ extension SentencePieceBPE {
             trainerSpec.splitByUnicodeScript = options.splitByUnicodeScript
             trainerSpec.splitByNumber = options.splitByNumber
             trainerSpec.splitDigits = options.splitDigits
-            let model = SentencePieceModelProto(pieces: pieces, trainerSpec: trainerSpec, normalizerSpec: normalizerSpec)
+            let model = SentencePieceModelProto(
+                pieces: pieces, trainerSpec: trainerSpec, normalizerSpec: normalizerSpec)
             return try SentencePieceBPE(model: model, source: "trained model")
         }
     }
@@ -194,7 +222,8 @@ struct WordCounter {
     private var replaced: [UInt8] = []
 
     mutating func add(
-        line: UnsafeBufferPointer<UInt8>, normalizer: SentencePieceNormalizer, metaMatcher: PrefixMatcher,
+        line: UnsafeBufferPointer<UInt8>, normalizer: SentencePieceNormalizer,
+        metaMatcher: PrefixMatcher,
         options: SentencePieceBPE.TrainingOptions
     ) {
         if line.isEmpty { return }
@@ -233,7 +262,8 @@ struct WordCounter {
                 {
                     end += 1
                 }
-                let (index, inserted) = words.insert(UnsafeBufferPointer(rebasing: text[start..<end]))
+                let (index, inserted) = words.insert(
+                    UnsafeBufferPointer(rebasing: text[start..<end]))
                 if inserted { counts.append(0) }
                 counts[index] += 1
                 start = end
@@ -243,7 +273,8 @@ struct WordCounter {
 
     private func containsUnknownMarker(_ line: UnsafeBufferPointer<UInt8>) -> Bool {
         guard line.count >= 3 else { return false }
-        for i in 0..<(line.count - 2) where line[i] == 0xE2 && line[i + 1] == 0x96 && line[i + 2] == 0x85 {
+        for i in 0..<(line.count - 2)
+        where line[i] == 0xE2 && line[i + 1] == 0x96 && line[i + 2] == 0x85 {
             return true
         }
         return false
@@ -253,7 +284,9 @@ struct WordCounter {
         for index in 0..<other.words.count {
             let (mine, inserted) = other.words.keyBytes.withUnsafeBufferPointer { bytes in
                 words.insert(
-                    UnsafeBufferPointer(rebasing: bytes[other.words.keyStarts[index]..<other.words.keyStarts[index + 1]]))
+                    UnsafeBufferPointer(
+                        rebasing: bytes[
+                            other.words.keyStarts[index]..<other.words.keyStarts[index + 1]]))
             }
             if inserted { counts.append(0) }
             counts[mine] += other.counts[index]
@@ -284,7 +317,9 @@ struct BPETrainingRun {
         self.options = options
     }
 
-    static func isDecimalDigit(_ c: UInt32) -> Bool { (0x30...0x39).contains(c) || (0xFF10...0xFF19).contains(c) }
+    static func isDecimalDigit(_ c: UInt32) -> Bool {
+        (0x30...0x39).contains(c) || (0xFF10...0xFF19).contains(c)
+    }
 
     @inline(__always) static func pairKey(_ a: Int32, _ b: Int32) -> UInt64 {
         UInt64(UInt32(bitPattern: a)) << 32 | UInt64(UInt32(bitPattern: b))
@@ -305,8 +340,12 @@ struct BPETrainingRun {
             }
             wordScalars.append(scalars)
         }
-        guard total > 0 else { throw TokenizerError.trainingFailed(reason: "the training text is empty") }
-        let byFrequency = characterCounts.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
+        guard total > 0 else {
+            throw TokenizerError.trainingFailed(reason: "the training text is empty")
+        }
+        let byFrequency = characterCounts.sorted {
+            $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key
+        }
         var required: [(character: UInt32, count: Int64)] = []
         var accumulated: Int64 = 0
         for (character, count) in byFrequency {
@@ -320,7 +359,8 @@ struct BPETrainingRun {
         let mergeTarget = options.vocabularySize - 3 - required.count
         guard mergeTarget >= 0 else {
             throw TokenizerError.trainingFailed(
-                reason: "vocabularySize \(options.vocabularySize) is smaller than the 3 meta pieces plus "
+                reason:
+                    "vocabularySize \(options.vocabularySize) is smaller than the 3 meta pieces plus "
                     + "\(required.count) required characters; raise it or lower characterCoverage")
         }
 
@@ -355,7 +395,9 @@ struct BPETrainingRun {
             }
         }
         var heap = PairHeap()
-        for (key, count) in pairCounts { heap.push(PairHeap.Entry(count: count, key: key), run: self) }
+        for (key, count) in pairCounts {
+            heap.push(PairHeap.Entry(count: count, key: key), run: self)
+        }
 
         var merged: [[UInt8]] = []
         var mergedSet = Set<[UInt8]>()
@@ -365,11 +407,14 @@ struct BPETrainingRun {
         while merged.count < mergeTarget {
             guard let best = heap.pop(run: self) else {
                 throw TokenizerError.trainingFailed(
-                    reason: "vocabularySize \(options.vocabularySize) is more than this corpus supports: "
+                    reason:
+                        "vocabularySize \(options.vocabularySize) is more than this corpus supports: "
                         + "after \(merged.count) merges no pair of pieces is left to merge "
-                        + "(at most \(3 + required.count + merged.count) pieces); lower vocabularySize")
+                        + "(at most \(3 + required.count + merged.count) pieces); lower vocabularySize"
+                )
             }
-            guard pairCounts[best.key] == best.count, !banned.contains(best.key) else { continue }  // stale
+            // Skip stale heap entries: the pair's count changed after it was pushed.
+            guard pairCounts[best.key] == best.count, !banned.contains(best.key) else { continue }
             let a = Int32(truncatingIfNeeded: best.key >> 32)
             let b = Int32(truncatingIfNeeded: best.key & 0xFFFF_FFFF)
             let bytes = symbolBytes[Int(a)] + symbolBytes[Int(b)]
@@ -435,7 +480,8 @@ struct BPETrainingRun {
         ]
         var index = 0
         for bytes in merged {
-            pieces.append(.init(piece: String(decoding: bytes, as: UTF8.self), score: -Float(index)))
+            pieces.append(
+                .init(piece: String(decoding: bytes, as: UTF8.self), score: -Float(index)))
             index += 1
         }
         for (character, _) in required {
@@ -459,7 +505,9 @@ struct BPETrainingRun {
                 continue
             }
             var script = scripts.script(of: c)
-            if script == UnicodeScriptClassifier.hiragana || script == UnicodeScriptClassifier.katakana || c == 0x30FC {
+            if script == UnicodeScriptClassifier.hiragana
+                || script == UnicodeScriptClassifier.katakana || c == 0x30FC
+            {
                 script = UnicodeScriptClassifier.han
             } else if script == UnicodeScriptClassifier.inherited {
                 script = Self.inheritScript
@@ -486,7 +534,9 @@ struct BPETrainingRun {
             var previous = Self.anyScript
             for script in symbolScripts[a] + symbolScripts[b] where script != Self.noScript {
                 let current = script == Self.inheritScript ? previous : script
-                if current != Self.anyScript && previous != Self.anyScript && previous != current { return false }
+                if current != Self.anyScript && previous != Self.anyScript && previous != current {
+                    return false
+                }
                 previous = current
             }
         }
@@ -553,7 +603,10 @@ private struct PairHeap {
                 let left = 2 * parent + 1
                 if left >= entries.count { break }
                 var best = left
-                if left + 1 < entries.count && Self.precedes(entries[left + 1], entries[left], run) { best = left + 1 }
+                if left + 1 < entries.count && Self.precedes(entries[left + 1], entries[left], run)
+                {
+                    best = left + 1
+                }
                 guard Self.precedes(entries[best], entries[parent], run) else { break }
                 entries.swapAt(best, parent)
                 parent = best

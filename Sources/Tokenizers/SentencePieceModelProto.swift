@@ -89,21 +89,27 @@ public struct SentencePieceModelProto: Equatable, Sendable {
         var normalizer: NormalizerSpec?
         var denormalizer: NormalizerSpec?
         var other: [ProtobufField] = []
-        for field in message.fields {
+        for (index, field) in message.fields.enumerated() {
+            let offset = message.payloadOffset(index) ?? 0
             switch (field.number, field.value) {
             case (1, .lengthDelimited(let payload)):
-                pieces.append(try Piece(serialized: payload, index: pieces.count))
+                pieces.append(try Piece(serialized: payload, index: pieces.count, offset: offset))
             case (2, .lengthDelimited(let payload)):
-                trainer = TrainerSpec(message: try Self.nested(payload, "trainer_spec"))
+                trainer = TrainerSpec(message: try Self.nested(payload, "trainer_spec", offset))
                 try trainer!.message.validate(TrainerSpec.schema, context: "trainer_spec")
             case (3, .lengthDelimited(let payload)):
-                normalizer = NormalizerSpec(message: try Self.nested(payload, "normalizer_spec"))
+                normalizer = NormalizerSpec(
+                    message: try Self.nested(payload, "normalizer_spec", offset))
                 try normalizer!.message.validate(NormalizerSpec.schema, context: "normalizer_spec")
             case (5, .lengthDelimited(let payload)):
-                denormalizer = NormalizerSpec(message: try Self.nested(payload, "denormalizer_spec"))
-                try denormalizer!.message.validate(NormalizerSpec.schema, context: "denormalizer_spec")
+                denormalizer = NormalizerSpec(
+                    message: try Self.nested(payload, "denormalizer_spec", offset))
+                try denormalizer!.message.validate(
+                    NormalizerSpec.schema, context: "denormalizer_spec")
             case (1...5, _) where field.number != 4:
-                throw ProtobufError(reason: "ModelProto field \(field.number) has the wrong wire type", offset: 0)
+                throw ProtobufError(
+                    reason: "ModelProto field \(field.number) has the wrong wire type",
+                    offset: offset)
             default:
                 other.append(field)
             }
@@ -117,9 +123,11 @@ public struct SentencePieceModelProto: Equatable, Sendable {
         otherFields = other
     }
 
-    private static func nested(_ payload: [UInt8], _ name: String) throws(ProtobufError) -> ProtobufMessage {
+    private static func nested(_ payload: [UInt8], _ name: String, _ offset: Int)
+        throws(ProtobufError) -> ProtobufMessage
+    {
         do {
-            return try ProtobufMessage(serialized: payload)
+            return try ProtobufMessage(serialized: payload[...], offsetBase: offset)
         } catch {
             throw ProtobufError(reason: "in \(name): \(error.reason)", offset: error.offset)
         }
@@ -128,7 +136,10 @@ public struct SentencePieceModelProto: Equatable, Sendable {
     /// The `.model` file bytes.
     public func serialized() -> [UInt8] {
         var message = ProtobufMessage()
-        for piece in pieces { message.fields.append(ProtobufField(number: 1, value: .lengthDelimited(piece.serialized()))) }
+        for piece in pieces {
+            message.fields.append(
+                ProtobufField(number: 1, value: .lengthDelimited(piece.serialized())))
+        }
         if hasTrainerSpec { message.set(2, bytes: trainerSpec.message.serialized()) }
         if hasNormalizerSpec { message.set(3, bytes: normalizerSpec.message.serialized()) }
         if let denormalizerSpec { message.set(5, bytes: denormalizerSpec.message.serialized()) }
@@ -154,12 +165,13 @@ public struct SentencePieceModelProto: Equatable, Sendable {
 }
 
 extension SentencePieceModelProto.Piece {
-    init(serialized payload: [UInt8], index: Int) throws(ProtobufError) {
+    init(serialized payload: [UInt8], index: Int, offset: Int) throws(ProtobufError) {
         let message: ProtobufMessage
         do {
-            message = try ProtobufMessage(serialized: payload)
+            message = try ProtobufMessage(serialized: payload[...], offsetBase: offset)
         } catch {
-            throw ProtobufError(reason: "in pieces[\(index)]: \(error.reason)", offset: error.offset)
+            throw ProtobufError(
+                reason: "in pieces[\(index)]: \(error.reason)", offset: error.offset)
         }
         var text: String?
         var score: Float?
@@ -168,8 +180,11 @@ extension SentencePieceModelProto.Piece {
         for field in message.fields {
             switch (field.number, field.value) {
             case (1, .lengthDelimited(let bytes)):
-                guard bytes.withUnsafeBufferPointer({ UTF8Validation.firstInvalidOffset($0) }) == nil else {
-                    throw ProtobufError(reason: "pieces[\(index)].piece is not valid UTF-8", offset: 0)
+                guard
+                    bytes.withUnsafeBufferPointer({ UTF8Validation.firstInvalidOffset($0) }) == nil
+                else {
+                    throw ProtobufError(
+                        reason: "pieces[\(index)].piece is not valid UTF-8", offset: offset)
                 }
                 text = String(decoding: bytes, as: UTF8.self)
             case (2, .fixed32(let bits)):
@@ -177,7 +192,8 @@ extension SentencePieceModelProto.Piece {
             case (3, .varint(let raw)):
                 // proto2 keeps an enum value it does not know as an unknown field and reads
                 // the field as its default (NORMAL); do the same.
-                if let known = SentencePieceModelProto.PieceType(rawValue: Int32(truncatingIfNeeded: raw)),
+                if let known = SentencePieceModelProto.PieceType(
+                    rawValue: Int32(truncatingIfNeeded: raw)),
                     Int64(bitPattern: raw) == Int64(known.rawValue)
                 {
                     type = known
@@ -185,12 +201,16 @@ extension SentencePieceModelProto.Piece {
                     other.append(field)
                 }
             case (1...3, _):
-                throw ProtobufError(reason: "pieces[\(index)] field \(field.number) has the wrong wire type", offset: 0)
+                throw ProtobufError(
+                    reason: "pieces[\(index)] field \(field.number) has the wrong wire type",
+                    offset: offset)
             default:
                 other.append(field)
             }
         }
-        guard let text else { throw ProtobufError(reason: "pieces[\(index)] has no piece text", offset: 0) }
+        guard let text else {
+            throw ProtobufError(reason: "pieces[\(index)] has no piece text", offset: offset)
+        }
         self.init(piece: text, score: score ?? 0, type: type ?? .normal)
         hasScore = score != nil
         hasType = type != nil
@@ -211,7 +231,10 @@ extension SentencePieceModelProto.Piece {
 public struct TrainerSpec: Equatable, Sendable {
     /// `TrainerSpec.ModelType`.
     public enum ModelType: Int32, Sendable {
-        case unigram = 1, bpe = 2, word = 3, char = 4
+        case unigram = 1
+        case bpe = 2
+        case word = 3
+        case char = 4
     }
 
     var message: ProtobufMessage
@@ -225,26 +248,36 @@ public struct TrainerSpec: Equatable, Sendable {
         1: ("input", .lengthDelimited, true), 7: ("input_format", .lengthDelimited, true),
         2: ("model_prefix", .lengthDelimited, true), 3: ("model_type", .varint, false),
         4: ("vocab_size", .varint, false), 5: ("accept_language", .lengthDelimited, true),
-        6: ("self_test_sample_size", .varint, false), 50: ("enable_differential_privacy", .varint, false),
+        6: ("self_test_sample_size", .varint, false),
+        50: ("enable_differential_privacy", .varint, false),
         51: ("differential_privacy_noise_level", .fixed32, false),
         52: ("differential_privacy_clipping_threshold", .varint, false),
         10: ("character_coverage", .fixed32, false), 11: ("input_sentence_size", .varint, false),
-        19: ("shuffle_input_sentence", .varint, false), 12: ("mining_sentence_size", .varint, false),
-        13: ("training_sentence_size", .varint, false), 14: ("seed_sentencepiece_size", .varint, false),
+        19: ("shuffle_input_sentence", .varint, false),
+        12: ("mining_sentence_size", .varint, false),
+        13: ("training_sentence_size", .varint, false),
+        14: ("seed_sentencepiece_size", .varint, false),
         15: ("shrinking_factor", .fixed32, false), 18: ("max_sentence_length", .varint, false),
         16: ("num_threads", .varint, false), 17: ("num_sub_iterations", .varint, false),
-        20: ("max_sentencepiece_length", .varint, false), 21: ("split_by_unicode_script", .varint, false),
+        20: ("max_sentencepiece_length", .varint, false),
+        21: ("split_by_unicode_script", .varint, false),
         23: ("split_by_number", .varint, false), 22: ("split_by_whitespace", .varint, false),
-        24: ("treat_whitespace_as_suffix", .varint, false), 26: ("allow_whitespace_only_pieces", .varint, false),
-        25: ("split_digits", .varint, false), 53: ("pretokenization_delimiter", .lengthDelimited, true),
-        30: ("control_symbols", .lengthDelimited, true), 31: ("user_defined_symbols", .lengthDelimited, true),
+        24: ("treat_whitespace_as_suffix", .varint, false),
+        26: ("allow_whitespace_only_pieces", .varint, false),
+        25: ("split_digits", .varint, false),
+        53: ("pretokenization_delimiter", .lengthDelimited, true),
+        30: ("control_symbols", .lengthDelimited, true),
+        31: ("user_defined_symbols", .lengthDelimited, true),
         36: ("required_chars", .lengthDelimited, true), 35: ("byte_fallback", .varint, false),
-        32: ("vocabulary_output_piece_score", .varint, false), 33: ("hard_vocab_limit", .varint, false),
-        34: ("use_all_vocab", .varint, false), 40: ("unk_id", .varint, false), 41: ("bos_id", .varint, false),
+        32: ("vocabulary_output_piece_score", .varint, false),
+        33: ("hard_vocab_limit", .varint, false),
+        34: ("use_all_vocab", .varint, false), 40: ("unk_id", .varint, false),
+        41: ("bos_id", .varint, false),
         42: ("eos_id", .varint, false), 43: ("pad_id", .varint, false),
         45: ("unk_piece", .lengthDelimited, true), 46: ("bos_piece", .lengthDelimited, true),
         47: ("eos_piece", .lengthDelimited, true), 48: ("pad_piece", .lengthDelimited, true),
-        44: ("unk_surface", .lengthDelimited, true), 49: ("train_extremely_large_corpus", .varint, false),
+        44: ("unk_surface", .lengthDelimited, true),
+        49: ("train_extremely_large_corpus", .varint, false),
         54: ("seed_sentencepieces_file", .lengthDelimited, true),
     ]
 
@@ -362,7 +395,8 @@ public struct NormalizerSpec: Equatable, Sendable {
     static let schema: [Int: (name: String, kind: ProtobufMessage.Kind, isString: Bool)] = [
         1: ("name", .lengthDelimited, true), 2: ("precompiled_charsmap", .lengthDelimited, false),
         3: ("add_dummy_prefix", .varint, false), 4: ("remove_extra_whitespaces", .varint, false),
-        5: ("escape_whitespaces", .varint, false), 6: ("normalization_rule_tsv", .lengthDelimited, true),
+        5: ("escape_whitespaces", .varint, false),
+        6: ("normalization_rule_tsv", .lengthDelimited, true),
     ]
 
     /// `name` (1), e.g. "nmt_nfkc" or "identity".

@@ -60,19 +60,22 @@ struct SentencePieceNormalizer: Sendable {
     let removeExtraWhitespaces: Bool
     let escapeWhitespaces: Bool
     let treatWhitespaceAsSuffix: Bool
-    /// For an ASCII byte b followed by an ASCII byte or the end: true when the result is just
-    /// `asciiReplacement[b]` (no user-defined symbol starts with b and no rule has b followed
-    /// by an ASCII byte), so the trie search can be skipped for most of the text.
+    /// For an ASCII byte b followed by an ASCII byte or the end of the text: true when the
+    /// longest match can only be b's own rule (no user-defined symbol starts with b and no
+    /// rule has b followed by an ASCII byte), so the trie search is skipped for most text.
     private let asciiIsSimple: [Bool]
+    /// The replacement for ASCII byte b alone is
     /// `asciiReplacementBytes[asciiReplacementStarts[b]..<asciiReplacementStarts[b + 1]]`.
     private let asciiReplacementBytes: [UInt8]
     private let asciiReplacementStarts: [Int]
-    /// True when every ASCII byte maps to itself alone (no rule at all for it).
+    /// True for ASCII bytes that map to themselves (so the input byte can be passed on).
     private let asciiIsIdentity: [Bool]
 
     static let spaceSymbol: [UInt8] = [0xE2, 0x96, 0x81]
 
-    init(spec: NormalizerSpec, treatWhitespaceAsSuffix: Bool, userDefinedSymbols: [String]) throws(ProtobufError) {
+    init(spec: NormalizerSpec, treatWhitespaceAsSuffix: Bool, userDefinedSymbols: [String])
+        throws(ProtobufError)
+    {
         if let blob = spec.precompiledCharsMap, !blob.isEmpty {
             charsMap = try PrecompiledCharsMap(blob: blob)
         } else {
@@ -92,7 +95,9 @@ struct SentencePieceNormalizer: Sendable {
                 if let value = charsMap.trie.value(at: node) {
                     replacement[b] = Array(charsMap.replacement(at: value) ?? [])
                 }
-                if charsMap.trie.childLabels(of: node).contains(where: { $0 < 0x80 }) { simple[b] = false }
+                if charsMap.trie.childLabels(of: node).contains(where: { $0 < 0x80 }) {
+                    simple[b] = false
+                }
             }
         }
         for b in 0..<128 where userDefined.startsSymbol(UInt8(b)) { simple[b] = false }
@@ -115,17 +120,26 @@ struct SentencePieceNormalizer: Sendable {
         pool.withUnsafeBufferPointer { pool in
             asciiReplacementBytes.withUnsafeBufferPointer { asciiBytes in
                 @inline(__always)
-                func normalizePrefix(_ i: Int) -> (piece: UnsafeBufferPointer<UInt8>, consumed: Int) {
+                func normalizePrefix(_ i: Int) -> (piece: UnsafeBufferPointer<UInt8>, consumed: Int)
+                {
                     let byte = input[i]
-                    if byte < 0x80 && asciiIsSimple[Int(byte)] && (i + 1 == n || input[i + 1] < 0x80) {
+                    if byte < 0x80 && asciiIsSimple[Int(byte)]
+                        && (i + 1 == n || input[i + 1] < 0x80)
+                    {
                         if asciiIsIdentity[Int(byte)] {
                             return (UnsafeBufferPointer(rebasing: input[i..<i + 1]), 1)
                         }
-                        let range = asciiReplacementStarts[Int(byte)]..<asciiReplacementStarts[Int(byte) + 1]
+                        let range =
+                            asciiReplacementStarts[
+                                Int(byte)]..<asciiReplacementStarts[Int(byte) + 1]
                         return (UnsafeBufferPointer(rebasing: asciiBytes[range]), 1)
                     }
                     let userLength = userDefined.match(input, at: i)
-                    if userLength > 0 { return (UnsafeBufferPointer(rebasing: input[i..<i + userLength]), userLength) }
+                    if userLength > 0 {
+                        return (
+                            UnsafeBufferPointer(rebasing: input[i..<i + userLength]), userLength
+                        )
+                    }
                     var longestLength = 0
                     var longestValue = 0
                     charsMap?.trie.forEachPrefix(of: input, from: i) { length, value in
@@ -138,7 +152,10 @@ struct SentencePieceNormalizer: Sendable {
                         var end = longestValue
                         while end < pool.count && pool[end] != 0 { end += 1 }
                         let start = min(longestValue, pool.count)
-                        return (UnsafeBufferPointer(rebasing: pool[start..<max(start, end)]), longestLength)
+                        return (
+                            UnsafeBufferPointer(rebasing: pool[start..<max(start, end)]),
+                            longestLength
+                        )
                     }
                     let length = min(utf8CharacterLength(byte), n - i)
                     return (UnsafeBufferPointer(rebasing: input[i..<i + length]), length)
@@ -153,13 +170,38 @@ struct SentencePieceNormalizer: Sendable {
                 }
                 if i == n { return }
 
+                @inline(__always)
                 func appendSpace() {
-                    if escapeWhitespaces { output.append(contentsOf: Self.spaceSymbol) } else { output.append(0x20) }
+                    if escapeWhitespaces {
+                        output.append(0xE2)
+                        output.append(0x96)
+                        output.append(0x81)
+                    } else {
+                        output.append(0x20)
+                    }
                 }
                 if !treatWhitespaceAsSuffix && addDummyPrefix { appendSpace() }
 
                 var isPreviousSpace = removeExtraWhitespaces
                 while i < n {
+                    // Fast lane for the common case, with the same effect as the general step
+                    // below: an ASCII byte that maps to itself, followed by ASCII or the end.
+                    let byte = input[i]
+                    if byte < 0x80 && asciiIsSimple[Int(byte)] && asciiIsIdentity[Int(byte)]
+                        && (i + 1 == n || input[i + 1] < 0x80)
+                    {
+                        if byte == 0x20 {
+                            if !isPreviousSpace {
+                                appendSpace()
+                                isPreviousSpace = removeExtraWhitespaces
+                            }
+                        } else {
+                            output.append(byte)
+                            isPreviousSpace = false
+                        }
+                        i += 1
+                        continue
+                    }
                     let (piece, consumed) = normalizePrefix(i)
                     var start = 0
                     if isPreviousSpace {
@@ -167,8 +209,8 @@ struct SentencePieceNormalizer: Sendable {
                     }
                     if start < piece.count {
                         for k in start..<piece.count {
-                            if escapeWhitespaces && piece[k] == 0x20 {
-                                output.append(contentsOf: Self.spaceSymbol)
+                            if piece[k] == 0x20 {
+                                appendSpace()
                             } else {
                                 output.append(piece[k])
                             }

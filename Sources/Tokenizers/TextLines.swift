@@ -5,9 +5,9 @@ import Dispatch
 import Foundation
 
 #if canImport(Glibc)
-    import Glibc
+import Glibc
 #elseif canImport(Darwin)
-    import Darwin
+import Darwin
 #endif
 
 /// UTF-8 validation that reports where the text goes wrong.
@@ -55,7 +55,9 @@ public enum UTF8Validation {
                 guard continuation(1), continuation(2), continuation(3) else { return i }
                 i += 4
             case 0xF4:
-                guard continuation(1, 0x80, 0x8F), continuation(2), continuation(3) else { return i }
+                guard continuation(1, 0x80, 0x8F), continuation(2), continuation(3) else {
+                    return i
+                }
                 i += 4
             default:
                 return i
@@ -88,7 +90,9 @@ public enum TextLines {
         while start < count {
             let remaining = count - start
             let found = memchr(base + start, 0x0A, remaining)
-            let end = found.map { UnsafePointer<UInt8>($0.assumingMemoryBound(to: UInt8.self)) - base } ?? count
+            let end =
+                found.map { UnsafePointer<UInt8>($0.assumingMemoryBound(to: UInt8.self)) - base }
+                ?? count
             var lineEnd = end
             if lineEnd > start && base[lineEnd - 1] == 0x0D { lineEnd -= 1 }
             try body(index, UnsafeBufferPointer(start: base + start, count: lineEnd - start))
@@ -106,7 +110,9 @@ public enum TextLines {
 
     /// Splits `text` into about `parts` consecutive ranges that each end just after an LF
     /// (the last one at the end of the text), so no line is cut.
-    static func splitAtLineBoundaries(_ text: UnsafeBufferPointer<UInt8>, parts: Int) -> [Range<Int>] {
+    static func splitAtLineBoundaries(_ text: UnsafeBufferPointer<UInt8>, parts: Int) -> [Range<
+        Int
+    >] {
         let count = text.count
         guard count > 0, parts > 1 else { return [0..<count] }
         var ranges: [Range<Int>] = []
@@ -131,14 +137,17 @@ public enum TextLines {
         let descriptor = open(url.path, O_RDONLY)
         guard descriptor >= 0 else {
             throw TokenizerError.fileSystem(
-                path: url.path, reason: "cannot open for reading: \(String(cString: strerror(errno)))")
+                path: url.path,
+                reason: "cannot open for reading: \(String(cString: strerror(errno)))")
         }
         defer { close(descriptor) }
         var buffer = [UInt8](repeating: 0, count: chunkSize)
         var filled = 0
         var atEnd = false
         while !atEnd {
-            if filled == buffer.count { buffer.append(contentsOf: repeatElement(0, count: buffer.count)) }
+            if filled == buffer.count {
+                buffer.append(contentsOf: repeatElement(0, count: buffer.count))
+            }
             let got = buffer.withUnsafeMutableBytes { raw in
                 read(descriptor, raw.baseAddress! + filled, raw.count - filled)
             }
@@ -155,7 +164,11 @@ public enum TextLines {
                 while cut > 0 && buffer[cut - 1] != 0x0A { cut -= 1 }
                 if cut == 0 { continue }  // one line longer than the buffer: read more
             }
-            if cut > 0 { try buffer.withUnsafeBufferPointer { try body(UnsafeBufferPointer(rebasing: $0[0..<cut])) } }
+            if cut > 0 {
+                try buffer.withUnsafeBufferPointer {
+                    try body(UnsafeBufferPointer(rebasing: $0[0..<cut]))
+                }
+            }
             buffer.withUnsafeMutableBufferPointer { b in
                 for k in 0..<(filled - cut) { b[k] = b[cut + k] }
             }
@@ -168,11 +181,13 @@ public enum TextLines {
 /// renamed over the target, so readers never see a half-written file.
 func writeFileAtomically(_ bytes: [UInt8], to url: URL) throws {
     let directory = url.deletingLastPathComponent().path
-    let temporary = "\(directory)/.\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    let temporary =
+        "\(directory)/.\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
     let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL, 0o644)
     guard descriptor >= 0 else {
         throw TokenizerError.fileSystem(
-            path: url.path, reason: "cannot create a temporary file: \(String(cString: strerror(errno)))")
+            path: url.path,
+            reason: "cannot create a temporary file: \(String(cString: strerror(errno)))")
     }
     var written = 0
     let failure: String? = bytes.withUnsafeBytes { raw -> String? in
@@ -194,7 +209,8 @@ func writeFileAtomically(_ bytes: [UInt8], to url: URL) throws {
     guard rename(temporary, url.path) == 0 else {
         let reason = String(cString: strerror(errno))
         unlink(temporary)
-        throw TokenizerError.fileSystem(path: url.path, reason: "cannot rename into place: \(reason)")
+        throw TokenizerError.fileSystem(
+            path: url.path, reason: "cannot rename into place: \(reason)")
     }
 }
 
@@ -203,7 +219,8 @@ func readFileBytes(_ url: URL) throws -> [UInt8] {
     do {
         return [UInt8](try Data(contentsOf: url))
     } catch {
-        throw TokenizerError.fileSystem(path: url.path, reason: "cannot read: \(error.localizedDescription)")
+        throw TokenizerError.fileSystem(
+            path: url.path, reason: "cannot read: \(error.localizedDescription)")
     }
 }
 

@@ -49,7 +49,8 @@ public protocol TokenizerLineEncoder {
     /// Appends the ids of one line, given as UTF-8 bytes without its terminator.
     /// - Throws: ``TokenizerError/invalidUTF8(file:line:byteOffset:)`` (with `file` and `line`
     ///   nil) when `utf8Line` is not valid UTF-8.
-    mutating func encode(utf8Line: UnsafeBufferPointer<UInt8>, appendingTo ids: inout [Int32]) throws
+    mutating func encode(utf8Line: UnsafeBufferPointer<UInt8>, appendingTo ids: inout [Int32])
+        throws
 }
 
 /// The ids of a whole corpus, encoded line by line and concatenated.
@@ -79,8 +80,9 @@ extension Tokenizer {
         try encode(line[...])
     }
 
-    /// Encodes one line given as raw bytes; throws ``TokenizerError/invalidUTF8(file:line:byteOffset:)``
-    /// naming the offending byte when they are not UTF-8.
+    /// Encodes one line given as raw bytes; throws
+    /// ``TokenizerError/invalidUTF8(file:line:byteOffset:)`` naming the offending byte when
+    /// they are not UTF-8.
     public func encode(utf8Line bytes: [UInt8]) throws -> [Int32] {
         var encoder = makeLineEncoder()
         var ids: [Int32] = []
@@ -94,14 +96,20 @@ extension Tokenizer {
     public func encodeLines(utf8Text text: UnsafeBufferPointer<UInt8>, threadCount: Int = 2) throws
         -> EncodedCorpus
     {
-        let ranges = TextLines.splitAtLineBoundaries(text, parts: max(1, threadCount) * 4)
-        let lineOffsets = ranges.map { TextLines.countLines(in: UnsafeBufferPointer(rebasing: text[$0])) }
+        // One part per thread: parts of equal size take about equal time, and each part's
+        // encoder warms its own word cache.
+        let ranges = TextLines.splitAtLineBoundaries(text, parts: max(1, threadCount))
+        let lineOffsets = ranges.map {
+            TextLines.countLines(in: UnsafeBufferPointer(rebasing: text[$0]))
+        }
         var firstLine = [Int](repeating: 0, count: ranges.count)
         for i in 1..<max(1, ranges.count) { firstLine[i] = firstLine[i - 1] + lineOffsets[i - 1] }
-        let results = try parallelMap(count: ranges.count, threadCount: threadCount) { part -> [Int32] in
+        let results = try parallelMap(count: ranges.count, threadCount: threadCount) {
+            part -> [Int32] in
             var encoder = makeLineEncoder()
             var ids: [Int32] = []
-            try TextLines.forEachLine(in: UnsafeBufferPointer(rebasing: text[ranges[part]])) { index, line in
+            try TextLines.forEachLine(in: UnsafeBufferPointer(rebasing: text[ranges[part]])) {
+                index, line in
                 do {
                     try encoder.encode(utf8Line: line, appendingTo: &ids)
                 } catch let TokenizerError.invalidUTF8(_, _, byteOffset) {
@@ -128,7 +136,8 @@ extension Tokenizer {
                 corpus.lineCount += part.lineCount
             } catch let TokenizerError.invalidUTF8(_, line, byteOffset) {
                 throw TokenizerError.invalidUTF8(
-                    file: url.path, line: line.map { corpus.lineCount + $0 }, byteOffset: byteOffset)
+                    file: url.path, line: line.map { corpus.lineCount + $0 }, byteOffset: byteOffset
+                )
             }
         }
         return corpus
@@ -164,18 +173,19 @@ public enum TokenizerError: Error, Equatable, CustomStringConvertible, Localized
 
     public var description: String {
         switch self {
-        case let .invalidUTF8(file, line, byteOffset):
+        case .invalidUTF8(let file, let line, let byteOffset):
             var location = ""
             if let file { location += " in \(file)" }
             if let line { location += " at line \(line)" }
-            return "invalid UTF-8\(location), byte \(byteOffset) of the line: re-encode the text as UTF-8"
-        case let .malformedModel(file, reason):
+            return
+                "invalid UTF-8\(location), byte \(byteOffset) of the line: re-encode the text as UTF-8"
+        case .malformedModel(let file, let reason):
             return "\(file): not a valid SentencePiece model: \(reason)"
-        case let .invalidVocabulary(source, reason):
+        case .invalidVocabulary(let source, let reason):
             return "\(source): invalid vocabulary: \(reason)"
-        case let .trainingFailed(reason):
+        case .trainingFailed(let reason):
             return "tokenizer training failed: \(reason)"
-        case let .fileSystem(path, reason):
+        case .fileSystem(let path, let reason):
             return "\(path): \(reason)"
         }
     }

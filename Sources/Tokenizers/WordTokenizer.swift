@@ -33,7 +33,8 @@ public struct WordTokenizer: Tokenizer {
         var table = ByteStringTable(minimumCapacity: tokens.count)
         for (id, token) in tokens.enumerated() {
             if token.isEmpty {
-                throw TokenizerError.invalidVocabulary(source: source, reason: "entry \(id + 1) is empty")
+                throw TokenizerError.invalidVocabulary(
+                    source: source, reason: "entry \(id + 1) is empty")
             }
             var copy = token
             let hasSpace = copy.withUTF8 { bytes in
@@ -41,16 +42,20 @@ public struct WordTokenizer: Tokenizer {
             }
             if hasSpace {
                 throw TokenizerError.invalidVocabulary(
-                    source: source, reason: "entry \(id + 1) (\(token.debugDescription)) contains whitespace")
+                    source: source,
+                    reason: "entry \(id + 1) (\(token.debugDescription)) contains whitespace")
             }
             if !table.insert(token).inserted {
                 throw TokenizerError.invalidVocabulary(
                     source: source, reason: "entry \(id + 1) (\(token)) appears twice")
             }
         }
-        guard let eos = table.index(of: Self.endOfLineToken), let unk = table.index(of: Self.unknownToken) else {
+        guard let eos = table.index(of: Self.endOfLineToken),
+            let unk = table.index(of: Self.unknownToken)
+        else {
             throw TokenizerError.invalidVocabulary(
-                source: source, reason: "it must contain both \(Self.endOfLineToken) and \(Self.unknownToken)")
+                source: source,
+                reason: "it must contain both \(Self.endOfLineToken) and \(Self.unknownToken)")
         }
         self.tokens = tokens
         self.table = table
@@ -58,15 +63,21 @@ public struct WordTokenizer: Tokenizer {
         unknownID = Int32(unk)
     }
 
-    /// Loads a vocabulary file: one token per line in id order, UTF-8, LF line ends.
+    /// Loads a vocabulary file: one token per line in id order, UTF-8, LF (or CRLF) line ends.
     public init(contentsOf url: URL) throws {
         let bytes = try readFileBytes(url)
         if let offset = bytes.withUnsafeBufferPointer({ UTF8Validation.firstInvalidOffset($0) }) {
-            throw TokenizerError.invalidVocabulary(source: url.path, reason: "invalid UTF-8 at byte \(offset)")
+            throw TokenizerError.invalidVocabulary(
+                source: url.path, reason: "invalid UTF-8 at byte \(offset)")
         }
-        var lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
-        if lines.last == "" { lines.removeLast() }  // the file's final LF
-        try self.init(tokens: lines.map(String.init), source: url.path)
+        // Split bytes, not Characters: Swift treats CR LF as one Character.
+        var lines: [String] = []
+        bytes.withUnsafeBufferPointer { text in
+            TextLines.forEachLine(in: text) { _, line in
+                lines.append(String(decoding: line, as: UTF8.self))
+            }
+        }
+        try self.init(tokens: lines, source: url.path)
     }
 
     /// Writes the vocabulary as one token per line, atomically.
@@ -117,7 +128,9 @@ public struct WordTokenizer: Tokenizer {
     public struct Encoder: TokenizerLineEncoder {
         let tokenizer: WordTokenizer
 
-        public mutating func encode(utf8Line line: UnsafeBufferPointer<UInt8>, appendingTo ids: inout [Int32])
+        public mutating func encode(
+            utf8Line line: UnsafeBufferPointer<UInt8>, appendingTo ids: inout [Int32]
+        )
             throws
         {
             try UTF8Validation.validate(line)
@@ -186,21 +199,27 @@ public struct WordTokenizer: Tokenizer {
             var order = Array(0..<words.count).filter { counts[$0] >= minimumCount }
             // Stable: ties keep first-occurrence order, as Python's most_common does.
             order = order.enumerated().sorted { a, b in
-                counts[a.element] != counts[b.element] ? counts[a.element] > counts[b.element] : a.offset < b.offset
+                counts[a.element] != counts[b.element]
+                    ? counts[a.element] > counts[b.element] : a.offset < b.offset
             }.map(\.element)
             var tokens = [WordTokenizer.endOfLineToken]
             for index in order {
                 let word = words.string(at: index)
                 if word != WordTokenizer.endOfLineToken { tokens.append(word) }
             }
-            if !tokens.contains(WordTokenizer.unknownToken) { tokens.append(WordTokenizer.unknownToken) }
-            // Cannot fail: entries are distinct, non-empty, whitespace-free and include both specials.
+            if !tokens.contains(WordTokenizer.unknownToken) {
+                tokens.append(WordTokenizer.unknownToken)
+            }
+            // Cannot fail: the entries are distinct, non-empty and whitespace-free, and both
+            // specials are present.
             return try! WordTokenizer(tokens: tokens, source: "built vocabulary")
         }
     }
 
     /// Calls `body` with each maximal run of non-whitespace bytes.
-    static func forEachWord(in line: UnsafeBufferPointer<UInt8>, _ body: (UnsafeBufferPointer<UInt8>) -> Void) {
+    static func forEachWord(
+        in line: UnsafeBufferPointer<UInt8>, _ body: (UnsafeBufferPointer<UInt8>) -> Void
+    ) {
         var i = 0
         var start = -1
         while i < line.count {
@@ -235,7 +254,10 @@ public struct WordTokenizer: Tokenizer {
         case 0xE2:
             guard i + 2 < n else { return 0 }
             let (c1, c2) = (s[i + 1], s[i + 2])
-            if c1 == 0x80 && ((c2 >= 0x80 && c2 <= 0x8A) || c2 == 0xA8 || c2 == 0xA9 || c2 == 0xAF) { return 3 }
+            if c1 == 0x80 && ((c2 >= 0x80 && c2 <= 0x8A) || c2 == 0xA8 || c2 == 0xA9 || c2 == 0xAF)
+            {
+                return 3
+            }
             return c1 == 0x81 && c2 == 0x9F ? 3 : 0
         case 0xE3:
             return i + 2 < n && s[i + 1] == 0x80 && s[i + 2] == 0x80 ? 3 : 0

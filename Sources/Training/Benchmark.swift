@@ -20,6 +20,10 @@ public enum Benchmark {
         public var fractionOfSgemm: Double
         public var measuredSteps: Int
         public var stepSeconds: [Double]
+        public var moeStepSeconds: Double?
+        public var moeToDenseStepRatio: Double?
+        public var feedForwardBlockSeconds: [String: Double]?
+        public var moeToDenseBlockRatio: Double?
 
         public init(
             threads: Int, sgemmSize: Int, sgemmGFLOPS: Double, preset: String, tokensPerStep: Int,
@@ -46,7 +50,34 @@ public enum Benchmark {
             case secondsPerStep = "seconds_per_step_median", tokensPerSecond = "tokens_per_second"
             case modelFLOPsPerToken = "model_flops_per_token", modelGFLOPS = "model_gflops"
             case fractionOfSgemm = "fraction_of_sgemm", measuredSteps = "measured_steps", stepSeconds = "step_seconds"
+            case moeStepSeconds = "moe_seconds_per_step_median", moeToDenseStepRatio = "moe_to_dense_step_ratio"
+            case feedForwardBlockSeconds = "feedforward_block_seconds_median", moeToDenseBlockRatio = "moe_to_dense_block_ratio"
         }
+    }
+
+    /// One feedforward block timed alone: forward + backward in training mode (dropout 0) on
+    /// `tokens` rows of width `width`, median of `repeats` after one warm-up.
+    public static func feedForwardSeconds(_ config: FeedForwardConfig, width: Int, tokens: Int, layers: Int = 12, repeats: Int) throws -> [Double] {
+        var layout = ParameterLayout()
+        let layer = config.makeLayer(name: "ffn", modelWidth: width, layerCount: layers, dropout: 0, layout: &layout)
+        let arena = ParameterArena(layout: layout)
+        var rng = RandomGenerator(seed: 3)
+        layer.initialize(arena, rng: &rng)
+        let x = FloatBuffer(count: tokens * width), y = FloatBuffer(count: tokens * width)
+        let dy = FloatBuffer(count: tokens * width), dx = FloatBuffer(count: tokens * width)
+        Initializer.normal(x.pointer, count: tokens * width, std: 1, rng: &rng)
+        Initializer.normal(dy.pointer, count: tokens * width, std: 1, rng: &rng)
+        let shape = TokenShape(batch: 1, length: tokens)
+        var seconds: [Double] = []
+        for i in 0...repeats {
+            let start = DispatchTime.now().uptimeNanoseconds
+            var context = ForwardContext(training: true, rng: rng)
+            layer.forward(x.pointer, shape: shape, output: y.pointer, arena: arena, context: &context)
+            dx.pointer.update(repeating: 0, count: tokens * width)
+            layer.backward(x.pointer, dOutput: dy.pointer, shape: shape, dInput: dx.pointer, arena: arena)
+            if i > 0 { seconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9) }
+        }
+        return seconds
     }
 
     /// Median of `values`.

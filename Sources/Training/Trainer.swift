@@ -51,6 +51,10 @@ public final class Trainer {
     private let inputs: Buffer<Int32>
     private let targets: Buffer<Int32>
     public private(set) var lastCheckpoint: URL?
+    /// Selection counts of the sparse blocks (one entry per layer that has them) over training
+    /// passes only: the current log interval, and the whole run in this process.
+    public private(set) var intervalUsage: [UsageCounts] = []
+    public private(set) var runUsage: [UsageCounts] = []
 
     public var checkpointDirectory: URL { runDirectory.appendingPathComponent("checkpoints") }
 
@@ -136,9 +140,36 @@ public final class Trainer {
         return TrainingError(description: "step \(step + 1): \(what); training stopped, \(kept) (try a lower --lr or stronger --clip)")
     }
 
+    /// Moves the blocks' counts into `intervalUsage` and `runUsage` and resets them.
+    private func collectUsage() {
+        let current = model.blocks.compactMap { $0.feedForward.usage }
+        if intervalUsage.isEmpty { intervalUsage = current.map { UsageCounts(unit: $0.unit, counts: [Int](repeating: 0, count: $0.counts.count)) } }
+        if runUsage.isEmpty { runUsage = intervalUsage }
+        for i in current.indices {
+            intervalUsage[i].add(current[i])
+            runUsage[i].add(current[i])
+        }
+        for block in model.blocks { block.feedForward.resetUsage() }
+    }
+
+    /// Metrics fields for the usage of the current interval, then a new interval.
+    private func usageFields() -> [(String, Any)] {
+        collectUsage()
+        guard !intervalUsage.isEmpty else { return [] }
+        let layers: [Any] = intervalUsage.enumerated().map { layer, usage -> [String: Any] in
+            ["layer": layer, "unit": usage.unit, "relative_perplexity": usage.relativePerplexity,
+             "dead_fraction": usage.deadFraction, "used_fraction": usage.usedFraction, "counts": usage.counts]
+        }
+        for i in intervalUsage.indices { intervalUsage[i].counts = intervalUsage[i].counts.map { _ in 0 } }
+        return [("usage", layers)]
+    }
+
     /// Validation on (part of) the valid split with the evaluation protocol.
     public func validate(maximumChunks: Int?) throws -> EvaluationResult {
-        try Evaluator.evaluate(
+        // Training-pass counts are kept apart; the evaluation's own selections are dropped.
+        collectUsage()
+        defer { for block in model.blocks { block.feedForward.resetUsage() } }
+        return try Evaluator.evaluate(
             model: model, tokens: corpus.valid, split: "valid", unit: corpus.unit,
             batchSize: config.evaluation.batchSize, segmentLength: config.training.segmentLength,
             memorySegments: config.evaluation.memorySegments, maximumChunks: maximumChunks)
@@ -190,7 +221,7 @@ public final class Trainer {
                     ("learning_rate", record.learningRate), ("gradient_norm", record.gradientNorm),
                     ("tokens_per_second", record.tokensPerSecond),
                     ("elapsed_seconds", now.timeIntervalSince(runStart)),
-                ])
+                ] + usageFields())
             }
             record.elapsedSeconds = Date().timeIntervalSince(runStart)
             records.append(record)
@@ -205,6 +236,7 @@ public final class Trainer {
                 observer?.didSaveCheckpoint(url, atStep: step)
             }
         }
+        collectUsage()
         return records
     }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Models
 import Tensor
 import Training
 
@@ -28,12 +29,37 @@ struct Bench: ParsableCommand {
         let tokens = config.training.batchSize * config.training.segmentLength
         let flopsPerToken = try Benchmark.modelFLOPsPerToken(config)
         let modelRate = flopsPerToken * Double(tokens) / median / 1e9
-        let report = Benchmark.Report(
+        var report = Benchmark.Report(
             threads: Threads.count, sgemmSize: sgemmSize, sgemmGFLOPS: sgemm, preset: "bench",
             tokensPerStep: tokens, secondsPerStep: median, tokensPerSecond: Double(tokens) / median,
             modelFLOPsPerToken: flopsPerToken, modelGFLOPS: modelRate, fractionOfSgemm: modelRate / sgemm,
             measuredSteps: steps, stepSeconds: seconds)
         print(String(format: "bench preset training: %.3f s/step (median of %d), %.0f tokens/s, %.1f model GFLOP/s = %.0f%% of sgemm", median, steps, report.tokensPerSecond, modelRate, 100 * report.fractionOfSgemm))
+
+        // The bench preset with a σ-MoE block of 16 experts x 64, K = 4.
+        var moeConfig = config
+        moeConfig.model.feedForward = .sigmaMoE(.init(experts: 16, expertSize: 64, k: 4))
+        let moeSeconds = try Benchmark.trainingStepSeconds(moeConfig, warmup: 2, steps: steps)
+        let moeMedian = Benchmark.median(moeSeconds)
+        print(String(format: "bench preset with --ffn moe --experts 16 --expert-size 64 --k 4: %.3f s/step (median of %d) = %.2f x dense", moeMedian, steps, moeMedian / median))
+
+        // Feedforward blocks alone: 8192 tokens, d_model 512, forward + backward.
+        let blocks: [(String, FeedForwardConfig)] = [
+            ("dense d_ff 2048", .dense(.init(hiddenSize: 2048))),
+            ("σ-MoE 16 x 128, K 4", .sigmaMoE(.init(experts: 16, expertSize: 128, k: 4))),
+        ]
+        var blockMedians: [String: Double] = [:]
+        for (name, block) in blocks {
+            let seconds = try Benchmark.feedForwardSeconds(block, width: 512, tokens: 8192, repeats: steps)
+            blockMedians[name] = Benchmark.median(seconds)
+            print(String(format: "feedforward block %@: %.1f ms forward+backward (median of %d)", name, 1000 * Benchmark.median(seconds), steps))
+        }
+        let ratio = blockMedians["σ-MoE 16 x 128, K 4"]! / blockMedians["dense d_ff 2048"]!
+        print(String(format: "σ-MoE / dense block time: %.2f (equal parameters, 25%% of the compute)", ratio))
+        report.moeStepSeconds = moeMedian
+        report.moeToDenseStepRatio = moeMedian / median
+        report.feedForwardBlockSeconds = blockMedians
+        report.moeToDenseBlockRatio = ratio
         try writeJSON(report, to: URL(fileURLWithPath: output))
         print("wrote \(output)")
     }

@@ -26,8 +26,15 @@ struct ConfigOptions: ParsableArguments {
     @Option(help: "Number of layers.") var layers: Int?
     @Option(help: "Attention heads.") var heads: Int?
     @Option(help: "Size of each head (default d_model / heads).") var headSize: Int?
-    @Option(help: "Feedforward block: dense.") var ffn: String?
+    @Option(help: "Feedforward block: dense, moe (σ-MoE), switch, sbase.") var ffn: String?
     @Option(name: .customLong("d-ff"), help: "Hidden size of the dense feedforward block.") var dFF: Int?
+    @Option(help: "Experts (moe, switch, sbase).") var experts: Int?
+    @Option(help: "Expert size G (default: matched to the parameters of the block it replaces).") var expertSize: Int?
+    @Option(help: "Experts per token K (moe, sbase).") var k: Int?
+    @Option(help: "Expert dropout δ (moe, sbase).") var expertDropout: Float?
+    @Option(help: "Entropy regulariser γ (moe, sbase).") var moeReg: Double?
+    @Option(help: "σ-MoE selection: sigmoid, softmax-before, softmax-after.") var selection: String?
+    @Option(help: "Switch balancing-loss γ.") var balance: Double?
     @Option(help: "Dropout rate.") var dropout: Float?
 
     @Option(help: "Optimiser steps.") var steps: Int?
@@ -48,7 +55,22 @@ struct ConfigOptions: ParsableArguments {
     @Option(help: "Evaluation memory in segments.") var evalMemory: Int?
 
     /// True when any field-changing flag is given (not allowed with --resume).
-    var changesConfig: Bool { !overrides().isEmpty || config != nil }
+    var changesConfig: Bool { !overrides().isEmpty || config != nil || !feedForward.isEmpty }
+
+    /// `--ffn` and the feedforward options.
+    var feedForward: FeedForwardOverrides {
+        var o = FeedForwardOverrides()
+        o.kind = ffn
+        o.hiddenSize = dFF
+        o.experts = experts
+        o.expertSize = expertSize
+        o.k = k
+        o.expertDropout = expertDropout
+        o.regularization = moeReg
+        o.selection = selection
+        o.balance = balance
+        return o
+    }
 
     /// The flag values as a partial config object.
     func overrides() -> ConfigResolution.Object {
@@ -59,10 +81,6 @@ struct ConfigOptions: ParsableArguments {
         if let heads { model["heads"] = heads }
         if let headSize { model["head_size"] = headSize }
         if let dropout { model["dropout"] = Double(dropout) }
-        var feedForward: ConfigResolution.Object = [:]
-        if let ffn { feedForward["kind"] = ffn }
-        if let dFF { feedForward["d_ff"] = dFF }
-        if !feedForward.isEmpty { model["feed_forward"] = feedForward }
         if let steps { training["steps"] = steps }
         if let batchSize { training["batch_size"] = batchSize }
         if let segmentLength { training["segment_length"] = segmentLength }
@@ -103,7 +121,8 @@ struct ConfigOptions: ParsableArguments {
             object = try ConfigResolution.merge(object, ConfigResolution.readObject(URL(fileURLWithPath: config)), source: "--config \(config)")
         }
         object = try ConfigResolution.merge(object, overrides(), source: "flags")
-        let resolved = try ConfigResolution.decode(object, source: config.map { "--config \($0) with flags" } ?? "flags")
+        var resolved = try ConfigResolution.decode(object, source: config.map { "--config \($0) with flags" } ?? "flags")
+        try feedForward.apply(to: &resolved.model)
         try resolved.validate()
         return resolved
     }

@@ -47,6 +47,7 @@ struct Train: ParsableCommand {
         print("training \(config.training.steps) steps of \(config.training.batchSize) x \(config.training.segmentLength) tokens (memory \(config.training.memoryLength)), lr \(config.training.learningRate), \(Threads.count) threads")
         let observer = ConsoleObserver(logInterval: config.training.logInterval)
         try trainer.run(stopAt: stopAt, observer: observer)
+        Self.printUsage(trainer)
         guard trainer.step >= config.training.steps else {
             print("stopped at step \(trainer.step); continue with: lmtrain train --resume \(trainer.runDirectory.path)")
             return
@@ -78,6 +79,19 @@ struct Train: ParsableCommand {
         let url = trainer.runDirectory.appendingPathComponent("report.json")
         try writeJSON(report, to: url)
         print("report \(url.path)")
+    }
+
+    /// Expert (or value-row) usage over the training steps of this process, per layer.
+    static func printUsage(_ trainer: Trainer) {
+        guard !trainer.runUsage.isEmpty else { return }
+        let unit = trainer.runUsage[0].unit
+        print("\(unit) usage over the training steps run here (relative perplexity exp(H)/N, \(unit == "value" ? "share of value rows used" : "dead \(unit)s")):")
+        for (layer, usage) in trainer.runUsage.enumerated() {
+            let share = unit == "value"
+                ? String(format: "%.1f%% used", 100 * usage.usedFraction)
+                : "\(usage.counts.filter { $0 == 0 }.count)/\(usage.counts.count) dead"
+            print("  layer \(layer): perplexity \(String(format: "%.3f", usage.relativePerplexity)), \(share)")
+        }
     }
 
     struct FinalReport: Encodable {

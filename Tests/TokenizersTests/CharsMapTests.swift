@@ -13,7 +13,8 @@ import Testing
         let alphabet: [UInt8] = [0x01, 0x61, 0x62, 0x63, 0x7F, 0x80, 0xC3, 0xE2, 0xFF]
         while keys.count < 2000 {
             let length = Int(generator.next() % 6) + 1
-            keys.insert((0..<length).map { _ in alphabet[Int(generator.next() % UInt64(alphabet.count))] })
+            keys.insert(
+                (0..<length).map { _ in alphabet[Int(generator.next() % UInt64(alphabet.count))] })
         }
         let sorted = keys.sorted { $0.lexicographicallyPrecedes($1) }
         let values = sorted.indices.map { Int32($0 * 3 + 1) }
@@ -22,10 +23,16 @@ import Testing
         let valueOf = Dictionary(uniqueKeysWithValues: zip(sorted, values))
         for _ in 0..<3000 {
             let length = Int(generator.next() % 9)
-            var query = (0..<length).map { _ in alphabet[Int(generator.next() % UInt64(alphabet.count))] }
-            if generator.next() % 4 == 0 { query.insert(0, at: Int(generator.next() % UInt64(query.count + 1))) }
+            var query = (0..<length).map { _ in
+                alphabet[Int(generator.next() % UInt64(alphabet.count))]
+            }
+            if generator.next() % 4 == 0 {
+                query.insert(0, at: Int(generator.next() % UInt64(query.count + 1)))
+            }
             var found: [(Int, Int)] = []
-            query.withUnsafeBufferPointer { trie.forEachPrefix(of: $0, from: 0, maxResults: .max) { found.append(($0, $1)) } }
+            query.withUnsafeBufferPointer {
+                trie.forEachPrefix(of: $0, from: 0, maxResults: .max) { found.append(($0, $1)) }
+            }
             let expected = (1...max(1, query.count)).compactMap { n -> (Int, Int)? in
                 n <= query.count ? valueOf[Array(query[0..<n])].map { (n, Int($0)) } : nil
             }
@@ -44,8 +51,11 @@ import Testing
         // 200 keys that differ only in the first byte and share a long tail and value: as a
         // DAWG the tail is laid out once, so the array stays small.
         let tail = Array("-the-same-long-suffix".utf8)
-        let keys = (0..<200).map { [UInt8(0x20 + $0)] + tail }.sorted { $0.lexicographicallyPrecedes($1) }
-        let units = try DoubleArrayBuilder.build(keys: keys, values: Array(repeating: 5, count: keys.count))
+        let keys = (0..<200).map { [UInt8(0x20 + $0)] + tail }.sorted {
+            $0.lexicographicallyPrecedes($1)
+        }
+        let units = try DoubleArrayBuilder.build(
+            keys: keys, values: Array(repeating: 5, count: keys.count))
         #expect(units.count <= 3 * 256)
         let trie = DoubleArray(units: units)
         #expect(trie.allEntries().count == 200)
@@ -53,7 +63,8 @@ import Testing
 
     @Test func charsMapBlobRoundTrips() throws {
         let rules: [[UInt8]: [UInt8]] = [
-            Array("A".utf8): Array("a".utf8), Array("ﬁ".utf8): Array("fi".utf8), Array("e\u{301}".utf8): Array("é".utf8),
+            Array("A".utf8): Array("a".utf8), Array("ﬁ".utf8): Array("fi".utf8),
+            Array("e\u{301}".utf8): Array("é".utf8),
             Array("\u{1}".utf8): [], Array("\t".utf8): Array(" ".utf8),
         ]
         let map = try PrecompiledCharsMap(rules: rules)
@@ -62,14 +73,17 @@ import Testing
         #expect(reparsed == map)
         #expect(reparsed.rules() == rules)
         #expect(throws: ProtobufError.self) { try PrecompiledCharsMap(blob: [1, 0, 0]) }
-        #expect(throws: ProtobufError.self) { try PrecompiledCharsMap(blob: [0xFF, 0, 0, 0, 1, 2]) }
+        #expect(throws: ProtobufError.self) {
+            try PrecompiledCharsMap(blob: [0xFF, 0, 0, 0, 1, 2])
+        }
     }
 
     /// Python's own nmt_nfkc table, decompiled from a Python-trained model, recompiled by
     /// lmtrain's builder: same rules, so lmtrain writes tables sentencepiece reads.
     @Test func pythonCharsMapRecompilesToTheSameRules() throws {
         let model = try SentencePieceModelProto(serialized: Fixtures.data("python-bpe-1000.model"))
-        let python = try PrecompiledCharsMap(blob: try #require(model.normalizerSpec.precompiledCharsMap))
+        let python = try PrecompiledCharsMap(
+            blob: try #require(model.normalizerSpec.precompiledCharsMap))
         let rules = python.rules()
         #expect(rules.count > 200_000)
         #expect(rules[Array("ﬁ".utf8)] == Array("fi".utf8))
@@ -82,17 +96,23 @@ import Testing
     /// toolchain's Unicode data does not normalise (characters newer than its Unicode version).
     @Test func lmtrainRulesAgreeWithPythonsTable() throws {
         let model = try SentencePieceModelProto(serialized: Fixtures.data("python-bpe-1000.model"))
-        let python = try PrecompiledCharsMap(blob: try #require(model.normalizerSpec.precompiledCharsMap)).rules()
+        let python = try PrecompiledCharsMap(
+            blob: try #require(model.normalizerSpec.precompiledCharsMap)
+        ).rules()
         let lmtrain = try PrecompiledCharsMap(blob: try NmtNFKCRules.compiled.get()).rules()
         #expect(lmtrain.count > 200_000)
         var pythonOnly = 0
         for (key, value) in lmtrain {
-            #expect(python[key] == value, "\(String(decoding: key, as: UTF8.self).unicodeScalars.map { $0.value })")
+            #expect(
+                python[key] == value,
+                "\(String(decoding: key, as: UTF8.self).unicodeScalars.map { $0.value })")
         }
         for (key, _) in python where lmtrain[key] == nil {
             pythonOnly += 1
             let first = String(decoding: key, as: UTF8.self).unicodeScalars.first!
-            #expect(String(first).precomposedStringWithCompatibilityMapping == String(first), "U+\(String(first.value, radix: 16))")
+            #expect(
+                String(first).precomposedStringWithCompatibilityMapping == String(first),
+                "U+\(String(first.value, radix: 16))")
         }
         #expect(pythonOnly < 1000)
     }

@@ -12,7 +12,10 @@ import Testing
         for value: UInt64 in [1, 150, 300] { writer.writeVarint(value) }
         #expect(writer.bytes == [0x01, 0x96, 0x01, 0xAC, 0x02])
         // Field 1 = 150 is the guide's "08 96 01".
-        #expect(ProtobufMessage(fields: [.init(number: 1, value: .varint(150))]).serialized() == [0x08, 0x96, 0x01])
+        #expect(
+            ProtobufMessage(fields: [.init(number: 1, value: .varint(150))]).serialized() == [
+                0x08, 0x96, 0x01,
+            ])
         // A negative int32 is sign-extended: -1 takes ten bytes.
         var negative = ProtobufMessage()
         negative.set(43, int32: -1)
@@ -29,8 +32,9 @@ import Testing
         message.set(5, bool: true)
         message.set(6, float: .nan)
         message.fields.append(.init(number: 7, value: .fixed64(0x0102_0304_0506_0708)))
-        message.fields.append(.init(number: 536_870_911, value: .lengthDelimited([0, 255, 1])))  // largest field number
-        message.fields.append(.init(number: 9, value: .group([0x08, 0x05])))  // a group holding field 1 = 5
+        // The largest field number, and a group holding field 1 = 5.
+        message.fields.append(.init(number: 536_870_911, value: .lengthDelimited([0, 255, 1])))
+        message.fields.append(.init(number: 9, value: .group([0x08, 0x05])))
         message.set(10, strings: ["a", "", "c"])
         let bytes = message.serialized()
         let parsed = try ProtobufMessage(serialized: bytes)
@@ -44,7 +48,10 @@ import Testing
         #expect(parsed.float(6)!.isNaN)
         #expect(parsed.strings(10) == ["a", "", "c"])
         // Serialisation orders fields by number, keeping repeated fields in order.
-        #expect(parsed.canonicalFields.map(\.number) == [1, 2, 3, 4, 5, 6, 7, 9, 10, 10, 10, 536_870_911])
+        #expect(
+            parsed.canonicalFields.map(\.number) == [
+                1, 2, 3, 4, 5, 6, 7, 9, 10, 10, 10, 536_870_911,
+            ])
     }
 
     @Test(arguments: [
@@ -96,7 +103,8 @@ import Testing
         #expect(model.normalizerSpec.name == "nmt_nfkc")
         #expect((model.normalizerSpec.precompiledCharsMap ?? []).count > 100_000)
         #expect(model.normalizerSpec.addDummyPrefix == nil)
-        let bytes = try SentencePieceModelProto(serialized: Fixtures.data("python-bpe-nfkc-bytes.model"))
+        let bytes = try SentencePieceModelProto(
+            serialized: Fixtures.data("python-bpe-nfkc-bytes.model"))
         #expect(bytes.trainerSpec.byteFallback == true)
         #expect(bytes.trainerSpec.userDefinedSymbols == ["<sep>", "@@"])
         #expect(bytes.normalizerSpec.removeExtraWhitespaces == false)
@@ -104,7 +112,8 @@ import Testing
     }
 
     @Test func unknownFieldsSurviveLoadAndSave() throws {
-        var model = try SentencePieceModelProto(serialized: Fixtures.data("python-bpe-identity.model"))
+        var model = try SentencePieceModelProto(
+            serialized: Fixtures.data("python-bpe-identity.model"))
         // A field this code does not know, at the top level, in a piece and in the trainer spec.
         var bytes = model.serialized()
         bytes += [0xC2, 0x0C, 0x03] + Array("new".utf8)  // field 200, length-delimited
@@ -115,7 +124,9 @@ import Testing
         let reread = try SentencePieceModelProto(serialized: model.serialized())
         #expect(reread.trainerSpec.fields.contains { $0.number == 99 && $0.value == .varint(7) })
         // Still a working tokenizer.
-        #expect(try SentencePieceBPE(model: extended).encode("hello") == SentencePieceBPE(model: model).encode("hello"))
+        #expect(
+            try SentencePieceBPE(model: extended).encode("hello")
+                == SentencePieceBPE(model: model).encode("hello"))
     }
 
     @Test func truncatedModelFileGivesOneClearError() throws {
@@ -129,15 +140,32 @@ import Testing
                 Issue.record("a model truncated to \(length) bytes loaded")
             } catch let error as TokenizerError {
                 let message = "\(error)"
-                #expect(message.hasPrefix("\(file.path): not a valid SentencePiece model: "), "\(message)")
+                #expect(
+                    message.hasPrefix("\(file.path): not a valid SentencePiece model: "),
+                    "\(message)")
                 #expect(!message.contains("\n"))
                 #expect(message.contains("truncated") || message.contains("claims"), "\(message)")
             }
         }
     }
 
+    @Test func errorsInNestedMessagesNameTheFileOffset() throws {
+        let first = SentencePieceModelProto.Piece(piece: "<unk>", score: 0, type: .unknown).serialized()
+        let second: [UInt8] = [0x0A, 0x02, 0xC3, 0x28]  // piece text that is not UTF-8
+        let bytes = [0x0A, UInt8(first.count)] + first + [0x0A, UInt8(second.count)] + second
+        #expect(throws: ProtobufError(reason: "pieces[1].piece is not valid UTF-8", offset: first.count + 4)) {
+            try SentencePieceModelProto(serialized: bytes)
+        }
+        // A truncated varint inside the second piece: its offset within the whole file.
+        let truncated = [0x0A, UInt8(first.count)] + first + [0x0A, 0x02, 0x10, 0x80]
+        #expect(throws: ProtobufError(reason: "in pieces[1]: truncated varint", offset: first.count + 5)) {
+            try SentencePieceModelProto(serialized: truncated)
+        }
+    }
+
     @Test func semanticallyBrokenModelsAreRejected() throws {
-        let good = try SentencePieceModelProto(serialized: Fixtures.data("python-bpe-identity.model"))
+        let good = try SentencePieceModelProto(
+            serialized: Fixtures.data("python-bpe-identity.model"))
         var noUnknown = good
         noUnknown.pieces[0].type = .normal
         #expect(throws: TokenizerError.self) { try SentencePieceBPE(model: noUnknown) }
@@ -153,7 +181,9 @@ import Testing
         // A wrong wire type for a known field is a format error, not a silent default.
         var wrongType = ProtobufMessage(fields: [.init(number: 4, value: .lengthDelimited([1]))])
         wrongType.set(3, int32: 2)
-        let bytes = ProtobufMessage(fields: [.init(number: 2, value: .lengthDelimited(wrongType.serialized()))]).serialized()
+        let bytes = ProtobufMessage(fields: [
+            .init(number: 2, value: .lengthDelimited(wrongType.serialized()))
+        ]).serialized()
         #expect(throws: ProtobufError.self) { try SentencePieceModelProto(serialized: bytes) }
     }
 }

@@ -13,13 +13,15 @@ import Testing
         let fixture = try Fixtures.cases()
         let expected = try #require(fixture.models[name]).cases
         #expect(expected.count == fixture.lines.count)
-        for (line, case_) in zip(fixture.lines, expected) {
+        for (line, recorded) in zip(fixture.lines, expected) {
             let ids = try tokenizer.encode(line)
-            #expect(ids == case_.ids, "\(name): \(line.debugDescription)")
+            #expect(ids == recorded.ids, "\(name): \(line.debugDescription)")
             // Pieces too (Python merges a run of unknown characters into one <unk> piece).
             if !tokenizer.byteFallback {
                 let pieces = ids.map { tokenizer.token(for: $0)! }
-                let expectedPieces = zip(case_.pieces, case_.ids).map { $1 == tokenizer.unknownID ? "<unk>" : $0 }
+                let expectedPieces = zip(recorded.pieces, recorded.ids).map {
+                    $1 == tokenizer.unknownID ? "<unk>" : $0
+                }
                 #expect(pieces == expectedPieces, "\(name): \(line.debugDescription)")
             }
         }
@@ -30,7 +32,9 @@ import Testing
     @Test func unusedPiecesAreSplitLikePythonSentencePiece() throws {
         var model = try SentencePieceModelProto(serialized: Fixtures.data("python-bpe-1000.model"))
         for i in model.pieces.indices
-        where i % 3 == 0 && model.pieces[i].type == .normal && model.pieces[i].piece.unicodeScalars.count > 1 {
+        where i % 3 == 0 && model.pieces[i].type == .normal
+            && model.pieces[i].piece.unicodeScalars.count > 1
+        {
             model.pieces[i].type = .unused
             model.pieces[i].hasType = true
         }
@@ -38,9 +42,9 @@ import Testing
         #expect(tokenizer.hasUnusedPieces && !tokenizer.wordsAreIndependent)
         let fixture = try Fixtures.cases()
         let expected = try #require(fixture.models["python-bpe-1000.model:unused"]).cases
-        for (line, case_) in zip(fixture.lines, expected) {
+        for (line, recorded) in zip(fixture.lines, expected) {
             let ids = try tokenizer.encode(line)
-            #expect(ids == case_.ids, "\(line.debugDescription)")
+            #expect(ids == recorded.ids, "\(line.debugDescription)")
             #expect(ids.allSatisfy { model.pieces[Int($0)].type != .unused })
             #expect(tokenizer.encodeNaive(line) == ids, "\(line.debugDescription)")
         }
@@ -50,8 +54,9 @@ import Testing
     func decodingMatchesPythonSentencePiece(model name: String) throws {
         let tokenizer = try SentencePieceBPE(contentsOf: Fixtures.url(name))
         let fixture = try Fixtures.cases()
-        for (line, case_) in zip(fixture.lines, try #require(fixture.models[name]).cases) {
-            #expect(tokenizer.decode(case_.ids) == case_.decoded, "\(name): \(line.debugDescription)")
+        for (line, recorded) in zip(fixture.lines, try #require(fixture.models[name]).cases) {
+            #expect(
+                tokenizer.decode(recorded.ids) == recorded.decoded, "\(name): \(line.debugDescription)")
         }
     }
 
@@ -61,8 +66,10 @@ import Testing
         let tokenizer = try SentencePieceBPE(contentsOf: Fixtures.url(name))
         guard !tokenizer.byteFallback else { return }  // byte pieces do not spell the text
         let fixture = try Fixtures.cases()
-        for (line, case_) in zip(fixture.lines, try #require(fixture.models[name]).cases) {
-            #expect(tokenizer.normalize(line) == case_.pieces.joined(), "\(name): \(line.debugDescription)")
+        for (line, recorded) in zip(fixture.lines, try #require(fixture.models[name]).cases) {
+            #expect(
+                tokenizer.normalize(line) == recorded.pieces.joined(),
+                "\(name): \(line.debugDescription)")
         }
     }
 
@@ -72,13 +79,21 @@ import Testing
         let unknown = Int32(0)
         // Some lines contain unknown characters, merged into one <unk> per run.
         #expect(nmt.contains { $0.ids.contains(unknown) })
-        #expect(nmt.allSatisfy { case_ in zip(case_.ids, case_.ids.dropFirst()).allSatisfy { !($0 == unknown && $1 == unknown) } })
-        // The byte-fallback model produced byte pieces, the identity model pieces with inner spaces.
+        #expect(
+            nmt.allSatisfy { recorded in
+                zip(recorded.ids, recorded.ids.dropFirst()).allSatisfy {
+                    !($0 == unknown && $1 == unknown)
+                }
+            })
+        // The byte-fallback model produced byte pieces; the identity model has pieces with
+        // inner spaces, so it takes the whole-line path.
         let bytes = try #require(fixture.models["python-bpe-nfkc-bytes.model"]).cases
         #expect(bytes.contains { $0.pieces.contains { $0.hasPrefix("<0x") } })
         let identity = try SentencePieceBPE(contentsOf: Fixtures.url("python-bpe-identity.model"))
         #expect(!identity.wordsAreIndependent)
-        #expect(try SentencePieceBPE(contentsOf: Fixtures.url("python-bpe-1000.model")).wordsAreIndependent)
+        #expect(
+            try SentencePieceBPE(contentsOf: Fixtures.url("python-bpe-1000.model"))
+                .wordsAreIndependent)
     }
 
     /// The cached word-by-word encoder and the heap-based merger against the plain O(n²)
@@ -89,7 +104,9 @@ import Testing
         var lines = try Fixtures.cases().lines
         if SharedData.isAvailable {
             // Real text, cut to 400 characters to keep the O(n²) reference quick in debug builds.
-            lines += try SharedData.lines("wikitext-2-raw/wiki.test.raw", first: 300).map { String($0.prefix(400)) }
+            lines += try SharedData.lines("wikitext-2-raw/wiki.test.raw", first: 300).map {
+                String($0.prefix(400))
+            }
         }
         let reference = lines.map { tokenizer.encodeNaive($0) }
         var encoder = tokenizer.makeLineEncoder()
@@ -107,30 +124,38 @@ import Testing
     /// NFKC and whitespace collapsed), for every line of WikiText-2 raw test.
     @Test(.enabled(if: SharedData.isAvailable, "needs ../shared/data"))
     func decodeInvertsEncodeOnWikiTextRaw() throws {
-        let tokenizer = try SentencePieceBPE(contentsOf: Fixtures.url("python-bpe-nfkc-bytes.model"))
+        let tokenizer = try SentencePieceBPE(
+            contentsOf: Fixtures.url("python-bpe-nfkc-bytes.model"))
         let reference = try SentencePieceBPE(contentsOf: Fixtures.url("python-bpe-1000.model"))
-        let text = try String(contentsOf: SharedData.url("wikitext-2-raw/wiki.test.raw"), encoding: .utf8)
+        let text = try String(
+            contentsOf: SharedData.url("wikitext-2-raw/wiki.test.raw"), encoding: .utf8)
         var checked = 0
         var linesWithUnknown = 0
         // U+2581 → space at the scalar level (a space symbol before a combining mark is one
         // Character, which String replacement would not see), then drop the dummy prefix.
         func detokenized(_ normalized: String) -> String {
             var scalars = String.UnicodeScalarView()
-            for scalar in normalized.unicodeScalars { scalars.append(scalar == "\u{2581}" ? " " : scalar) }
+            for scalar in normalized.unicodeScalars {
+                scalars.append(scalar == "\u{2581}" ? " " : scalar)
+            }
             let text = String(scalars)
             return text.hasPrefix(" ") ? String(text.unicodeScalars.dropFirst()) : text
         }
-        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {  // LF only
             let line = String(line)
             // Byte fallback: every character survives, so decoding gives the normalised text
             // (this model keeps extra spaces: remove_extra_whitespaces=false).
-            #expect(tokenizer.decode(try tokenizer.encode(line)) == detokenized(tokenizer.normalize(line)), "\(line.debugDescription)")
+            #expect(
+                tokenizer.decode(try tokenizer.encode(line))
+                    == detokenized(tokenizer.normalize(line)), "\(line.debugDescription)")
             // Without byte fallback: the same, except where characters were unknown.
             let ids = try reference.encode(line)
             if ids.contains(reference.unknownID) {
                 linesWithUnknown += 1
             } else {
-                #expect(reference.decode(ids) == detokenized(reference.normalize(line)), "\(line.debugDescription)")
+                #expect(
+                    reference.decode(ids) == detokenized(reference.normalize(line)),
+                    "\(line.debugDescription)")
             }
             checked += 1
         }
@@ -154,7 +179,10 @@ import Testing
         }
         #expect(try tokenizer.encode(utf8Line: Array("héllo".utf8)) == tokenizer.encode("héllo"))
         let message = "\(TokenizerError.invalidUTF8(file: "x.txt", line: 12, byteOffset: 3))"
-        #expect(message == "invalid UTF-8 in x.txt at line 12, byte 3 of the line: re-encode the text as UTF-8")
+        #expect(
+            message
+                == "invalid UTF-8 in x.txt at line 12, byte 3 of the line: re-encode the text as UTF-8"
+        )
     }
 
     @Test func encodingAFileMatchesEncodingItsLines() throws {
@@ -162,7 +190,8 @@ import Testing
         let lines = try Fixtures.cases().lines.filter { !$0.contains("\r") && !$0.contains("\n") }
         let folder = try TemporaryFolder()
         let file = folder.file("lines.txt")
-        try (lines.joined(separator: "\n") + "\n").write(to: file, atomically: true, encoding: .utf8)
+        try (lines.joined(separator: "\n") + "\n").write(
+            to: file, atomically: true, encoding: .utf8)
         let perLine = try lines.flatMap { try tokenizer.encode($0) }
         for threads in [1, 2, 3] {
             let corpus = try tokenizer.encodeLines(ofFile: file, threadCount: threads)
@@ -188,16 +217,22 @@ import Testing
     }
 
     @Test func fingerprintTracksTheVocabulary() throws {
-        let model = try SentencePieceModelProto(serialized: Fixtures.data("python-bpe-identity.model"))
+        let model = try SentencePieceModelProto(
+            serialized: Fixtures.data("python-bpe-identity.model"))
         let base = try SentencePieceBPE(model: model)
         #expect(base.vocabularyFingerprint.count == 16)
-        #expect(try SentencePieceBPE(model: model).vocabularyFingerprint == base.vocabularyFingerprint)
+        #expect(
+            try SentencePieceBPE(model: model).vocabularyFingerprint == base.vocabularyFingerprint)
         var rescored = model
         rescored.pieces[20].score -= 0.5
-        #expect(try SentencePieceBPE(model: rescored).vocabularyFingerprint != base.vocabularyFingerprint)
+        #expect(
+            try SentencePieceBPE(model: rescored).vocabularyFingerprint
+                != base.vocabularyFingerprint)
         var renormalised = model
         renormalised.normalizerSpec.addDummyPrefix = true
-        #expect(try SentencePieceBPE(model: renormalised).vocabularyFingerprint != base.vocabularyFingerprint)
+        #expect(
+            try SentencePieceBPE(model: renormalised).vocabularyFingerprint
+                != base.vocabularyFingerprint)
         let other = try SentencePieceBPE(contentsOf: Fixtures.url("python-bpe-1000.model"))
         #expect(other.vocabularyFingerprint != base.vocabularyFingerprint)
         #expect(other.vocabularySize == 1000)

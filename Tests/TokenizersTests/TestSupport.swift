@@ -14,16 +14,25 @@ enum SharedData {
         .deletingLastPathComponent()  // package root
         .appendingPathComponent("../shared/data").standardizedFileURL
 
+    /// The files these tests read.
+    static let files = [
+        "wikitext-2/wiki.train.tokens", "wikitext-2/wiki.valid.tokens", "wikitext-2/wiki.test.tokens",
+        "wikitext-2-raw/wiki.test.raw", "tinyshakespeare/input.txt",
+    ]
+
     static var isAvailable: Bool {
-        FileManager.default.fileExists(atPath: root.appendingPathComponent("wikitext-2/wiki.train.tokens").path)
+        files.allSatisfy { FileManager.default.fileExists(atPath: root.appendingPathComponent($0).path) }
     }
 
     static func url(_ relativePath: String) -> URL { root.appendingPathComponent(relativePath) }
 
-    /// The first `count` LF-separated lines of a file (as Python's `split("\n")[:count]`).
+    /// The first `count` LF-separated lines of a file (as Python's `split("\n")[:count]`;
+    /// split as bytes, since Swift's String treats CR LF as one Character).
     static func lines(_ relativePath: String, first count: Int) throws -> [String] {
-        let text = try String(contentsOf: url(relativePath), encoding: .utf8)
-        return Array(text.split(separator: "\n", omittingEmptySubsequences: false).prefix(count).map(String.init))
+        let bytes = [UInt8](try Data(contentsOf: url(relativePath)))
+        return bytes.split(separator: 0x0A, omittingEmptySubsequences: false).prefix(count).map {
+            String(decoding: $0, as: UTF8.self)
+        }
     }
 
     /// The fixture training corpus (see Scripts/fixtures/make-sentencepiece-fixtures.py).
@@ -39,7 +48,8 @@ enum Fixtures {
     static func url(_ name: String) throws -> URL {
         let base = (name as NSString).deletingPathExtension
         let ext = (name as NSString).pathExtension
-        return try #require(Bundle.module.url(forResource: base, withExtension: ext, subdirectory: "Fixtures"))
+        return try #require(
+            Bundle.module.url(forResource: base, withExtension: ext, subdirectory: "Fixtures"))
     }
 
     static func data(_ name: String) throws -> [UInt8] {
@@ -79,21 +89,26 @@ enum Fixtures {
     }
 
     static func cases() throws -> PythonCases {
-        try JSONDecoder().decode(PythonCases.self, from: Data(contentsOf: url("sentencepiece-cases.json")))
+        try JSONDecoder().decode(
+            PythonCases.self, from: Data(contentsOf: url("sentencepiece-cases.json")))
     }
 
     static func lmtrainCases() throws -> LmtrainCases {
-        try JSONDecoder().decode(LmtrainCases.self, from: Data(contentsOf: url("lmtrain-bpe-1000.expected.json")))
+        try JSONDecoder().decode(
+            LmtrainCases.self, from: Data(contentsOf: url("lmtrain-bpe-1000.expected.json")))
     }
 
-    static let pythonModels = ["python-bpe-1000.model", "python-bpe-nfkc-bytes.model", "python-bpe-identity.model"]
+    static let pythonModels = [
+        "python-bpe-1000.model", "python-bpe-nfkc-bytes.model", "python-bpe-identity.model",
+    ]
 }
 
 /// A temporary folder removed when the test ends.
 final class TemporaryFolder {
     let url: URL
     init() throws {
-        url = FileManager.default.temporaryDirectory.appendingPathComponent("lmtrain-tok-\(UUID().uuidString)")
+        url = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "lmtrain-tok-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     }
     deinit { try? FileManager.default.removeItem(at: url) }

@@ -22,14 +22,18 @@ import Testing
             ("wiki.test.tokens", 4_358, 245_569),
         ]
         for (file, lines, tokens) in splits {
-            let corpus = try tokenizer.encodeLines(ofFile: SharedData.url("wikitext-2/\(file)"), threadCount: 2)
+            let corpus = try tokenizer.encodeLines(
+                ofFile: SharedData.url("wikitext-2/\(file)"), threadCount: 2)
             #expect(corpus.lineCount == lines, "\(file)")
             #expect(corpus.ids.count == tokens, "\(file)")
             #expect(corpus.ids.filter { $0 == tokenizer.endOfLineID }.count == lines)
             // WikiText-2's valid and test words all occur in train (rare words are already <unk>).
             if file != "wiki.train.tokens" {
-                let text = try String(contentsOf: SharedData.url("wikitext-2/\(file)"), encoding: .utf8)
-                let unknownInText = text.split(whereSeparator: \.isWhitespace).filter { $0 == "<unk>" }.count
+                let text = try String(
+                    contentsOf: SharedData.url("wikitext-2/\(file)"), encoding: .utf8)
+                let unknownInText = text.split(whereSeparator: \.isWhitespace).filter {
+                    $0 == "<unk>"
+                }.count
                 #expect(corpus.ids.filter { $0 == tokenizer.unknownID }.count == unknownInText)
             }
         }
@@ -53,8 +57,13 @@ import Testing
     /// other characters (a zero-width space) do not.
     @Test func wordsSplitOnPythonWhitespace() throws {
         let tokenizer = try WordTokenizer(tokens: ["<eos>", "<unk>", "a", "b", "a\u{200B}b"])
-        for separator in ["\t", "\u{0B}", "\u{0C}", "\r", "\u{1C}", "\u{1F}", "\u{85}", "\u{A0}", "\u{1680}", "\u{2000}", "\u{200A}", "\u{2028}", "\u{2029}", "\u{202F}", "\u{205F}", "\u{3000}"] {
-            #expect(try tokenizer.encode("a\(separator)b") == [2, 3, 0], "U+\(String(separator.unicodeScalars.first!.value, radix: 16))")
+        for separator in [
+            "\t", "\u{0B}", "\u{0C}", "\r", "\u{1C}", "\u{1F}", "\u{85}", "\u{A0}", "\u{1680}",
+            "\u{2000}", "\u{200A}", "\u{2028}", "\u{2029}", "\u{202F}", "\u{205F}", "\u{3000}",
+        ] {
+            #expect(
+                try tokenizer.encode("a\(separator)b") == [2, 3, 0],
+                "U+\(String(separator.unicodeScalars.first!.value, radix: 16))")
         }
         #expect(try tokenizer.encode("a\u{200B}b") == [4, 0])
         #expect(try tokenizer.encode("a\u{2060}b") == [1, 0])
@@ -70,9 +79,17 @@ import Testing
         #expect(loaded.tokens == tokenizer.tokens)
         #expect(loaded.vocabularyFingerprint == tokenizer.vocabularyFingerprint)
         #expect(loaded.unknownID == 3 && loaded.endOfLineID == 0)
-        #expect(try WordTokenizer(tokens: ["<eos>", "<unk>", "x"]).vocabularyFingerprint != tokenizer.vocabularyFingerprint)
+        #expect(
+            try WordTokenizer(tokens: ["<eos>", "<unk>", "x"]).vocabularyFingerprint
+                != tokenizer.vocabularyFingerprint)
+        // CRLF files load too (split as bytes: Swift's String treats CR LF as one Character).
+        let crlf = folder.file("crlf.txt")
+        try "<eos>\r\nx\r\n<unk>\r\n".write(to: crlf, atomically: false, encoding: .utf8)
+        #expect(try WordTokenizer(contentsOf: crlf).tokens == ["<eos>", "x", "<unk>"])
+        try FileManager.default.removeItem(at: crlf)
         // No temporary files are left behind by the atomic write.
-        #expect(try FileManager.default.contentsOfDirectory(atPath: folder.url.path) == ["vocab.txt"])
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: folder.url.path) == ["vocab.txt"])
     }
 
     @Test(arguments: [

@@ -1,0 +1,674 @@
+import Foundation
+import Tensor
+
+// Mixture-of-experts feedforward blocks (DESIGN.md "Feedforward blocks"): σ-MoE and its
+// softmax ablations, Switch, and S-BASE, sharing one sparse implementation.
+// Legend: R rows (tokens), d width, N experts, G expert size, K experts per token,
+//   P = R * K (token, slot) pairs.
+//   z = W3 x                                  selector logits, W3: [N, d], no bias
+//   choose K experts from the selection scores (per variant, after expert dropout)
+//   y = sum over chosen e of g_e * ReLU(x W1_e) W2_e    W1: [N, d, G], W2: [N, G, d], no biases
+// Variants (selection scores -> gates):
+//   sigmoid          s = sigmoid(z), dropout sets s to 0, top-K of s, g = s
+//   softmax-before   p = softmax(z), dropout sets p to 0, top-K of p, g = p
+//   softmax-after    dropout sets z to -inf, top-K of z, g = softmax of the K chosen raw z
+//   switch           softmax-before with K = 1
+//   sbase            training: r = exp(z + a + b) from 3 official Sinkhorn iterations per
+//                    sequence, dropout sets r to -inf, top-K of r; evaluation: top-K of z;
+//                    g = sigmoid(z) (no gradient through the routing)
+// Auxiliary losses (training only, added to the loss): the entropy regulariser
+//   gamma * sum_e pbar_e log pbar_e, log pbar = logsumexp over rows of log_softmax(z) - log R
+//   (softmax-after: over the K chosen logits per row, slots in ascending expert order), or
+//   Switch's balancing loss (gamma / N) * sum_e f_e P_e.
+// CPU kernels: (row, slot) pairs are sorted by expert (a stable counting sort), each expert
+// runs one GEMM over its contiguous rows, and results are gathered back per row in slot order;
+// the N - K experts a token did not choose cost nothing.
+
+/// Sparse mixture of K of N two-layer ReLU experts per token.
+public final class MixtureOfExperts: FeedForwardLayer {
+    /// How σ-MoE chooses and gates experts (`--selection`).
+    public enum Selection: String, Sendable, Codable, CaseIterable {
+        case sigmoid
+        case softmaxBeforeTopK = "softmax-before"
+        case softmaxAfterTopK = "softmax-after"
+    }
+
+    /// σ-MoE (`--ffn moe`) and its selection ablations.
+    public struct SigmaConfig: Sendable, Codable, Equatable {
+        public var experts: Int
+        public var expertSize: Int
+        public var k: Int
+        /// δ: probability of zeroing each (token, expert) score before the top-K (training).
+        public var expertDropout: Float
+        /// γ of the entropy regulariser.
+        public var regularization: Double
+        public var selection: Selection
+
+        public init(experts: Int, expertSize: Int, k: Int, expertDropout: Float = 0, regularization: Double = 1e-3, selection: Selection = .sigmoid) {
+            self.experts = experts
+            self.expertSize = expertSize
+            self.k = k
+            self.expertDropout = expertDropout
+            self.regularization = regularization
+            self.selection = selection
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case experts, k, selection, regularization
+            case expertSize = "expert_size", expertDropout = "expert_dropout"
+        }
+    }
+
+    /// Switch Transformer's feedforward block (`--ffn switch`): softmax gate, K = 1.
+    public struct SwitchConfig: Sendable, Codable, Equatable {
+        public var experts: Int
+        public var expertSize: Int
+        /// γ of the balancing loss (γ / N) Σ f_e P_e.
+        public var balance: Double
+        /// Multiplies every initial variance (the paper's 0.1).
+        public var initScale: Double
+
+        public init(experts: Int, expertSize: Int, balance: Double = 0.01, initScale: Double = 0.1) {
+            self.experts = experts
+            self.expertSize = expertSize
+            self.balance = balance
+            self.initScale = initScale
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case experts, balance
+            case expertSize = "expert_size", initScale = "init_scale"
+        }
+    }
+
+    /// S-BASE (`--ffn sbase`): Sinkhorn routing in training, sigmoid gates.
+    public struct SBaseConfig: Sendable, Codable, Equatable {
+        public var experts: Int
+        public var expertSize: Int
+        public var k: Int
+        public var expertDropout: Float
+        public var regularization: Double
+        public var sinkhornIterations: Int
+
+        public init(experts: Int, expertSize: Int, k: Int, expertDropout: Float = 0, regularization: Double = 1e-3, sinkhornIterations: Int = 3) {
+            self.experts = experts
+            self.expertSize = expertSize
+            self.k = k
+            self.expertDropout = expertDropout
+            self.regularization = regularization
+            self.sinkhornIterations = sinkhornIterations
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case experts, k, regularization
+            case expertSize = "expert_size", expertDropout = "expert_dropout"
+            case sinkhornIterations = "sinkhorn_iterations"
+        }
+    }
+
+    /// Gate computation of a variant.
+    enum Gate: Equatable {
+        case sigmoid, softmaxBefore, softmaxAfter
+        case sinkhornSigmoid(iterations: Int)
+    }
+
+    /// Auxiliary loss of a variant.
+    enum Regularizer: Equatable {
+        case entropy(Double)
+        case switchBalance(Double)
+    }
+
+    public let width: Int
+    public let experts: Int
+    public let expertSize: Int
+    public let k: Int
+    let expertDropout: Float
+    let gate: Gate
+    let regularizer: Regularizer
+    let layerCount: Int
+    /// Multiplies every initial variance (Switch: 0.1).
+    let initScale: Double
+    /// σ-MoE init: selector rows rescaled to equal norm keeping the overall std.
+    let renormalizeSelector: Bool
+    /// Fan-in of W2's init: N * G like a dense layer of that width, or G (Switch).
+    let valueFanIn: Int
+
+    /// W1 [N, d, G], W2 [N, G, d], W3 [N, d] (the official `keys`, `values`, `expert_sel`).
+    public let keys: ParameterView
+    public let values: ParameterView
+    public let selector: ParameterView
+
+    public private(set) var auxiliaryLoss: Double = 0
+    private var usageCounts: [Int]
+
+    // Saved by forward for backward.
+    private var rows = 0
+    private var trainingPass = false
+    private let logits = FloatBuffer()  // z [R, N]
+    private let activated = FloatBuffer()  // sigmoid(z) or softmax(z) [R, N] (per variant)
+    private let chosen = Buffer<Int32>()  // [R, K], ascending expert per row
+    private let gates = FloatBuffer()  // [R, K]
+    private let dropped = Buffer<UInt8>()  // [R, K]: the chosen expert was dropped (gate held at 0)
+    private let expertOffsets = Buffer<Int>()  // [N + 1], pairs of expert e at offsets[e] ..< offsets[e+1]
+    private let pairPosition = Buffer<Int32>()  // [R, K] -> position in the sorted order
+    private let pairRow = Buffer<Int32>()  // sorted position -> row
+    private let sortedInput = FloatBuffer()  // [P, d]
+    private let hidden = FloatBuffer()  // ReLU(x W1_e) [P, G]
+    private let gatedHidden = FloatBuffer()  // g * hidden [P, G]
+    private let sortedOutput = FloatBuffer()  // [P, d]
+    private let sortedGates = FloatBuffer()  // [P], the gate of each sorted pair
+    private let sortCursor = Buffer<Int>()  // [N]
+    private let sinkhornState = FloatBuffer()  // a [N], b [T], one column [max(T, N)]
+    private let regularizerWeights = FloatBuffer()  // [C]
+    private let scratch = FloatBuffer()  // per-row selection scores [R, N]
+    private let dropMask = Buffer<UInt8>()  // [R, N]
+    // Regulariser statistics.
+    private let columnLogMean = Buffer<Double>()  // log pbar per column
+    private let rowLogSumExp = Buffer<Double>()  // logsumexp of each row's regularised logits
+    private let regularizerRows = FloatBuffer()  // softmax over the regularised logits [R, C]
+    // Backward only.
+    private let dSortedOutput = FloatBuffer()
+    private let dHidden = FloatBuffer()
+    private let dSortedInput = FloatBuffer()
+    private let dGates = FloatBuffer()  // [P] in sorted order
+    private let dLogits = FloatBuffer()  // [R, N]
+
+    init(
+        name: String, width: Int, layerCount: Int, experts: Int, expertSize: Int, k: Int,
+        expertDropout: Float, gate: Gate, regularizer: Regularizer, initScale: Double,
+        renormalizeSelector: Bool, valueFanIn: Int, layout: inout ParameterLayout
+    ) {
+        self.width = width
+        self.layerCount = layerCount
+        self.experts = experts
+        self.expertSize = expertSize
+        self.k = k
+        self.expertDropout = expertDropout
+        self.gate = gate
+        self.regularizer = regularizer
+        self.initScale = initScale
+        self.renormalizeSelector = renormalizeSelector
+        self.valueFanIn = valueFanIn
+        keys = layout.add("\(name).keys", shape: [experts, width, expertSize])
+        values = layout.add("\(name).values", shape: [experts, expertSize, width])
+        selector = layout.add("\(name).expert_sel", shape: [experts, width])
+        usageCounts = [Int](repeating: 0, count: experts)
+    }
+
+    /// σ-MoE with the dense-matched init and equal-norm selector rows.
+    public convenience init(name: String, config c: SigmaConfig, width: Int, layerCount: Int, layout: inout ParameterLayout) {
+        let gate: Gate = switch c.selection {
+        case .sigmoid: .sigmoid
+        case .softmaxBeforeTopK: .softmaxBefore
+        case .softmaxAfterTopK: .softmaxAfter
+        }
+        self.init(
+            name: name, width: width, layerCount: layerCount, experts: c.experts,
+            expertSize: c.expertSize, k: c.k, expertDropout: c.expertDropout, gate: gate,
+            regularizer: .entropy(c.regularization), initScale: 1, renormalizeSelector: true,
+            valueFanIn: c.experts * c.expertSize, layout: &layout)
+    }
+
+    /// Switch: K = 1 softmax gate, balancing loss, each expert initialised as its own MLP
+    /// with variances scaled by `initScale`, no selector renormalisation.
+    public convenience init(name: String, config c: SwitchConfig, width: Int, layerCount: Int, layout: inout ParameterLayout) {
+        self.init(
+            name: name, width: width, layerCount: layerCount, experts: c.experts,
+            expertSize: c.expertSize, k: 1, expertDropout: 0, gate: .softmaxBefore,
+            regularizer: .switchBalance(c.balance), initScale: c.initScale,
+            renormalizeSelector: false, valueFanIn: c.expertSize, layout: &layout)
+    }
+
+    /// S-BASE: σ-MoE's init and regulariser with Sinkhorn routing in training.
+    public convenience init(name: String, config c: SBaseConfig, width: Int, layerCount: Int, layout: inout ParameterLayout) {
+        self.init(
+            name: name, width: width, layerCount: layerCount, experts: c.experts,
+            expertSize: c.expertSize, k: c.k, expertDropout: c.expertDropout,
+            gate: .sinkhornSigmoid(iterations: c.sinkhornIterations),
+            regularizer: .entropy(c.regularization), initScale: 1, renormalizeSelector: true,
+            valueFanIn: c.experts * c.expertSize, layout: &layout)
+    }
+
+    /// DESIGN.md: W1 ~ N(0, s (2/L)/d); W2 ~ N(0, s (2/L)/fanIn); W3 ~ N(0, s (2/L)/d), then for
+    /// σ-MoE every row divided by its norm and the matrix rescaled to its previous std.
+    public func initialize(_ arena: ParameterArena, rng: inout RandomGenerator) {
+        let base = 2.0 / Double(layerCount) * initScale
+        Initializer.normal(arena.value(keys), count: keys.count, std: (base / Double(width)).squareRoot(), rng: &rng)
+        Initializer.normal(arena.value(values), count: values.count, std: (base / Double(valueFanIn)).squareRoot(), rng: &rng)
+        let w3 = arena.value(selector)
+        Initializer.normal(w3, count: selector.count, std: (base / Double(width)).squareRoot(), rng: &rng)
+        if renormalizeSelector {
+            let before = Initializer.standardDeviation(w3, count: selector.count)
+            for e in 0..<experts {
+                let row = w3 + e * width
+                let norm = sumOfSquaresDouble(row, count: width).squareRoot()
+                scale(row, by: Float(1 / norm), count: width)
+            }
+            let after = Initializer.standardDeviation(w3, count: selector.count)
+            scale(w3, by: Float(before / after), count: selector.count)
+        }
+    }
+
+    public var usage: UsageCounts? { UsageCounts(unit: "expert", counts: usageCounts) }
+
+    public func resetUsage() { usageCounts = [Int](repeating: 0, count: experts) }
+
+    // MARK: Routing
+
+    /// Fills `chosen`, `gates` and `dropped` for every row from the logits.
+    private func route(shape: TokenShape, context: inout ForwardContext) {
+        let (r, n, kk) = (shape.rows, experts, k)
+        let z = logits.pointer
+        let act = activated.reserve(r * n)
+        let scores = scratch.reserve(r * n)
+        let choice = chosen.reserve(r * kk), g = gates.reserve(r * kk), drop = dropped.reserve(r * kk)
+        let useDropout = context.dropoutActive && expertDropout > 0
+        let mask = dropMask.reserve(r * n)
+        if useDropout {
+            // Expert dropout: each (token, expert) score independently with probability δ.
+            let threshold = UInt64((Double(expertDropout) * 16_777_216).rounded())
+            for i in 0..<(r * n) { mask[i] = (context.rng.next() >> 40) < threshold ? 1 : 0 }
+        } else {
+            mask.update(repeating: 0, count: r * n)
+        }
+
+        // Selection scores per variant; dropped entries get `droppedValue`.
+        var droppedValue: Float = 0
+        switch gate {
+        case .sigmoid:
+            for i in 0..<(r * n) { act[i] = 1 / (1 + Foundation.exp(-z[i])) }
+            scores.update(from: act, count: r * n)
+        case .softmaxBefore:
+            act.update(from: z, count: r * n)
+            for row in 0..<r { softmaxInPlace(act + row * n, count: n) }
+            scores.update(from: act, count: r * n)
+        case .softmaxAfter:
+            scores.update(from: z, count: r * n)
+            droppedValue = -.infinity
+        case .sinkhornSigmoid(let iterations):
+            for i in 0..<(r * n) { act[i] = 1 / (1 + Foundation.exp(-z[i])) }
+            if context.training {
+                let state = sinkhornState.reserve(n + shape.length + max(n, shape.length))
+                for sequence in 0..<shape.batch {
+                    Self.sinkhorn(
+                        z + sequence * shape.length * n, tokens: shape.length, experts: n,
+                        iterations: iterations, state: state, into: scores + sequence * shape.length * n)
+                }
+                droppedValue = -.infinity
+            } else {
+                // Evaluation: plain top-K of z (the official code's softmax keeps the order).
+                scores.update(from: z, count: r * n)
+            }
+        }
+        for i in 0..<(r * n) where mask[i] != 0 { scores[i] = droppedValue }
+
+        for row in 0..<r {
+            let s = scores + row * n
+            let picks = choice + row * kk
+            // K passes of an arg-max; ties go to the lower expert index.
+            for slot in 0..<kk {
+                var best = -1
+                var bestValue = -Float.infinity
+                for e in 0..<n {
+                    var taken = false
+                    for previous in 0..<slot where picks[previous] == Int32(e) { taken = true }
+                    if taken { continue }
+                    if best < 0 || s[e] > bestValue {
+                        best = e
+                        bestValue = s[e]
+                    }
+                }
+                picks[slot] = Int32(best)
+            }
+            // Slots in ascending expert order (DESIGN.md).
+            for i in 1..<max(1, kk) {
+                var j = i
+                while j > 0 && picks[j - 1] > picks[j] {
+                    (picks[j - 1], picks[j]) = (picks[j], picks[j - 1])
+                    j -= 1
+                }
+            }
+            let gateRow = g + row * kk
+            for slot in 0..<kk {
+                let e = Int(picks[slot])
+                let isDropped = mask[row * n + e] != 0
+                drop[row * kk + slot] = isDropped ? 1 : 0
+                usageCounts[e] += 1
+                switch gate {
+                case .sigmoid, .softmaxBefore:
+                    gateRow[slot] = isDropped ? 0 : act[row * n + e]
+                case .sinkhornSigmoid:
+                    gateRow[slot] = act[row * n + e]
+                case .softmaxAfter:
+                    gateRow[slot] = z[row * n + e]
+                }
+            }
+            if gate == .softmaxAfter { softmaxInPlace(gateRow, count: kk) }
+        }
+    }
+
+    /// The official S-BASE iteration on one sequence's [T, N] logits: a = 0, b = 0, then
+    /// `iterations` times { b = log T - logsumexp_e(z - a); a = log N - logsumexp_t(z - b) },
+    /// then r = exp(z + a + b). (Not a textbook Sinkhorn; reproduced exactly.)
+    /// `state` holds at least n + t + max(n, t) floats of scratch.
+    static func sinkhorn(
+        _ z: UnsafePointer<Float>, tokens t: Int, experts n: Int, iterations: Int,
+        state: UnsafeMutablePointer<Float>, into r: UnsafeMutablePointer<Float>
+    ) {
+        let a = state, b = state + n, column = state + n + t
+        a.update(repeating: 0, count: n)
+        b.update(repeating: 0, count: t)
+        let logT = Float(Foundation.log(Double(t))), logN = Float(Foundation.log(Double(n)))
+        for _ in 0..<iterations {
+            for i in 0..<t {
+                for e in 0..<n { column[e] = z[i * n + e] - a[e] }
+                b[i] = logT - logSumExp(column, count: n)
+            }
+            for e in 0..<n {
+                for i in 0..<t { column[i] = z[i * n + e] - b[i] }
+                a[e] = logN - logSumExp(column, count: t)
+            }
+        }
+        for i in 0..<t {
+            for e in 0..<n { r[i * n + e] = Foundation.exp(z[i * n + e] + a[e] + b[i]) }
+        }
+    }
+
+    static func logSumExp(_ x: UnsafePointer<Float>, count: Int) -> Float {
+        var m = -Float.infinity
+        for i in 0..<count { m = max(m, x[i]) }
+        if m == -.infinity { return m }
+        var total: Float = 0
+        for i in 0..<count { total += Foundation.exp(x[i] - m) }
+        return m + Foundation.log(total)
+    }
+
+    /// Counting sort of the (row, slot) pairs by expert; stable, so the order is deterministic.
+    private func sortPairs(rows r: Int) {
+        let (n, kk) = (experts, k)
+        let offsets = expertOffsets.reserve(n + 1)
+        offsets.update(repeating: 0, count: n + 1)
+        let choice = chosen.pointer
+        for i in 0..<(r * kk) { offsets[Int(choice[i]) + 1] += 1 }
+        for e in 0..<n { offsets[e + 1] += offsets[e] }
+        let position = pairPosition.reserve(r * kk), owner = pairRow.reserve(r * kk)
+        let cursor = sortCursor.reserve(n)
+        for e in 0..<n { cursor[e] = offsets[e] }
+        for row in 0..<r {
+            for slot in 0..<kk {
+                let e = Int(choice[row * kk + slot])
+                position[row * kk + slot] = Int32(cursor[e])
+                owner[cursor[e]] = Int32(row)
+                cursor[e] += 1
+            }
+        }
+    }
+
+    // MARK: Forward
+
+    public func forward(
+        _ x: UnsafePointer<Float>, shape: TokenShape, output y: UnsafeMutablePointer<Float>,
+        arena: ParameterArena, context: inout ForwardContext
+    ) {
+        let (r, d, n, g, kk) = (shape.rows, width, experts, expertSize, k)
+        let pairs = r * kk
+        rows = r
+        trainingPass = context.training
+        reserveBackward(rows: r)
+        let z = logits.reserve(r * n)
+        gemm(transposeB: true, m: r, n: n, k: d, a: x, lda: d, b: arena.value(selector), ldb: d, beta: 0, c: z, ldc: n)
+        route(shape: shape, context: &context)
+        sortPairs(rows: r)
+
+        // Gather inputs in expert order.
+        let xs = SendablePointer(sortedInput.reserve(pairs * d))
+        let owner = SendablePointer(pairRow.pointer)
+        let input = SendablePointer(x)
+        parallelChunks(pairs, minimumChunk: 256) { range in
+            for j in range {
+                (xs.mutable + j * d).update(from: input.pointer + Int(owner.pointer[j]) * d, count: d)
+            }
+        }
+        // Gate of each sorted pair.
+        let gateSorted = SendablePointer(sortedGates.reserve(pairs))
+        for row in 0..<r {
+            for slot in 0..<kk {
+                gateSorted.mutable[Int(pairPosition.pointer[row * kk + slot])] = gates.pointer[row * kk + slot]
+            }
+        }
+        let h = SendablePointer(hidden.reserve(pairs * g)), a = SendablePointer(gatedHidden.reserve(pairs * g))
+        let ys = SendablePointer(sortedOutput.reserve(pairs * d))
+        let offsets = SendablePointer(expertOffsets.pointer)
+        let w1 = SendablePointer(arena.value(keys)), w2 = SendablePointer(arena.value(values))
+        parallelForDynamic(n) { e in
+            let start = offsets.pointer[e], count = offsets.pointer[e + 1] - start
+            if count == 0 { return }
+            let hidden = h.mutable + start * g, gated = a.mutable + start * g
+            gemm(m: count, n: g, k: d, a: xs.pointer + start * d, lda: d, b: w1.pointer + e * d * g, ldb: g, beta: 0, c: hidden, ldc: g)
+            for j in 0..<count {
+                let gateValue = gateSorted.pointer[start + j]
+                for c in 0..<g {
+                    let v = max(hidden[j * g + c], 0)
+                    hidden[j * g + c] = v
+                    gated[j * g + c] = gateValue * v
+                }
+            }
+            gemm(m: count, n: d, k: g, a: gated, lda: g, b: w2.pointer + e * g * d, ldb: d, beta: 0, c: ys.mutable + start * d, ldc: d)
+        }
+        // Gather back per row, slots in order: deterministic sums.
+        let position = SendablePointer(pairPosition.pointer), out = SendablePointer(y)
+        parallelChunks(r, minimumChunk: 64) { range in
+            for row in range {
+                let target = out.mutable + row * d
+                target.update(from: ys.pointer + Int(position.pointer[row * kk]) * d, count: d)
+                for slot in 1..<max(1, kk) {
+                    addInPlace(target, ys.pointer + Int(position.pointer[row * kk + slot]) * d, count: d)
+                }
+            }
+        }
+        auxiliaryLoss = context.training ? regularizerForward(rows: r) : 0
+    }
+
+    /// The regularised logits of one row: all N (entropy on raw z), or the K chosen raw logits
+    /// in slot order (softmax after top-K).
+    private var regularizedColumns: Int { gate == .softmaxAfter ? k : experts }
+
+    private func regularizedLogit(row: Int, column: Int) -> Float {
+        gate == .softmaxAfter
+            ? logits.pointer[row * experts + Int(chosen.pointer[row * k + column])]
+            : logits.pointer[row * experts + column]
+    }
+
+    /// Computes the auxiliary loss and saves the regularised rows' softmax for its gradient.
+    private func regularizerForward(rows r: Int) -> Double {
+        let c = regularizedColumns
+        let p = regularizerRows.reserve(r * c)
+        let logMean = columnLogMean.reserve(c)
+        for column in 0..<c { logMean[column] = -.infinity }
+        let lse = rowLogSumExp.reserve(r)
+        for row in 0..<r {
+            var m = -Double.infinity
+            for column in 0..<c {
+                let v = regularizedLogit(row: row, column: column)
+                p[row * c + column] = v
+                m = max(m, Double(v))
+            }
+            var total = 0.0
+            for column in 0..<c { total += Foundation.exp(Double(p[row * c + column]) - m) }
+            lse[row] = m + Foundation.log(total)
+            softmaxInPlace(p + row * c, count: c)
+        }
+        switch regularizer {
+        case .entropy(let gamma):
+            // log pbar_e = logsumexp_r(log_softmax(z_r)_e) - log R, with log_softmax computed
+            // from the logits (not log of the rounded probabilities), in Double.
+            for column in 0..<c {
+                var m = -Double.infinity
+                for row in 0..<r { m = max(m, logSoftmax(row: row, column: column)) }
+                var total = 0.0
+                for row in 0..<r { total += Foundation.exp(logSoftmax(row: row, column: column) - m) }
+                logMean[column] = m + Foundation.log(total) - Foundation.log(Double(r))
+            }
+            var loss = 0.0
+            for column in 0..<c { loss += Foundation.exp(logMean[column]) * logMean[column] }
+            return gamma * loss
+        case .switchBalance(let gamma):
+            var loss = 0.0
+            let offsets = expertOffsets.pointer
+            for e in 0..<experts {
+                let f = Double(offsets[e + 1] - offsets[e]) / Double(r * k)
+                var meanP = 0.0
+                for row in 0..<r { meanP += Double(p[row * c + e]) }
+                loss += f * meanP / Double(r)
+            }
+            return gamma / Double(experts) * loss
+        }
+    }
+
+    /// log_softmax of row `row`'s regularised logits at `column`, in Double.
+    private func logSoftmax(row: Int, column: Int) -> Double {
+        Double(regularizedLogit(row: row, column: column)) - rowLogSumExp.pointer[row]
+    }
+
+    // MARK: Backward
+
+    private func reserveBackward(rows r: Int) {
+        let pairs = r * k
+        dSortedOutput.reserve(pairs * width)
+        dHidden.reserve(pairs * expertSize)
+        dSortedInput.reserve(pairs * width)
+        dLogits.reserve(r * experts)
+        regularizerRows.reserve(r * max(experts, k))
+        columnLogMean.reserve(max(experts, k))
+        rowLogSumExp.reserve(r)
+        regularizerWeights.reserve(max(experts, k))
+    }
+
+    public func backward(
+        _ x: UnsafePointer<Float>, dOutput dy: UnsafePointer<Float>, shape: TokenShape,
+        dInput dx: UnsafeMutablePointer<Float>, arena: ParameterArena
+    ) {
+        let (r, d, n, g, kk) = (rows, width, experts, expertSize, k)
+        let pairs = r * kk
+        let owner = SendablePointer(pairRow.pointer), dyS = SendablePointer(dy)
+        let dys = SendablePointer(dSortedOutput.reserve(pairs * d))
+        parallelChunks(pairs, minimumChunk: 256) { range in
+            for j in range {
+                (dys.mutable + j * d).update(from: dyS.pointer + Int(owner.pointer[j]) * d, count: d)
+            }
+        }
+        let gs = SendablePointer(sortedGates.pointer)
+        let dGate = SendablePointer(dGates.reserve(pairs))
+        let dh = SendablePointer(dHidden.reserve(pairs * g)), dxs = SendablePointer(dSortedInput.reserve(pairs * d))
+        let h = SendablePointer(hidden.pointer), a = SendablePointer(gatedHidden.pointer)
+        let xs = SendablePointer(sortedInput.pointer)
+        let offsets = SendablePointer(expertOffsets.pointer)
+        let w1 = SendablePointer(arena.value(keys)), w2 = SendablePointer(arena.value(values))
+        let dw1 = SendablePointer(arena.gradient(keys)), dw2 = SendablePointer(arena.gradient(values))
+        do {
+            parallelForDynamic(n) { e in
+                let start = offsets.pointer[e], count = offsets.pointer[e + 1] - start
+                if count == 0 { return }
+                let dyBlock = dys.pointer + start * d, dA = dh.mutable + start * g
+                // dA = dY W2_e^T; dW2_e += A^T dY.
+                gemm(transposeB: true, m: count, n: g, k: d, a: dyBlock, lda: d, b: w2.pointer + e * g * d, ldb: d, beta: 0, c: dA, ldc: g)
+                gemm(transposeA: true, m: g, n: d, k: count, a: a.pointer + start * g, lda: g, b: dyBlock, ldb: d, beta: 1, c: dw2.mutable + e * g * d, ldc: d)
+                for j in 0..<count {
+                    let row = dA + j * g, kept = h.pointer + (start + j) * g
+                    // d(gate) = dA . ReLU(h); dH = dA * gate where h > 0.
+                    dGate.mutable[start + j] = dot(row, kept, count: g)
+                    let gateValue = gs.pointer[start + j]
+                    for c in 0..<g { row[c] = kept[c] > 0 ? row[c] * gateValue : 0 }
+                }
+                // dW1_e += X_e^T dH; dX_e = dH W1_e^T.
+                gemm(transposeA: true, m: d, n: g, k: count, a: xs.pointer + start * d, lda: d, b: dA, ldb: g, beta: 1, c: dw1.mutable + e * d * g, ldc: g)
+                gemm(transposeB: true, m: count, n: d, k: g, a: dA, lda: g, b: w1.pointer + e * d * g, ldb: g, beta: 0, c: dxs.mutable + start * d, ldc: d)
+            }
+        }
+        // dx += sum over slots, in slot order.
+        let position = SendablePointer(pairPosition.pointer), dxOut = SendablePointer(dx)
+        parallelChunks(r, minimumChunk: 64) { range in
+            for row in range {
+                for slot in 0..<kk {
+                    addInPlace(dxOut.mutable + row * d, dxs.pointer + Int(position.pointer[row * kk + slot]) * d, count: d)
+                }
+            }
+        }
+        // Gradient into the logits: through the chosen gates, then the auxiliary loss.
+        let dz = dLogits.reserve(r * n)
+        dz.update(repeating: 0, count: r * n)
+        gateBackward(dz: dz, sortedGateGradient: dGate.pointer)
+        if trainingPass { regularizerBackward(dz: dz) }
+        // dW3 += dz^T x; dx += dz W3.
+        gemm(transposeA: true, m: n, n: d, k: r, a: dz, lda: n, b: x, ldb: d, beta: 1, c: arena.gradient(selector), ldc: d)
+        gemm(m: r, n: d, k: n, a: dz, lda: n, b: arena.value(selector), ldb: d, beta: 1, c: dx, ldc: d)
+    }
+
+    /// dz from d(gate) of each chosen (row, slot); dropped gates are constants.
+    private func gateBackward(dz: UnsafeMutablePointer<Float>, sortedGateGradient: UnsafePointer<Float>) {
+        let (r, n, kk) = (rows, experts, k)
+        let act = activated.pointer, choice = chosen.pointer, g = gates.pointer
+        for row in 0..<r {
+            let dzRow = dz + row * n
+            switch gate {
+            case .sigmoid, .sinkhornSigmoid:
+                for slot in 0..<kk where dropped.pointer[row * kk + slot] == 0 || gate != .sigmoid {
+                    let e = Int(choice[row * kk + slot])
+                    let s = act[row * n + e]
+                    dzRow[e] += sortedGateGradient[Int(pairPosition.pointer[row * kk + slot])] * s * (1 - s)
+                }
+            case .softmaxBefore:
+                // g_e = p_e for kept chosen e: dz_j = p_j (dg_j [j kept chosen] - sum_e dg_e p_e).
+                var inner: Float = 0
+                for slot in 0..<kk where dropped.pointer[row * kk + slot] == 0 {
+                    let e = Int(choice[row * kk + slot])
+                    let dg = sortedGateGradient[Int(pairPosition.pointer[row * kk + slot])]
+                    inner += dg * act[row * n + e]
+                    dzRow[e] += dg * act[row * n + e]
+                }
+                for j in 0..<n { dzRow[j] -= act[row * n + j] * inner }
+            case .softmaxAfter:
+                // g = softmax(z_chosen): dz_chosen = g (dg - sum dg g).
+                var inner: Float = 0
+                for slot in 0..<kk {
+                    inner += sortedGateGradient[Int(pairPosition.pointer[row * kk + slot])] * g[row * kk + slot]
+                }
+                for slot in 0..<kk {
+                    let e = Int(choice[row * kk + slot])
+                    let dg = sortedGateGradient[Int(pairPosition.pointer[row * kk + slot])]
+                    dzRow[e] += g[row * kk + slot] * (dg - inner)
+                }
+            }
+        }
+    }
+
+    /// dz of the auxiliary loss (weight 1 in the total loss). Both losses are linear in the
+    /// softmax probabilities p_r of each row with a weight w per column, so
+    /// dL/dz_rj = p_rj (w_j - sum_e w_e p_re):
+    ///   entropy: w_e = gamma (log pbar_e + 1) / R   (from dL/dlog_softmax_re = w_e p_re)
+    ///   Switch:  w_e = gamma f_e / (N R)
+    private func regularizerBackward(dz: UnsafeMutablePointer<Float>) {
+        let (r, n, kk) = (rows, experts, k)
+        let c = regularizedColumns
+        let p = regularizerRows.pointer
+        let w = regularizerWeights.reserve(c)
+        switch regularizer {
+        case .entropy(let gamma):
+            for column in 0..<c { w[column] = Float(gamma * (columnLogMean.pointer[column] + 1) / Double(r)) }
+        case .switchBalance(let gamma):
+            let offsets = expertOffsets.pointer
+            for e in 0..<n {
+                let f = Double(offsets[e + 1] - offsets[e]) / Double(r * kk)
+                w[e] = Float(gamma * f / Double(n * r))
+            }
+        }
+        for row in 0..<r {
+            let probabilities = p + row * c
+            let inner = dot(w, probabilities, count: c)
+            for column in 0..<c {
+                let e = gate == .softmaxAfter ? Int(chosen.pointer[row * kk + column]) : column
+                dz[row * n + e] += probabilities[column] * (w[column] - inner)
+            }
+        }
+    }
+}

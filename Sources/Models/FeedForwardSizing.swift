@@ -1,0 +1,29 @@
+import Layers
+
+// Parameter counts of the feedforward variants and the sizes that match a dense block.
+// The accountant (parameter-equal comparisons) builds on these; they must agree with the
+// allocated layouts, which ModelsTests check for every variant.
+
+extension FeedForwardConfig {
+    /// Parameters of one layer's feedforward block at width `d`.
+    public func parameterCount(modelWidth d: Int) -> Int {
+        switch self {
+        case .dense(let c): 2 * d * c.hiddenSize + c.hiddenSize + d
+        case .sigmaMoE(let c): Self.expertParameters(experts: c.experts, expertSize: c.expertSize, modelWidth: d)
+        case .switchMoE(let c): Self.expertParameters(experts: c.experts, expertSize: c.expertSize, modelWidth: d)
+        case .sBase(let c): Self.expertParameters(experts: c.experts, expertSize: c.expertSize, modelWidth: d)
+        }
+    }
+
+    /// W1, W2 of N experts of size G plus the selector: 2 N G d + N d.
+    static func expertParameters(experts: Int, expertSize: Int, modelWidth d: Int) -> Int {
+        2 * experts * expertSize * d + experts * d
+    }
+
+    /// The expert size G whose block has as many parameters as `target` (rounded to the
+    /// nearest integer, at least 1), or nil when even G = 1 has more.
+    public static func matchedExpertSize(target: Int, experts: Int, modelWidth d: Int) -> Int? {
+        let size = (Double(target - experts * d) / Double(2 * experts * d)).rounded()
+        return size >= 1 ? Int(size) : nil
+    }
+}

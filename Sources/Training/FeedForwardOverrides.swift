@@ -1,0 +1,100 @@
+import Layers
+import Models
+
+/// The `--ffn` flag and the options of each feedforward kind, applied to a resolved model
+/// config. Changing the kind starts from that kind's defaults, with the expert size matched to
+/// the parameter count of the block it replaces unless `--expert-size` is given; an option
+/// that does not belong to the chosen kind is an error naming both.
+public struct FeedForwardOverrides: Sendable, Equatable {
+    public var kind: String?
+    public var hiddenSize: Int?
+    public var experts: Int?
+    public var expertSize: Int?
+    public var k: Int?
+    public var expertDropout: Float?
+    public var regularization: Double?
+    public var selection: String?
+    public var balance: Double?
+
+    public init() {}
+
+    public var isEmpty: Bool { self == FeedForwardOverrides() }
+
+    /// Flags given, with the kinds each belongs to.
+    var given: [(flag: String, kinds: [String])] {
+        var list: [(String, [String])] = []
+        if hiddenSize != nil { list.append(("--d-ff", ["dense"])) }
+        if experts != nil { list.append(("--experts", ["moe", "switch", "sbase"])) }
+        if expertSize != nil { list.append(("--expert-size", ["moe", "switch", "sbase"])) }
+        if k != nil { list.append(("--k", ["moe", "sbase"])) }
+        if expertDropout != nil { list.append(("--expert-dropout", ["moe", "sbase"])) }
+        if regularization != nil { list.append(("--moe-reg", ["moe", "sbase"])) }
+        if selection != nil { list.append(("--selection", ["moe"])) }
+        if balance != nil { list.append(("--balance", ["switch"])) }
+        return list
+    }
+
+    public func apply(to model: inout ModelConfig) throws {
+        var ff = model.feedForward
+        let d = model.modelWidth
+        let kind = self.kind ?? ff.kind
+        guard FeedForwardConfig.kinds.contains(kind) else {
+            throw ConfigError("--ffn \(kind) is unknown: use one of \(FeedForwardConfig.kinds.joined(separator: ", "))")
+        }
+        for (flag, kinds) in given where !kinds.contains(kind) {
+            throw ConfigError("\(flag) applies to --ffn \(kinds.joined(separator: "|")), not \(kind)")
+        }
+        var selectionValue: MixtureOfExperts.Selection?
+        if let selection {
+            guard let value = MixtureOfExperts.Selection(rawValue: selection) else {
+                throw ConfigError("--selection \(selection) is unknown: use one of \(MixtureOfExperts.Selection.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            selectionValue = value
+        }
+        let target = ff.parameterCount(modelWidth: d)
+        if kind != ff.kind {
+            let n = experts ?? 16
+            let size = try expertSize ?? Self.matched(target: target, experts: n, modelWidth: d)
+            switch kind {
+            case "dense": ff = .dense(.init(hiddenSize: hiddenSize ?? 4 * d))
+            case "moe": ff = .sigmaMoE(.init(experts: n, expertSize: size, k: 4))
+            case "switch": ff = .switchMoE(.init(experts: n, expertSize: size))
+            default: ff = .sBase(.init(experts: n, expertSize: size, k: 4))
+            }
+        }
+        switch ff {
+        case .dense(var c):
+            if let hiddenSize { c.hiddenSize = hiddenSize }
+            ff = .dense(c)
+        case .sigmaMoE(var c):
+            if let experts { c.experts = experts }
+            if let expertSize { c.expertSize = expertSize }
+            if let k { c.k = k }
+            if let expertDropout { c.expertDropout = expertDropout }
+            if let regularization { c.regularization = regularization }
+            if let selectionValue { c.selection = selectionValue }
+            ff = .sigmaMoE(c)
+        case .switchMoE(var c):
+            if let experts { c.experts = experts }
+            if let expertSize { c.expertSize = expertSize }
+            if let balance { c.balance = balance }
+            ff = .switchMoE(c)
+        case .sBase(var c):
+            if let experts { c.experts = experts }
+            if let expertSize { c.expertSize = expertSize }
+            if let k { c.k = k }
+            if let expertDropout { c.expertDropout = expertDropout }
+            if let regularization { c.regularization = regularization }
+            ff = .sBase(c)
+        }
+        model.feedForward = ff
+    }
+
+    static func matched(target: Int, experts: Int, modelWidth d: Int) throws -> Int {
+        guard experts >= 1 else { throw ConfigError("--experts must be at least 1 (got \(experts))") }
+        guard let size = FeedForwardConfig.matchedExpertSize(target: target, experts: experts, modelWidth: d) else {
+            throw ConfigError("\(experts) experts cannot match the \(target) parameters of the block they replace (even expert size 1 has more): use fewer --experts or give --expert-size")
+        }
+        return size
+    }
+}
