@@ -32,29 +32,59 @@ public final class TransformerXL {
     private let dHidden = (FloatBuffer(), FloatBuffer())
 
     /// Builds the layers and an arena of zeros; call `initialize` to draw the initial values.
-    public init(config: ModelConfig) throws {
+    public convenience init(config: ModelConfig) throws {
         try config.validate()
-        self.config = config
         var layout = ParameterLayout()
-        embedding = Embedding(
-            name: "embedding", vocabularySize: config.vocabularySize, width: config.modelWidth,
-            layout: &layout)
-        let attentionScratch = AttentionScratch(), blockScratch = BlockScratch()
-        blocks = (0..<config.layers).map {
-            TransformerXLBlock(
-                index: $0, config: config, attentionScratch: attentionScratch,
-                scratch: blockScratch, layout: &layout)
-        }
-        finalNorm = LayerNorm(name: "final_norm", width: config.modelWidth, layout: &layout)
-        outputLayer = Linear(
-            name: "output", inputWidth: config.modelWidth, outputWidth: config.vocabularySize,
-            bias: true, layout: &layout)
+        let parts = Self.buildLayers(config, layout: &layout)
+        self.init(config: config, layout: layout, parts: parts)
+    }
+
+    private init(config: ModelConfig, layout: ParameterLayout, parts: Parts) {
+        self.config = config
         self.layout = layout
+        embedding = parts.embedding
+        blocks = parts.blocks
+        finalNorm = parts.finalNorm
+        outputLayer = parts.output
         arena = ParameterArena(layout: layout)
         embeddingDropout = Dropout(rate: config.dropout)
         outputDropout = Dropout(rate: config.dropout)
         crossEntropy = SoftmaxCrossEntropy(vocabularySize: config.vocabularySize)
         hidden = (0...config.layers).map { _ in FloatBuffer() }
+    }
+
+    private struct Parts {
+        let embedding: Embedding
+        let blocks: [TransformerXLBlock]
+        let finalNorm: LayerNorm
+        let output: Linear
+    }
+
+    private static func buildLayers(_ config: ModelConfig, layout: inout ParameterLayout) -> Parts {
+        let embedding = Embedding(
+            name: "embedding", vocabularySize: config.vocabularySize, width: config.modelWidth,
+            layout: &layout)
+        let attentionScratch = AttentionScratch(), blockScratch = BlockScratch()
+        var blocks: [TransformerXLBlock] = []
+        for index in 0..<config.layers {
+            blocks.append(TransformerXLBlock(
+                index: index, config: config, attentionScratch: attentionScratch,
+                scratch: blockScratch, layout: &layout))
+        }
+        let finalNorm = LayerNorm(name: "final_norm", width: config.modelWidth, layout: &layout)
+        let output = Linear(
+            name: "output", inputWidth: config.modelWidth, outputWidth: config.vocabularySize,
+            bias: true, layout: &layout)
+        return Parts(embedding: embedding, blocks: blocks, finalNorm: finalNorm, output: output)
+    }
+
+    /// The parameter layout of `config` without allocating any parameter memory (the paper
+    /// sizes have up to 263M parameters).
+    public static func parameterLayout(for config: ModelConfig) throws -> ParameterLayout {
+        try config.validate()
+        var layout = ParameterLayout()
+        _ = buildLayers(config, layout: &layout)
+        return layout
     }
 
     /// Draws all initial parameters from `seed` (DESIGN.md "Init"): embedding Xavier-uniform,

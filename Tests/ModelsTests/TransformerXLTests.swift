@@ -92,3 +92,30 @@ import TestSupport
         }
     }
 }
+
+@Suite(.serialized) struct SparseModelTests {
+    /// The whole model with a σ-MoE block: expert dropout and the regulariser go into the loss.
+    @Test func wholeModelWithSigmaMoEGradients() throws {
+        var config = TransformerXLTests.tiny
+        config.feedForward = .sigmaMoE(.init(experts: 4, expertSize: 3, k: 2, expertDropout: 0.2, regularization: 0.05))
+        let model = try TransformerXL(config: config)
+        model.initialize(seed: 3)
+        let shape = TokenShape(batch: 2, length: 4)
+        let (inputs, targets) = TransformerXLTests.batch(seed: 7, shape: shape, vocabulary: 11)
+        func loss() -> Double {
+            var context = ForwardContext(training: true, rng: RandomGenerator(seed: 8))
+            let (ce, aux) = model.forward(inputs: inputs, targets: targets, shape: shape, memory: nil, context: &context)
+            return ce / Double(shape.rows) + aux
+        }
+        model.arena.zeroGradients()
+        _ = loss()
+        var context = ForwardContext(training: true, rng: RandomGenerator(seed: 8))
+        #expect(model.forward(inputs: inputs, targets: targets, shape: shape, memory: nil, context: &context).auxiliaryLoss < 0)
+        model.backward()
+        let tensors = model.layout.views.map {
+            CheckedTensor($0.name, values: model.arena.value($0), gradient: model.arena.gradient($0), count: $0.count)
+        }
+        let mismatches = checkGradients(tensors, samples: 6, step: 1e-3, loss: loss)
+        #expect(mismatches.isEmpty, "\(mismatches)")
+    }
+}

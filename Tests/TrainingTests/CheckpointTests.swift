@@ -140,3 +140,34 @@ struct ConfigResolutionTests {
         #expect(e8.parameterCount == 41_234_721)  // DESIGN.md: 41.23M
     }
 }
+
+struct FeedForwardOverrideTests {
+    @Test func changingTheKindMatchesTheReplacedBlock() throws {
+        var model = Preset.quickstart.config.model
+        var overrides = FeedForwardOverrides()
+        overrides.kind = "moe"
+        overrides.experts = 16
+        try overrides.apply(to: &model)
+        // Dense 2 * 128 * 512 + 512 + 128 = 131712; 16 experts of 32: 2*16*32*128 + 16*128 = 133120.
+        #expect(model.feedForward == .sigmaMoE(.init(experts: 16, expertSize: 32, k: 4)))
+    }
+
+    @Test func optionsOfAnotherKindAreRejected() {
+        func failure(_ build: (inout FeedForwardOverrides) -> Void) -> String {
+            var model = Preset.quickstart.config.model
+            var overrides = FeedForwardOverrides()
+            build(&overrides)
+            do {
+                try overrides.apply(to: &model)
+                try model.validate()
+                return "no error"
+            } catch { return "\(error)" }
+        }
+        #expect(failure { $0.experts = 4 } == "--experts applies to --ffn moe|switch|sbase, not dense")
+        #expect(failure { $0.kind = "switch"; $0.k = 2 } == "--k applies to --ffn moe|sbase, not switch")
+        #expect(failure { $0.kind = "moe"; $0.k = 20 }.contains("k = 20 must be between 1 and the number of experts 16"))
+        #expect(failure { $0.kind = "moe"; $0.selection = "argmax" }.contains("--selection argmax is unknown"))
+        #expect(failure { $0.kind = "moe"; $0.experts = 100_000 }.contains("cannot match"))
+        #expect(failure { $0.kind = "sbase"; $0.expertDropout = 1.5 }.contains("expert_dropout must be in [0, 1)"))
+    }
+}

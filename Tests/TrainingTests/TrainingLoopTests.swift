@@ -46,8 +46,10 @@ import Training
         #expect(a != c)
     }
 
-    @Test func trainingStepAllocatesNothingAfterTheFirst() throws {
-        let trainer = try Trainer(config: Fixtures.tinyConfig(), corpus: Fixtures.textCorpus(), runDirectory: Fixtures.temporaryDirectory("alloc"))
+    @Test(arguments: [false, true]) func trainingStepAllocatesNothingAfterTheFirst(sparse: Bool) throws {
+        var config = Fixtures.tinyConfig()
+        if sparse { config.model.feedForward = .sigmaMoE(.init(experts: 4, expertSize: 8, k: 2, expertDropout: 0.1)) }
+        let trainer = try Trainer(config: config, corpus: Fixtures.textCorpus(), runDirectory: Fixtures.temporaryDirectory("alloc"))
         _ = try trainer.trainStep()
         let after = BufferStatistics.allocations
         for _ in 0..<4 { _ = try trainer.trainStep() }
