@@ -2,13 +2,15 @@
 import PackageDescription
 
 // Targets import only downward:
-//   CBLAS, CZlib -> Tensor -> Layers -> Models -> Training -> lmtrain
-//   Tokenizers -> Datasets -> Training;  Accounting reads configs only.
+//   CBLAS, CZlib -> Tensor -> Layers -> Models -> Configuration -> Accounting -> Training -> lmtrain
+//   CZlib -> Datasets -> Configuration;  Accounting reads configs only (no tensors).
 let package = Package(
     name: "lmtrain",
     products: [
         .executable(name: "lmtrain", targets: ["lmtrain"]),
-        .library(name: "LMTrain", targets: ["Tensor", "Layers", "Models", "Datasets", "Training"]),
+        .library(
+            name: "LMTrain",
+            targets: ["Tensor", "Layers", "Models", "Datasets", "Configuration", "Accounting", "Training"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -27,13 +29,18 @@ let package = Package(
             swiftSettings: fast),
         .target(name: "Models", dependencies: ["Layers", "Tensor"], swiftSettings: fast),
         .target(name: "Datasets", dependencies: ["CZlib", "Tensor"], swiftSettings: fast),
+        // Run configs, presets and their JSON/flag resolution (no tensors).
+        .target(name: "Configuration", dependencies: ["Models", "Datasets", "Layers"]),
+        // Parameters, FLOPs and memory of a config, parameter matching, audits (no tensors).
+        .target(name: "Accounting", dependencies: ["Configuration", "Models", "Layers"]),
         .target(
-            name: "Training", dependencies: ["Models", "Datasets", "Layers", "Tensor"],
+            name: "Training",
+            dependencies: ["Configuration", "Accounting", "Models", "Datasets", "Layers", "Tensor"],
             swiftSettings: fast),
         .executableTarget(
             name: "lmtrain",
             dependencies: [
-                "Training", "Models", "Datasets", "Tensor",
+                "Training", "Configuration", "Accounting", "Models", "Datasets", "Tensor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         // Helpers shared by the test targets (finite differences, corpus paths); not a product.
@@ -47,7 +54,10 @@ let package = Package(
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "CZlib", "TestSupport"]),
         .testTarget(
             name: "TrainingTests",
-            dependencies: ["Training", "Models", "Datasets", "Tensor", "TestSupport"]),
+            dependencies: ["Training", "Configuration", "Models", "Datasets", "Tensor", "TestSupport"]),
+        .testTarget(
+            name: "AccountingTests",
+            dependencies: ["Accounting", "Configuration", "Models", "Training", "Tensor", "TestSupport"]),
         // Runs the built `lmtrain` binary: bad input, exit codes, a short end-to-end run.
         .testTarget(name: "CLITests", dependencies: ["lmtrain", "TestSupport"]),
     ]

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Models
 import Tensor
+import Configuration
 import Training
 
 struct Bench: ParsableCommand {

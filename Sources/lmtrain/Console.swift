@@ -1,5 +1,6 @@
 import Datasets
 import Foundation
+import Configuration
 import Training
 
 #if canImport(Glibc)

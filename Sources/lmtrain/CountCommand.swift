@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Models
+import Configuration
 import Training
 
 struct Count: ParsableCommand {

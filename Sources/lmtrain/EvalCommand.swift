@@ -1,6 +1,7 @@
 import ArgumentParser
 import Datasets
 import Foundation
+import Configuration
 import Training
 
 struct Eval: ParsableCommand {

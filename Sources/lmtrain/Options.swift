@@ -3,6 +3,7 @@ import Datasets
 import Foundation
 import Models
 import Tensor
+import Configuration
 import Training
 
 /// The flags that build a run config: a preset, an optional JSON file, then single fields.

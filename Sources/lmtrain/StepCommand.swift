@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Configuration
 import Training
 
 struct Step: ParsableCommand {

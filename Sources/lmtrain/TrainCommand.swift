@@ -3,6 +3,7 @@ import Datasets
 import Foundation
 import Models
 import Tensor
+import Configuration
 import Training
 
 struct Train: ParsableCommand {

@@ -1,6 +1,7 @@
 import Datasets
 import Foundation
 import Models
+import Configuration
 import Training
 
 /// Small in-memory corpora and configs shared by the training tests.

@@ -5,6 +5,7 @@ import Models
 import Tensor
 import Testing
 import TestSupport
+import Configuration
 import Training
 
 @Suite(.serialized) struct TrainingLoopTests {
