@@ -1,17 +1,121 @@
 import Datasets
+import Layers
 import Models
 
 /// Named starting configurations; flags and `--config` files override their fields.
-public enum Preset: String, CaseIterable, Sendable {
-    /// CPU-sized: trains on the default corpus (KJV bytes) in a few minutes on 2 cores.
-    case quickstart
-    /// The benchmark shape of `lmtrain bench` (d 256, 4 layers, 4 x 64 heads, d_ff 1024,
-    /// segment and memory 256, batch 16, bytes).
-    case bench
-    /// The paper's dense enwik8 model (DESIGN.md table, 41.23M parameters).
-    case e8
+///
+/// A preset name is a size, optionally followed by a feedforward variant: `e8`, `e8-moe`,
+/// `wt-s-pkm-matched`. The paper sizes (DESIGN.md table) carry the paper's hyperparameters
+/// for each variant; the CPU sizes use the same variants scaled to their width.
+public struct Preset: Sendable, Equatable, CustomStringConvertible {
+    public let size: Size
+    public let variant: Variant?
+
+    public enum Size: String, CaseIterable, Sendable {
+        /// CPU-sized: trains on the default corpus (KJV bytes) in a few minutes on 2 cores.
+        case quickstart
+        /// The shape of `lmtrain bench` (d 256, 4 layers, 4 x 64 heads, d_ff 1024, segment and
+        /// memory 256, batch 16, bytes).
+        case bench
+        /// WikiText-103, 47M (DESIGN.md WT-S).
+        case wtS = "wt-s"
+        /// WikiText-103, 238M, the large dense baseline against 128 experts (WT-S*).
+        case wtSStar = "wt-s-star"
+        /// WikiText-103, 262M (WT-B).
+        case wtB = "wt-b"
+        /// enwik8, 41M (E8).
+        case e8
+    }
+
+    /// The feedforward variants of the paper's comparisons.
+    public enum Variant: String, CaseIterable, Sendable {
+        case dense, moe, switchMoE = "switch", sBase = "sbase"
+    }
+
+    public init(size: Size, variant: Variant? = nil) {
+        self.size = size
+        self.variant = variant
+    }
+
+    /// Parses `SIZE` or `SIZE-VARIANT`.
+    public init?(name: String) {
+        if let size = Size(rawValue: name) {
+            self.init(size: size)
+            return
+        }
+        for variant in Variant.allCases {
+            let suffix = "-" + variant.rawValue
+            if name.hasSuffix(suffix), let size = Size(rawValue: String(name.dropLast(suffix.count))) {
+                self.init(size: size, variant: variant)
+                return
+            }
+        }
+        return nil
+    }
+
+    public var description: String { variant.map { "\(size.rawValue)-\($0.rawValue)" } ?? size.rawValue }
+
+    /// Every preset name, sizes first.
+    public static var allNames: [String] {
+        Size.allCases.map(\.rawValue) + Size.allCases.flatMap { size in
+            Variant.allCases.filter { $0 != .dense }.map { "\(size.rawValue)-\($0.rawValue)" }
+        }
+    }
+
+    /// The sizes alone (for quick listing in help texts).
+    public static var sizeNames: String { Size.allCases.map(\.rawValue).joined(separator: ", ") }
+
+    public static let quickstart = Preset(size: .quickstart)
+    public static let bench = Preset(size: .bench)
+    public static let e8 = Preset(size: .e8)
 
     public var config: RunConfig {
+        var config = size.denseConfig
+        if let variant { config.model.feedForward = size.feedForward(variant) }
+        return config
+    }
+}
+
+extension Preset.Size {
+    /// Paper σ-MoE hyperparameters (DESIGN.md): experts, expert size, expert dropout δ and
+    /// regularisation γ; K = 4 everywhere.
+    var expertShape: (experts: Int, size: Int, dropout: Float, gamma: Double) {
+        switch self {
+        case .quickstart: (16, 32, 0, 1e-3)
+        case .bench: (16, 32, 0, 1e-3)
+        case .wtS: (16, 128, 0, 1e-3)
+        case .wtSStar: (128, 128, 0.05, 1e-3)
+        case .wtB: (32, 128, 0.1, 1e-3)
+        case .e8: (16, 128, 0.05, 1e-4)
+        }
+    }
+
+    /// The feedforward block of `variant` at this size.
+    func feedForward(_ variant: Preset.Variant) -> FeedForwardConfig {
+        let e = expertShape
+        let denseWidth: Int
+        if case .dense(let c) = denseConfig.model.feedForward { denseWidth = c.hiddenSize } else { denseWidth = 0 }
+        switch variant {
+        case .dense:
+            return denseConfig.model.feedForward
+        case .moe:
+            return .sigmaMoE(.init(experts: e.experts, expertSize: e.size, k: 4, expertDropout: e.dropout, regularization: e.gamma))
+        case .sBase:
+            return .sBase(.init(experts: e.experts, expertSize: e.size, k: 4, expertDropout: e.dropout, regularization: e.gamma))
+        case .switchMoE:
+            // The paper's Switch experts have G = 512 (their count follows d_ff); the CPU sizes
+            // keep the σ-MoE expert count with one expert per token.
+            switch self {
+            case .quickstart, .bench:
+                return .switchMoE(.init(experts: 4, expertSize: denseWidth / 4))
+            default:
+                return .switchMoE(.init(experts: max(1, (denseWidth + 256) / 512), expertSize: 512))
+            }
+        }
+    }
+
+    /// The dense configuration of this size.
+    var denseConfig: RunConfig {
         switch self {
         case .quickstart:
             RunConfig(
@@ -35,6 +139,28 @@ public enum Preset: String, CaseIterable, Sendable {
                     learningRate: 2.5e-4, gradientClip: 0.25, logInterval: 10),
                 evaluation: EvaluationConfig(),
                 data: DataConfig())
+        case .wtS, .wtSStar:
+            RunConfig(
+                model: ModelConfig(
+                    vocabularySize: 8000, modelWidth: 412, layers: 16, heads: 10, headSize: 41,
+                    feedForward: .dense(.init(hiddenSize: self == .wtS ? 2053 : 16480)), dropout: 0.1),
+                training: TrainingConfig(
+                    steps: 100_000, batchSize: 64, segmentLength: 256, memoryLength: 256,
+                    learningRate: 2.5e-4, gradientClip: self == .wtS ? 0.1 : 0.25, logInterval: 100,
+                    validationInterval: 5000, checkpointInterval: 5000),
+                evaluation: EvaluationConfig(batchSize: 4, memorySegments: 4),
+                data: DataConfig(source: "wikitext-103", tokenizer: "bpe:8000"))
+        case .wtB:
+            RunConfig(
+                model: ModelConfig(
+                    vocabularySize: 8000, modelWidth: 1024, layers: 18, heads: 16, headSize: 64,
+                    feedForward: .dense(.init(hiddenSize: 4110)), dropout: 0.2),
+                training: TrainingConfig(
+                    steps: 100_000, batchSize: 64, segmentLength: 512, memoryLength: 512,
+                    learningRate: 2.5e-4, warmupSteps: 4000, gradientClip: 0.25, logInterval: 100,
+                    validationInterval: 5000, checkpointInterval: 5000),
+                evaluation: EvaluationConfig(batchSize: 4, memorySegments: 4),
+                data: DataConfig(source: "wikitext-103", tokenizer: "bpe:8000"))
         case .e8:
             RunConfig(
                 model: ModelConfig(
@@ -43,7 +169,7 @@ public enum Preset: String, CaseIterable, Sendable {
                 training: TrainingConfig(
                     steps: 100_000, batchSize: 32, segmentLength: 512, memoryLength: 512,
                     learningRate: 2.5e-4, gradientClip: 0.25, logInterval: 100,
-                    validationInterval: 5000, validationBatches: 0, checkpointInterval: 5000),
+                    validationInterval: 5000, checkpointInterval: 5000),
                 evaluation: EvaluationConfig(batchSize: 4, memorySegments: 4),
                 data: DataConfig(source: "enwik8"))
         }

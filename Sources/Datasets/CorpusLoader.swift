@@ -19,6 +19,13 @@ public struct DataConfig: Sendable, Codable, Equatable {
 
     enum CodingKeys: String, CodingKey { case source, split, tokenizer }
 
+    /// `bytes`, `words` or `bpe:N` with N >= 1.
+    static func isTokenizerName(_ name: String) -> Bool {
+        if name == "bytes" || name == "words" { return true }
+        guard name.hasPrefix("bpe:"), let pieces = Int(name.dropFirst(4)) else { return false }
+        return pieces >= 1
+    }
+
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         source = try c.decodeIfPresent(String.self, forKey: .source)
@@ -40,8 +47,8 @@ public struct DataConfig: Sendable, Codable, Equatable {
         else {
             throw DataError("data.split must be three non-negative fractions train,valid,test summing to 1, train > 0 (got \(split))")
         }
-        guard tokenizer == "bytes" else {
-            throw DataError("data.tokenizer '\(tokenizer)' is not available for byte corpora: use bytes")
+        guard Self.isTokenizerName(tokenizer) else {
+            throw DataError("data.tokenizer '\(tokenizer)' is unknown: use bytes, words or bpe:PIECES (e.g. bpe:8000)")
         }
     }
 }
@@ -69,6 +76,9 @@ public enum CorpusLoader {
 
     public static func load(_ config: DataConfig, dataDirectory: URL = defaultDataDirectory) throws -> Corpus {
         try config.validate()
+        guard config.tokenizer == "bytes" else {
+            throw DataError("--tokenizer \(config.tokenizer): token corpora are not supported by this build yet; use bytes")
+        }
         switch config.source {
         case nil, "kjv":
             return try loadPlainText(try defaultKJV(dataDirectory: dataDirectory), split: config.split)

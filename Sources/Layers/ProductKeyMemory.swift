@@ -158,20 +158,26 @@ public final class ProductKeyMemory: FeedForwardLayer {
             if heads < 1 { try fail("PKM heads must be at least 1 (got \(heads))") }
             if keysPerHalf < 1 { try fail("PKM n_keys must be at least 1 (got \(keysPerHalf))") }
             if keysPerHalf > 46_340 {
-                try fail("PKM n_keys must be at most 46340 so that n_keys^2 values fit 32-bit indices (got \(keysPerHalf))")
+                try fail(
+                    "PKM n_keys must be at most 46340 so that n_keys^2 values fit 32-bit indices (got \(keysPerHalf))")
             }
             if knn < 1 { try fail("PKM knn must be at least 1 (got \(knn))") }
             if path == .dense && activation == .softmaxPerHead {
-                try fail("PKM activation softmax-per-head needs the sparse path (the dense path sums the heads before the activation): set path to sparse or auto")
+                try fail(
+                    "PKM activation softmax-per-head needs the sparse path (the dense path sums the heads "
+                        + "before the activation): set path to sparse or auto")
             }
             if !usesDensePath && knn > valueCount {
-                try fail("PKM knn (\(knn)) exceeds the n_keys^2 = \(valueCount) values the sparse path can read: lower knn or raise n_keys")
+                try fail(
+                    "PKM knn (\(knn)) exceeds the n_keys^2 = \(valueCount) values the sparse path can read: "
+                        + "lower knn or raise n_keys")
             }
         }
     }
 
-    /// Running statistics of the query batch norm: non-trained state (see `state`).
+    /// Weight of the current batch in the query batch norm's running statistics (PyTorch's).
     public static let batchNormMomentum: Float = 0.1
+    /// Added to the variance before the square root (PyTorch's).
     public static let batchNormEpsilon: Float = 1e-5
 
     public let config: Config
@@ -187,6 +193,7 @@ public final class ProductKeyMemory: FeedForwardLayer {
     /// mlp-bn only: `NAME.query_norm.weight` and `.bias` [H*d] (the batch norm's affine part).
     public let queryNormWeight: ParameterView?
     public let queryNormBias: ParameterView?
+    /// `config.usesDensePath`: which computation every forward pass runs.
     public let usesDensePath: Bool
     private let name: String
 
@@ -201,11 +208,11 @@ public final class ProductKeyMemory: FeedForwardLayer {
     private let runningMean = FloatBuffer()
     private let runningVariance = FloatBuffer()
     private var usedBatchStatistics = false
+    private var lastRows = 0
     private let usageTotals: Buffer<Int>
 
     // Forward activations (kept for backward).
-    private let projected = FloatBuffer()  // [R, F] Linear output, before the batch norm
-    private let normalized = FloatBuffer()  // [R, F] (z - mean) / std
+    private let normalized = FloatBuffer()  // [R, F] z, then (z - mean) / std in place
     private let queryValues = FloatBuffer()  // [R, F] batch-norm output
     private let inverseStd = FloatBuffer()  // [F]
     private let featureSums = FloatBuffer()  // [2F] per-feature reductions
@@ -304,8 +311,10 @@ public final class ProductKeyMemory: FeedForwardLayer {
     public var state: [String: [Float]] {
         guard queryProjection != nil else { return [:] }
         return [
-            "\(name).query_norm.running_mean": Array(UnsafeBufferPointer(start: runningMean.pointer, count: queryWidth)),
-            "\(name).query_norm.running_var": Array(UnsafeBufferPointer(start: runningVariance.pointer, count: queryWidth)),
+            "\(name).query_norm.running_mean":
+                Array(UnsafeBufferPointer(start: runningMean.pointer, count: queryWidth)),
+            "\(name).query_norm.running_var":
+                Array(UnsafeBufferPointer(start: runningVariance.pointer, count: queryWidth)),
         ]
     }
 
@@ -332,8 +341,6 @@ public final class ProductKeyMemory: FeedForwardLayer {
         let count = lastRows * config.heads * config.knn
         return (0..<count).map { Int(selectedIndex.pointer[$0]) }
     }
-
-    private var lastRows = 0
 
     /// Work items per pass: a few coarse blocks of rows per core.
     private func chunkCount(_ total: Int) -> Int { max(1, min(total, 4 * Threads.count)) }
@@ -377,9 +384,10 @@ public final class ProductKeyMemory: FeedForwardLayer {
         guard let projection = queryProjection else { return queryLayout(x) }
         precondition(!training || rows >= 2, "PKM batch norm needs at least 2 rows in training")
         let f = queryWidth
-        let z = SendablePointer(projected.reserve(rows * f))
+        // z is written where xhat will be and normalised in place (backward needs only xhat).
+        let z = SendablePointer(normalized.reserve(rows * f))
         projection.forward(x, rows: rows, output: z.mutable, arena: arena)
-        let xhat = SendablePointer(normalized.reserve(rows * f))
+        let xhat = z
         let q = SendablePointer(queryValues.reserve(rows * f))
         let inv = SendablePointer(inverseStd.reserve(f))
         let mean = SendablePointer(featureSums.reserve(2 * f))
@@ -460,7 +468,9 @@ public final class ProductKeyMemory: FeedForwardLayer {
     }
 
     /// score[r, a*n + b] = sum_h s1_h[a] + sum_h s2_h[b]; act in place; y = act V.
-    private func forwardDense(rows: Int, output y: UnsafeMutablePointer<Float>, arena: ParameterArena) {
+    private func forwardDense(
+        rows: Int, output y: UnsafeMutablePointer<Float>, arena: ParameterArena
+    ) {
         let h = config.heads, n = config.keysPerHalf, nn = valueCount
         let activation = config.activation
         let hs = SendablePointer(halfScores.pointer)
@@ -482,7 +492,7 @@ public final class ProductKeyMemory: FeedForwardLayer {
                 }
                 switch activation {
                 case .relu: for i in 0..<nn { row[i] = max(row[i], 0) }
-                case .softmax, .softmaxPerHead: softmaxInPlace(row, count: nn)
+                case .softmax, .softmaxPerHead: softmaxInPlace(row, count: nn)  // (validate: not per head)
                 }
             }
         }
@@ -494,14 +504,16 @@ public final class ProductKeyMemory: FeedForwardLayer {
         parallelChunks(nn, minimumChunk: 1024) { range in
             for r in 0..<rows {
                 let row = act.pointer + r * nn
-                for j in range where row[j] != 0 { totals.mutable[j] += 1 }
+                for j in range { totals.mutable[j] &+= row[j] != 0 ? 1 : 0 }
             }
         }
     }
 
     /// Per token and head: the top-k sums of the two halves' best sub-keys; act over the
     /// token's H*k scores; y = sum act V[idx].
-    private func forwardSparse(rows: Int, output y: UnsafeMutablePointer<Float>, arena: ParameterArena) {
+    private func forwardSparse(
+        rows: Int, output y: UnsafeMutablePointer<Float>, arena: ParameterArena
+    ) {
         let h = config.heads, n = config.keysPerHalf, k = config.knn, m = keptPerHalf
         let slots = h * k, d = width, candidates = candidateCount
         let activation = config.activation
@@ -587,7 +599,7 @@ public final class ProductKeyMemory: FeedForwardLayer {
                 let g = da.mutable + r * nn, p = act.pointer + r * nn
                 switch activation {
                 case .relu:
-                    for i in 0..<nn where !(p[i] > 0) { g[i] = 0 }
+                    for i in 0..<nn { g[i] = p[i] > 0 ? g[i] : 0 }
                 case .softmax, .softmaxPerHead:
                     let inner = dot(p, g, count: nn)
                     for i in 0..<nn { g[i] = p[i] * (g[i] - inner) }
@@ -630,7 +642,7 @@ public final class ProductKeyMemory: FeedForwardLayer {
                 for i in 0..<slots { g[i] = dot(dyr, v.pointer + Int(rowIndex[i]) * d, count: d) }
                 switch activation {
                 case .relu:
-                    for i in 0..<slots where !(p[i] > 0) { g[i] = 0 }
+                    for i in 0..<slots { g[i] = p[i] > 0 ? g[i] : 0 }
                 case .softmax:
                     let inner = dot(p, g, count: slots)
                     for i in 0..<slots { g[i] = p[i] * (g[i] - inner) }
@@ -670,9 +682,12 @@ public final class ProductKeyMemory: FeedForwardLayer {
         let dV = SendablePointer(arena.gradient(values))
         let parts = chunkCount(entries)
         parallelFor(parts) { part in
-            let low = ProductKeyMemory.firstValueRow(starts.pointer, count: nn, reaching: part * entries / parts)
-            let high = part == parts - 1
-                ? nn : ProductKeyMemory.firstValueRow(starts.pointer, count: nn, reaching: (part + 1) * entries / parts)
+            func boundary(_ part: Int) -> Int {
+                part == parts
+                    ? nn
+                    : ProductKeyMemory.firstValueRow(starts.pointer, count: nn, reaching: part * entries / parts)
+            }
+            let low = boundary(part), high = boundary(part + 1)
             for j in low..<high {
                 let target = dV.mutable + j * d
                 for t in Int(starts.pointer[j])..<Int(starts.pointer[j + 1]) {
@@ -685,7 +700,9 @@ public final class ProductKeyMemory: FeedForwardLayer {
     }
 
     /// The smallest j in 0...count with start[j] >= target (start is non-decreasing).
-    private static func firstValueRow(_ start: UnsafePointer<Int32>, count: Int, reaching target: Int) -> Int {
+    private static func firstValueRow(
+        _ start: UnsafePointer<Int32>, count: Int, reaching target: Int
+    ) -> Int {
         var low = 0, high = count
         while low < high {
             let mid = (low + high) / 2
@@ -735,7 +752,9 @@ public final class ProductKeyMemory: FeedForwardLayer {
     /// In place: dq -> dz. Training (batch statistics):
     /// dz = gamma * inv / R * (R dq - sum_r dq - xhat sum_r dq xhat); evaluation:
     /// dz = gamma * inv * dq. Accumulates d gamma = sum_r dq xhat and d beta = sum_r dq.
-    private func batchNormBackward(_ dq: UnsafeMutablePointer<Float>, rows: Int, arena: ParameterArena) {
+    private func batchNormBackward(
+        _ dq: UnsafeMutablePointer<Float>, rows: Int, arena: ParameterArena
+    ) {
         let f = queryWidth
         let g = SendablePointer(dq)
         let xhat = SendablePointer(normalized.pointer), inv = SendablePointer(inverseStd.pointer)
@@ -785,7 +804,10 @@ public final class ProductKeyMemory: FeedForwardLayer {
         let best: UnsafeMutablePointer<Int32>  // [k] chosen candidates, best first
         let scores: UnsafeMutablePointer<Float>  // [candidates]
 
-        init(indices: UnsafeMutablePointer<Int32>, kept m: Int, candidates: Int, knn k: Int, scores: UnsafeMutablePointer<Float>) {
+        init(
+            indices: UnsafeMutablePointer<Int32>, kept m: Int, candidates: Int, knn k: Int,
+            scores: UnsafeMutablePointer<Float>
+        ) {
             first = indices
             second = indices + m
             rows = indices + 2 * m
@@ -824,6 +846,7 @@ public final class ProductKeyMemory: FeedForwardLayer {
                 count += 1
             }
         }
+        assert(count >= k, "fewer candidates than knn: validate() should have refused this config")
         selectBest(count, keep: k, into: scratch.best) { a, b in
             sums[a] > sums[b] || (sums[a] == sums[b] && a < b)
         }
@@ -894,7 +917,9 @@ public final class ProductKeyMemory: FeedForwardLayer {
 /// The sparse path's per-head selection on one token (`ProductKeyMemory.selectTopSums`), with
 /// its own scratch: value rows a*n + b and scores s1[a] + s2[b] of the knn best sums, best first.
 /// For tests; `n` is the length of both halves.
-public func productKeyTopK(firstHalf: [Float], secondHalf: [Float], knn: Int) -> (indices: [Int], scores: [Float]) {
+public func productKeyTopK(
+    firstHalf: [Float], secondHalf: [Float], knn: Int
+) -> (indices: [Int], scores: [Float]) {
     let n = firstHalf.count
     precondition(secondHalf.count == n && knn >= 1 && knn <= n * n)
     let m = min(knn, n)
@@ -917,7 +942,9 @@ public func productKeyTopK(firstHalf: [Float], secondHalf: [Float], knn: Int) ->
 }
 
 /// Reference for `productKeyTopK`: full sorts and all m^2 candidate sums, the same tie rules.
-public func naiveProductKeyTopK(firstHalf: [Float], secondHalf: [Float], knn: Int) -> (indices: [Int], scores: [Float]) {
+public func naiveProductKeyTopK(
+    firstHalf: [Float], secondHalf: [Float], knn: Int
+) -> (indices: [Int], scores: [Float]) {
     let n = firstHalf.count, m = min(knn, n)
     func best(_ s: [Float]) -> [Int] {
         Array((0..<n).sorted { s[$0] > s[$1] || (s[$0] == s[$1] && $0 < $1) }.prefix(m))

@@ -35,7 +35,9 @@ public struct ProtobufField: Equatable, Sendable {
         case fixed32(UInt32)
     }
 
+    /// The field number (1 ... 2^29 - 1).
     public var number: Int
+    /// The payload.
     public var value: Value
 
     public init(number: Int, value: Value) {
@@ -44,7 +46,8 @@ public struct ProtobufField: Equatable, Sendable {
     }
 }
 
-/// A message as its list of fields (repeated fields appear once per element).
+/// A message as its list of fields (repeated fields appear once per element). Two messages
+/// are equal when they serialise to the same bytes.
 public struct ProtobufMessage: Equatable, Sendable {
     public var fields: [ProtobufField]
     /// For parsed messages: where each field's payload starts in the outermost message, so
@@ -105,6 +108,7 @@ public struct ProtobufMessage: Equatable, Sendable {
         fields.last { $0.number == number }?.value
     }
 
+    /// Whether field `number` is present (proto2 presence).
     public func has(_ number: Int) -> Bool { fields.contains { $0.number == number } }
 
     func varint(_ number: Int) -> UInt64? {

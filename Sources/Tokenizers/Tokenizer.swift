@@ -67,6 +67,8 @@ public struct EncodedCorpus: Sendable, Equatable {
 }
 
 extension Tokenizer {
+    /// Encodes one line with a fresh ``LineEncoder`` (so without a warm cache; for many lines
+    /// use ``encodeLines(_:)`` or a ``LineEncoder`` of your own).
     public func encode(_ line: Substring) throws -> [Int32] {
         var encoder = makeLineEncoder()
         var ids: [Int32] = []

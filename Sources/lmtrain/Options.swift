@@ -8,7 +8,7 @@ import Training
 
 /// The flags that build a run config: a preset, an optional JSON file, then single fields.
 struct ConfigOptions: ParsableArguments {
-    @Option(help: "Starting configuration: \(Preset.allCases.map(\.rawValue).joined(separator: ", ")).")
+    @Option(help: "Starting configuration: a size (\(Preset.sizeNames)), optionally with a variant suffix (-moe, -switch, -sbase).")
     var preset: String = "quickstart"
 
     @Option(help: "JSON file whose fields override the preset (same keys as config.json).")
@@ -111,8 +111,8 @@ struct ConfigOptions: ParsableArguments {
 
     /// Preset, then `--config`, then flags.
     func resolve() throws -> RunConfig {
-        guard let preset = Preset(rawValue: preset) else {
-            throw ValidationError("unknown preset '\(preset)': use one of \(Preset.allCases.map(\.rawValue).joined(separator: ", "))")
+        guard let preset = Preset(name: preset) else {
+            throw ValidationError("unknown preset '\(preset)': use one of \(Preset.allNames.joined(separator: ", "))")
         }
         if let split, split.split(separator: ",").count != 3 || split.split(separator: ",").contains(where: { Double($0.trimmingCharacters(in: .whitespaces)) == nil }) {
             throw ValidationError("--split '\(split)' must be three fractions train,valid,test such as 0.9,0.05,0.05")
