@@ -25,10 +25,11 @@ let package = Package(
         .target(name: "Tensor", dependencies: ["CBLAS"], swiftSettings: fast),
         .target(
             name: "Layers", dependencies: ["Tensor"],
-            exclude: ["TopKFeedForward.swift", "ProductKeyMemory.swift"],  // INTEGRATION-PENDING
             swiftSettings: fast),
         .target(name: "Models", dependencies: ["Layers", "Tensor"], swiftSettings: fast),
-        .target(name: "Datasets", dependencies: ["CZlib", "Tensor"], swiftSettings: fast),
+        // Byte, word and SentencePiece-compatible BPE tokenizers (pure Swift).
+        .target(name: "Tokenizers", swiftSettings: fast),
+        .target(name: "Datasets", dependencies: ["CZlib", "Tensor", "Tokenizers"], swiftSettings: fast),
         // Run configs, presets and their JSON/flag resolution (no tensors).
         .target(name: "Configuration", dependencies: ["Models", "Datasets", "Layers"]),
         // Parameters, FLOPs and memory of a config, parameter matching, audits (no tensors).
@@ -47,8 +48,8 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["Tensor"], path: "Tests/Support"),
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "TestSupport"]),
         .testTarget(
-            name: "LayersTests", dependencies: ["Layers", "Tensor", "TestSupport"],
-            exclude: ["TopKFeedForwardTests.swift", "ProductKeyMemoryTests.swift"]),  // INTEGRATION-PENDING
+            name: "TokenizersTests", dependencies: ["Tokenizers"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "LayersTests", dependencies: ["Layers", "Tensor", "TestSupport"]),
         .testTarget(
             name: "ModelsTests", dependencies: ["Models", "Layers", "Tensor", "TestSupport"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "CZlib", "TestSupport"]),

@@ -200,6 +200,13 @@ extension FeedForwardConfig {
         case .sigmaMoE(let c): c.k * 2 * c.expertSize * d + c.experts * d
         case .switchMoE(let c): 2 * c.expertSize * d + c.experts * d
         case .sBase(let c): c.k * 2 * c.expertSize * d + c.experts * d
+        case .topK(let c):
+            // All of W1 and b1, the K kept hidden units' columns of W2, and b2.
+            d * c.hiddenSize + c.hiddenSize + c.k * d + d
+        case .productKeyMemory(let c):
+            c.usesDensePath
+                ? parameterCount(modelWidth: d)
+                : parameterCount(modelWidth: d) - (c.valueCount - min(c.valueCount, c.heads * c.knn)) * d
         }
     }
 
@@ -210,6 +217,8 @@ extension FeedForwardConfig {
         case .sigmaMoE(let c): Double(c.k) / Double(c.experts)
         case .switchMoE(let c): 1 / Double(c.experts)
         case .sBase(let c): Double(c.k) / Double(c.experts)
+        case .topK, .productKeyMemory:
+            Double(activeParameters(modelWidth: d)) / Double(parameterCount(modelWidth: d))
         }
     }
 
@@ -225,6 +234,14 @@ extension FeedForwardConfig {
         case .sigmaMoE(let c): return experts(c.experts, c.expertSize, c.k)
         case .switchMoE(let c): return experts(c.experts, c.expertSize, 1)
         case .sBase(let c): return experts(c.experts, c.expertSize, c.k)
+        case .topK(let c): return (4.0 * Double(d * c.hiddenSize), 0)
+        case .productKeyMemory(let c):
+            // Scoring both halves against every sub-key of every head (plus the query network),
+            // then reading the value rows: all n^2 on the dense path, H x knn on the sparse one.
+            var routing = 2.0 * Double(c.heads * c.keysPerHalf * d)
+            if c.query == .mlpBatchNorm { routing += 2.0 * Double(c.heads * d * d) }
+            let rows = c.usesDensePath ? c.valueCount : c.heads * c.knn
+            return (routing + 2.0 * Double(rows * d), routing)
         }
     }
 
@@ -241,6 +258,22 @@ extension FeedForwardConfig {
             return Self.expertBytes(d: d, r: r, n: c.experts, g: c.expertSize, k: 1, sinkhorn: nil)
         case .sBase(let c):
             return Self.expertBytes(d: d, r: r, n: c.experts, g: c.expertSize, k: c.k, sinkhorn: shape.training ? shape.length : nil)
+        case .topK(let c):
+            return [4 * r * c.hiddenSize, 4 * r * c.hiddenSize, shape.dropout ? 4 * r * c.hiddenSize : 0]
+        case .productKeyMemory(let c):
+            let (h, n, nn) = (c.heads, c.keysPerHalf, c.valueCount)
+            let f = c.query == .mlpBatchNorm ? h * d : 0
+            // Half scores and their gradient; the query network's buffers; usage counts.
+            var bytes = [4 * r * 2 * h * n * 2, 4 * (3 * r * f + 5 * f), 8 * nn]
+            if c.usesDensePath {
+                // Summed half scores, activations over all values and their gradient.
+                bytes.append(4 * (r * 2 * n + 2 * r * nn))
+            } else {
+                // Selected indices, scores, activations, their gradient, the value-gradient sort.
+                let entries = r * h * c.knn
+                bytes.append(4 * 5 * entries + 4 * (2 * nn + 1))
+            }
+            return bytes
         }
     }
 

@@ -15,6 +15,14 @@ public struct FeedForwardOverrides: Sendable, Equatable {
     public var regularization: Double?
     public var selection: String?
     public var balance: Double?
+    public var topK: Int?
+    public var pkmHeads: Int?
+    public var pkmKeys: Int?
+    public var pkmKnn: Int?
+    public var pkmActivation: String?
+    public var pkmQuery: String?
+    public var pkmPath: String?
+    public var pkmValueInit: String?
 
     public init() {}
 
@@ -23,7 +31,13 @@ public struct FeedForwardOverrides: Sendable, Equatable {
     /// Flags given, with the kinds each belongs to.
     var given: [(flag: String, kinds: [String])] {
         var list: [(String, [String])] = []
-        if hiddenSize != nil { list.append(("--d-ff", ["dense"])) }
+        if hiddenSize != nil { list.append(("--d-ff", ["dense", "topk"])) }
+        if topK != nil { list.append(("--topk", ["topk"])) }
+        for (value, flag) in [(pkmHeads as Any?, "--pkm-heads"), (pkmKeys, "--pkm-keys"), (pkmKnn, "--pkm-knn"),
+                              (pkmActivation, "--pkm-activation"), (pkmQuery, "--pkm-query"),
+                              (pkmPath, "--pkm-path"), (pkmValueInit, "--pkm-value-init")] where value != nil {
+            list.append((flag, ["pkm"]))
+        }
         if experts != nil { list.append(("--experts", ["moe", "switch", "sbase"])) }
         if expertSize != nil { list.append(("--expert-size", ["moe", "switch", "sbase"])) }
         if k != nil { list.append(("--k", ["moe", "sbase"])) }
@@ -54,12 +68,29 @@ public struct FeedForwardOverrides: Sendable, Equatable {
         let target = ff.parameterCount(modelWidth: d)
         if kind != ff.kind {
             let n = experts ?? 16
-            let size = try expertSize ?? Self.matched(target: target, experts: n, modelWidth: d)
+            func expertSizeMatched() throws -> Int { try expertSize ?? Self.matched(target: target, experts: n, modelWidth: d) }
+            // A dense or top-K block keeps its hidden size; other blocks get the dense width
+            // with the same parameter count.
+            let denseWidth: Int
+            switch ff {
+            case .dense(let c): denseWidth = c.hiddenSize
+            case .topK(let c): denseWidth = c.hiddenSize
+            default: denseWidth = max(1, (target - d) / (2 * d + 1))
+            }
             switch kind {
-            case "dense": ff = .dense(.init(hiddenSize: hiddenSize ?? 4 * d))
-            case "moe": ff = .sigmaMoE(.init(experts: n, expertSize: size, k: 4))
-            case "switch": ff = .switchMoE(.init(experts: n, expertSize: size))
-            default: ff = .sBase(.init(experts: n, expertSize: size, k: 4))
+            case "dense": ff = .dense(.init(hiddenSize: hiddenSize ?? denseWidth))
+            case "topk":
+                let width = hiddenSize ?? denseWidth
+                ff = .topK(.init(hiddenSize: width, k: topK ?? max(1, width / 16)))
+            case "pkm":
+                let heads = pkmHeads ?? 4
+                guard let keys = pkmKeys ?? FeedForwardConfig.matchedKeysPerHalf(target: target, heads: heads, modelWidth: d) else {
+                    throw ConfigError("no PKM size matches the \(target) parameters of the block it replaces: give --pkm-keys")
+                }
+                ff = .productKeyMemory(.init(keysPerHalf: keys, heads: heads))
+            case "moe": ff = .sigmaMoE(.init(experts: n, expertSize: try expertSizeMatched(), k: 4))
+            case "switch": ff = .switchMoE(.init(experts: n, expertSize: try expertSizeMatched()))
+            default: ff = .sBase(.init(experts: n, expertSize: try expertSizeMatched(), k: 4))
             }
         }
         switch ff {
@@ -86,8 +117,28 @@ public struct FeedForwardOverrides: Sendable, Equatable {
             if let expertDropout { c.expertDropout = expertDropout }
             if let regularization { c.regularization = regularization }
             ff = .sBase(c)
+        case .topK(var c):
+            if let hiddenSize { c.hiddenSize = hiddenSize }
+            if let topK { c.k = topK }
+            ff = .topK(c)
+        case .productKeyMemory(var c):
+            if let pkmHeads { c.heads = pkmHeads }
+            if let pkmKeys { c.keysPerHalf = pkmKeys }
+            if let pkmKnn { c.knn = pkmKnn }
+            if let pkmActivation { c.activation = try Self.parse(pkmActivation, flag: "--pkm-activation") }
+            if let pkmQuery { c.query = try Self.parse(pkmQuery, flag: "--pkm-query") }
+            if let pkmPath { c.path = try Self.parse(pkmPath, flag: "--pkm-path") }
+            if let pkmValueInit { c.valueInit = try Self.parse(pkmValueInit, flag: "--pkm-value-init") }
+            ff = .productKeyMemory(c)
         }
         model.feedForward = ff
+    }
+
+    static func parse<T: RawRepresentable & CaseIterable>(_ value: String, flag: String) throws -> T where T.RawValue == String {
+        guard let parsed = T(rawValue: value) else {
+            throw ConfigError("\(flag) \(value) is unknown: use one of \(T.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        return parsed
     }
 
     static func matched(target: Int, experts: Int, modelWidth d: Int) throws -> Int {

@@ -77,16 +77,18 @@ public struct Preset: Sendable, Equatable, CustomStringConvertible {
 }
 
 extension Preset.Size {
-    /// Paper σ-MoE hyperparameters (DESIGN.md): experts, expert size, expert dropout δ and
-    /// regularisation γ; K = 4 everywhere.
-    var expertShape: (experts: Int, size: Int, dropout: Float, gamma: Double) {
+    /// σ-MoE shape and hyperparameters: experts, expert size, K, expert dropout δ and
+    /// regularisation γ. Paper sizes: DESIGN.md (K = 4). CPU sizes: chosen so the block's
+    /// parameters match the dense one within 0.5% with K / N = 25% like the paper's WT-S
+    /// (quickstart: 8 x 64, K 2 is 0.17% larger than d_ff 512; 16 x 32 would be 1.1% larger).
+    var expertShape: (experts: Int, size: Int, k: Int, dropout: Float, gamma: Double) {
         switch self {
-        case .quickstart: (16, 32, 0, 1e-3)
-        case .bench: (16, 32, 0, 1e-3)
-        case .wtS: (16, 128, 0, 1e-3)
-        case .wtSStar: (128, 128, 0.05, 1e-3)
-        case .wtB: (32, 128, 0.1, 1e-3)
-        case .e8: (16, 128, 0.05, 1e-4)
+        case .quickstart: (8, 64, 2, 0, 1e-3)
+        case .bench: (16, 64, 4, 0, 1e-3)
+        case .wtS: (16, 128, 4, 0, 1e-3)
+        case .wtSStar: (128, 128, 4, 0.05, 1e-3)
+        case .wtB: (32, 128, 4, 0.1, 1e-3)
+        case .e8: (16, 128, 4, 0.05, 1e-4)
         }
     }
 
@@ -99,9 +101,9 @@ extension Preset.Size {
         case .dense:
             return denseConfig.model.feedForward
         case .moe:
-            return .sigmaMoE(.init(experts: e.experts, expertSize: e.size, k: 4, expertDropout: e.dropout, regularization: e.gamma))
+            return .sigmaMoE(.init(experts: e.experts, expertSize: e.size, k: e.k, expertDropout: e.dropout, regularization: e.gamma))
         case .sBase:
-            return .sBase(.init(experts: e.experts, expertSize: e.size, k: 4, expertDropout: e.dropout, regularization: e.gamma))
+            return .sBase(.init(experts: e.experts, expertSize: e.size, k: e.k, expertDropout: e.dropout, regularization: e.gamma))
         case .switchMoE:
             // The paper's Switch experts have G = 512 (their count follows d_ff); the CPU sizes
             // keep the σ-MoE expert count with one expert per token.

@@ -28,12 +28,28 @@ public protocol FeedForwardLayer: AnyObject {
 
     /// Starts a new counting period (the trainer calls it after each metrics line).
     func resetUsage()
+
+    /// Non-trained state a checkpoint must carry besides the parameters (PKM's batch-norm
+    /// running statistics), by checkpoint tensor name; empty for most blocks.
+    var state: [String: [Float]] { get }
+
+    /// Restores what `state` returned.
+    func loadState(_ state: [String: [Float]]) throws
 }
 
 extension FeedForwardLayer {
     public var auxiliaryLoss: Double { 0 }
     public var usage: UsageCounts? { nil }
     public func resetUsage() {}
+    public var state: [String: [Float]] { [:] }
+    public func loadState(_ state: [String: [Float]]) throws {}
+}
+
+/// A feedforward-block configuration (or saved state) that cannot work, in one line that
+/// says what to change.
+public struct FeedForwardConfigError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(description: String) { self.description = description }
 }
 
 /// Selection counts of a sparse block over a period: one count per expert (σ-MoE, Switch,

@@ -1,12 +1,6 @@
 import Foundation
 import Tensor
 
-/// A feedforward-block configuration that cannot work, in one line that says what to change.
-public struct FeedForwardConfigError: Error, CustomStringConvertible, Sendable {
-    public let description: String
-    public init(description: String) { self.description = description }
-}
-
 // Product-key memory (Lample et al. 2019) in the forms of DESIGN.md "PKM".
 // Legend: R rows (tokens), d width (d/2 per half), H heads, n sub-keys per half (n_keys),
 //   N = n^2 values, k = knn, m = min(k, n) sub-keys kept per half, F = H*d query width.
@@ -167,10 +161,11 @@ public final class ProductKeyMemory: FeedForwardLayer {
                     "PKM activation softmax-per-head needs the sparse path (the dense path sums the heads "
                         + "before the activation): set path to sparse or auto")
             }
-            if !usesDensePath && knn > valueCount {
+            // A top-k larger than the memory is a mistake on either path (the dense path would
+            // silently ignore it): reject it everywhere.
+            if knn > valueCount {
                 try fail(
-                    "PKM knn (\(knn)) exceeds the n_keys^2 = \(valueCount) values the sparse path can read: "
-                        + "lower knn or raise n_keys")
+                    "PKM knn (\(knn)) exceeds the n_keys^2 = \(valueCount) values: lower knn (--pkm-knn) or raise n_keys (--pkm-keys)")
             }
         }
     }

@@ -12,7 +12,25 @@ extension FeedForwardConfig {
         case .sigmaMoE(let c): Self.expertParameters(experts: c.experts, expertSize: c.expertSize, modelWidth: d)
         case .switchMoE(let c): Self.expertParameters(experts: c.experts, expertSize: c.expertSize, modelWidth: d)
         case .sBase(let c): Self.expertParameters(experts: c.experts, expertSize: c.expertSize, modelWidth: d)
+        case .topK(let c): 2 * d * c.hiddenSize + c.hiddenSize + d
+        case .productKeyMemory(let c):
+            Self.productKeyParameters(keysPerHalf: c.keysPerHalf, heads: c.heads, modelWidth: d)
+                + (c.query == .mlpBatchNorm ? c.heads * d * d + 3 * c.heads * d : 0)
         }
+    }
+
+    /// Sub-keys H x 2 x n x d/2 plus n^2 value rows of width d.
+    static func productKeyParameters(keysPerHalf n: Int, heads: Int, modelWidth d: Int) -> Int {
+        heads * n * d + n * n * d
+    }
+
+    /// The number of sub-keys per half n whose PKM block (identity query) has as many
+    /// parameters as `target`, or nil when none has.
+    public static func matchedKeysPerHalf(target: Int, heads: Int, modelWidth d: Int) -> Int? {
+        // n^2 d + H n d = target.
+        let h = Double(heads), t = Double(target) / Double(d)
+        let n = ((-h + (h * h + 4 * t).squareRoot()) / 2).rounded()
+        return n >= 1 ? Int(n) : nil
     }
 
     /// W1, W2 of N experts of size G plus the selector: 2 N G d + N d.

@@ -94,6 +94,10 @@ public enum FeedForwardConfig: Sendable, Equatable {
     case switchMoE(MixtureOfExperts.SwitchConfig)
     /// S-BASE (`--ffn sbase`).
     case sBase(MixtureOfExperts.SBaseConfig)
+    /// Top-K activation (`--ffn topk`).
+    case topK(TopKFeedForward.Config)
+    /// Product-key memory (`--ffn pkm`).
+    case productKeyMemory(ProductKeyMemory.Config)
 
     /// The variant's name, as `--ffn` and the `kind` key take it.
     public var kind: String {
@@ -102,10 +106,12 @@ public enum FeedForwardConfig: Sendable, Equatable {
         case .sigmaMoE: "moe"
         case .switchMoE: "switch"
         case .sBase: "sbase"
+        case .topK: "topk"
+        case .productKeyMemory: "pkm"
         }
     }
 
-    public static let kinds = ["dense", "moe", "switch", "sbase"]
+    public static let kinds = ["dense", "topk", "pkm", "moe", "switch", "sbase"]
 
     func validate(modelWidth: Int) throws {
         func fail(_ message: String) throws { throw ConfigError("model.feed_forward: \(message)") }
@@ -128,6 +134,10 @@ public enum FeedForwardConfig: Sendable, Equatable {
         case .sBase(let c):
             try checkExperts(c.experts, c.expertSize, c.k, c.expertDropout)
             if c.sinkhornIterations < 1 { try fail("sinkhorn_iterations must be at least 1") }
+        case .topK(let c):
+            do { try c.validate(modelWidth: modelWidth) } catch { try fail("\(error)") }
+        case .productKeyMemory(let c):
+            do { try c.validate(modelWidth: modelWidth) } catch { try fail("\(error)") }
         }
     }
 
@@ -147,6 +157,13 @@ public enum FeedForwardConfig: Sendable, Equatable {
             MixtureOfExperts(name: name, config: c, width: modelWidth, layerCount: layerCount, layout: &layout)
         case .sBase(let c):
             MixtureOfExperts(name: name, config: c, width: modelWidth, layerCount: layerCount, layout: &layout)
+        case .topK(let c):
+            TopKFeedForward(
+                name: name, config: c, width: modelWidth, layerCount: layerCount, dropout: dropout,
+                layout: &layout)
+        case .productKeyMemory(let c):
+            // The official PKM block has no dropout inside (kvmem.dropout = none).
+            ProductKeyMemory(name: name, config: c, width: modelWidth, layerCount: layerCount, layout: &layout)
         }
     }
 }
@@ -162,6 +179,8 @@ extension FeedForwardConfig: Codable {
         case "moe": self = .sigmaMoE(try MixtureOfExperts.SigmaConfig(from: decoder))
         case "switch": self = .switchMoE(try MixtureOfExperts.SwitchConfig(from: decoder))
         case "sbase": self = .sBase(try MixtureOfExperts.SBaseConfig(from: decoder))
+        case "topk": self = .topK(try TopKFeedForward.Config(from: decoder))
+        case "pkm": self = .productKeyMemory(try ProductKeyMemory.Config(from: decoder))
         default:
             throw ConfigError("model.feed_forward.kind '\(kind)' is unknown: use one of \(Self.kinds.joined(separator: ", "))")
         }
@@ -175,6 +194,8 @@ extension FeedForwardConfig: Codable {
         case .sigmaMoE(let c): try c.encode(to: encoder)
         case .switchMoE(let c): try c.encode(to: encoder)
         case .sBase(let c): try c.encode(to: encoder)
+        case .topK(let c): try c.encode(to: encoder)
+        case .productKeyMemory(let c): try c.encode(to: encoder)
         }
     }
 }

@@ -33,6 +33,17 @@ public enum Checkpoint {
         for view in model.layout.views {
             entries.append(.init(name: view.name, dtype: .f32, shape: view.shape, bytes: floats(arena.value(view), view.count)))
         }
+        // Buffers that must outlive the write (non-trained state, packed memory).
+        var keepAlive: [FloatBuffer] = []
+        // Non-trained state of the blocks (PKM batch-norm running statistics).
+        for block in model.blocks {
+            for (name, values) in block.feedForward.state.sorted(by: { $0.key < $1.key }) {
+                let copy = FloatBuffer(count: values.count)
+                copy.pointer.update(from: values, count: values.count)
+                keepAlive.append(copy)
+                entries.append(.init(name: name, dtype: .f32, shape: [values.count], bytes: floats(copy.pointer, values.count)))
+            }
+        }
         var metadata: [String: String] = [
             "format": format,
             "config": String(decoding: ConfigResolution.compactJSON(config), as: UTF8.self),
@@ -40,8 +51,6 @@ public enum Checkpoint {
             "vocabulary": vocabulary,
             "parameters": String(model.parameterCount),
         ]
-        // Memory and RNG buffers must outlive the write; keep them here.
-        var keepAlive: [FloatBuffer] = []
         var rngState: [UInt64] = []
         if let training {
             metadata["step"] = String(training.step)
@@ -88,13 +97,21 @@ public enum Checkpoint {
             return model
         }
 
-        /// Copies every parameter, checking names and shapes against the model's layout.
+        /// Copies every parameter, checking names and shapes against the model's layout, and
+        /// the blocks' non-trained state.
         public func loadParameters(into model: TransformerXL) throws {
             for view in model.layout.views {
                 guard file.tensors[view.name] != nil else {
                     throw DataError("\(url.path): has no tensor \(view.name): it is a checkpoint of another model config")
                 }
                 try file.read(view.name, dtype: .f32, shape: view.shape, into: model.arena.value(view))
+            }
+            for block in model.blocks {
+                let names = block.feedForward.state.keys
+                guard !names.isEmpty else { continue }
+                var state: [String: [Float]] = [:]
+                for name in names { state[name] = try file.array(name, dtype: .f32, as: Float.self) }
+                do { try block.feedForward.loadState(state) } catch { throw DataError("\(url.path): \(error)") }
             }
         }
 

@@ -70,3 +70,10 @@ func writeJSON<T: Encodable>(_ value: T, to url: URL) throws {
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
     try AtomicFile.write(try encoder.encode(value), to: url)
 }
+
+/// Peak resident set size of this process in bytes (Linux reports ru_maxrss in KiB).
+func peakResidentBytes() -> Int {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return Int(usage.ru_maxrss) * 1024
+}

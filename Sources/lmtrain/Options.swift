@@ -27,8 +27,16 @@ struct ConfigOptions: ParsableArguments {
     @Option(help: "Number of layers.") var layers: Int?
     @Option(help: "Attention heads.") var heads: Int?
     @Option(help: "Size of each head (default d_model / heads).") var headSize: Int?
-    @Option(help: "Feedforward block: dense, moe (σ-MoE), switch, sbase.") var ffn: String?
-    @Option(name: .customLong("d-ff"), help: "Hidden size of the dense feedforward block.") var dFF: Int?
+    @Option(help: "Feedforward block: dense, topk, pkm, moe (σ-MoE), switch, sbase.") var ffn: String?
+    @Option(name: .customLong("d-ff"), help: "Hidden size of the dense or top-K block.") var dFF: Int?
+    @Option(help: "Hidden units kept per token (topk).") var topk: Int?
+    @Option(help: "PKM heads.") var pkmHeads: Int?
+    @Option(help: "PKM sub-keys per half n (n^2 values; default: matched to the replaced block's parameters).") var pkmKeys: Int?
+    @Option(help: "PKM top-k per head.") var pkmKnn: Int?
+    @Option(help: "PKM activation: softmax, relu, softmax-per-head.") var pkmActivation: String?
+    @Option(help: "PKM query: identity (official σ-MoE code) or mlp-bn (XLM).") var pkmQuery: String?
+    @Option(help: "PKM path: auto (dense when n <= knn, like the official code), sparse, dense.") var pkmPath: String?
+    @Option(help: "PKM value init: default N(0, (2/L)/d) or dense N(0, (2/L)/n^2) (the paper's +init).") var pkmValueInit: String?
     @Option(help: "Experts (moe, switch, sbase).") var experts: Int?
     @Option(help: "Expert size G (default: matched to the parameters of the block it replaces).") var expertSize: Int?
     @Option(help: "Experts per token K (moe, sbase).") var k: Int?
@@ -70,6 +78,14 @@ struct ConfigOptions: ParsableArguments {
         o.regularization = moeReg
         o.selection = selection
         o.balance = balance
+        o.topK = topk
+        o.pkmHeads = pkmHeads
+        o.pkmKeys = pkmKeys
+        o.pkmKnn = pkmKnn
+        o.pkmActivation = pkmActivation
+        o.pkmQuery = pkmQuery
+        o.pkmPath = pkmPath
+        o.pkmValueInit = pkmValueInit
         return o
     }
 

@@ -47,17 +47,20 @@ struct Train: ParsableCommand {
         print("model \(config.model.layers) layers, d_model \(config.model.modelWidth), \(config.model.heads) heads x \(config.model.resolvedHeadSize), ffn \(config.model.feedForward.kind), \(trainer.model.parameterCount) parameters")
         print("training \(config.training.steps) steps of \(config.training.batchSize) x \(config.training.segmentLength) tokens (memory \(config.training.memoryLength)), lr \(config.training.learningRate), \(Threads.count) threads")
         let observer = ConsoleObserver(logInterval: config.training.logInterval)
+        let started = Date()
+        let startStep = trainer.step
         try trainer.run(stopAt: stopAt, observer: observer)
+        let throughput = Double((trainer.step - startStep) * config.training.batchSize * config.training.segmentLength) / Date().timeIntervalSince(started)
         Self.printUsage(trainer)
         guard trainer.step >= config.training.steps else {
             print("stopped at step \(trainer.step); continue with: lmtrain train --resume \(trainer.runDirectory.path)")
             return
         }
-        try Self.finalReport(trainer)
+        try Self.finalReport(trainer, trainingTokensPerSecond: throughput)
     }
 
     /// Full valid and test evaluation with the configured protocol, printed and saved.
-    static func finalReport(_ trainer: Trainer) throws {
+    static func finalReport(_ trainer: Trainer, trainingTokensPerSecond: Double) throws {
         let config = trainer.config
         var results: [EvaluationResult] = []
         for split in [Split.valid, .test] {
@@ -76,7 +79,14 @@ struct Train: ParsableCommand {
         }
         let initialText = trainer.corpus.unit == .bytes ? String(format: "bpc %.4f", initial / log(2.0)) : String(format: "ppl %.1f", exp(initial))
         print("  (a uniform prediction scores \(initialText))")
-        let report = FinalReport(config: config, parameters: trainer.model.parameterCount, steps: trainer.step, results: results, checkpoint: trainer.lastCheckpoint?.path)
+        let usage = trainer.runUsage.enumerated().map { layer, u in
+            FinalReport.Usage(layer: layer, unit: u.unit, relativePerplexity: u.relativePerplexity, deadFraction: u.deadFraction, usedFraction: u.usedFraction, counts: u.counts)
+        }
+        let report = FinalReport(
+            config: config, parameters: trainer.model.parameterCount, steps: trainer.step,
+            results: results, checkpoint: trainer.lastCheckpoint?.path,
+            trainingTokensPerSecond: trainingTokensPerSecond,
+            peakResidentBytes: peakResidentBytes(), usage: usage)
         let url = trainer.runDirectory.appendingPathComponent("report.json")
         try writeJSON(report, to: url)
         print("report \(url.path)")
@@ -95,12 +105,31 @@ struct Train: ParsableCommand {
         }
     }
 
-    struct FinalReport: Encodable {
+    /// `report.json` of a finished run (read back by `lmtrain compare`).
+    struct FinalReport: Codable {
         let config: RunConfig
         let parameters: Int
         let steps: Int
         let results: [EvaluationResult]
         let checkpoint: String?
+        /// Training tokens per second over the steps this process ran (resumed runs: the last part).
+        let trainingTokensPerSecond: Double
+        /// Peak resident set size of the process (getrusage).
+        let peakResidentBytes: Int
+        let usage: [Usage]
+
+        struct Usage: Codable {
+            let layer: Int, unit: String, relativePerplexity: Double, deadFraction: Double, usedFraction: Double, counts: [Int]
+            enum CodingKeys: String, CodingKey {
+                case layer, unit, counts
+                case relativePerplexity = "relative_perplexity", deadFraction = "dead_fraction", usedFraction = "used_fraction"
+            }
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case config, parameters, steps, results, checkpoint, usage
+            case trainingTokensPerSecond = "training_tokens_per_second", peakResidentBytes = "peak_resident_bytes"
+        }
     }
 
     static func defaultRunDirectory(preset: String) -> URL {

@@ -16,6 +16,10 @@ import Training
             .sigmaMoE(.init(experts: 8, expertSize: d / 2, k: 3, selection: .softmaxAfterTopK)),
             .switchMoE(.init(experts: 4, expertSize: d)),
             .sBase(.init(experts: 8, expertSize: d / 2, k: 2)),
+            .topK(.init(hiddenSize: 4 * d, k: d / 4)),
+            .productKeyMemory(.init(keysPerHalf: 8, heads: 2, knn: 16)),
+            .productKeyMemory(.init(keysPerHalf: 8, heads: 2, knn: 4)),
+            .productKeyMemory(.init(keysPerHalf: 8, heads: 2, knn: 4, query: .mlpBatchNorm)),
         ]
     }
 

@@ -532,8 +532,10 @@ import TestSupport
                 #expect(!text.contains("\n") && text.contains(mentions), "\(text)")
             }
         }
-        // Fine: dense path with knn beyond the value count (knn only picks the path there).
-        #expect(throws: Never.self) { try Config(keysPerHalf: 4, knn: 128).validate(modelWidth: 8) }
+        // knn beyond the value count is rejected on the dense path too (issue: bad input).
+        #expect(throws: FeedForwardConfigError.self) { try Config(keysPerHalf: 4, knn: 128).validate(modelWidth: 8) }
+        // Fine: dense path with n_keys <= knn <= n_keys^2 (knn only picks the path there).
+        #expect(throws: Never.self) { try Config(keysPerHalf: 4, knn: 16).validate(modelWidth: 8) }
     }
 
     /// The paper's PKM sizes (4 heads, knn 128, n_keys 46/62 at d 412 and 512, 64/89 at 1024)

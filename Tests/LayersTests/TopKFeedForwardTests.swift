@@ -175,7 +175,7 @@ import TestSupport
                     switch kind {
                     case 0: return max(0, Float(rng.normal()))  // half zeros
                     case 1: return Float(rng.integer(below: 4))  // many ties
-                    case 2: return Float(rng.normal()).magnitude * 1e-40  // denormals
+                    case 2: return Float(rng.normal()).magnitude * Float.leastNormalMagnitude / 1024  // denormals
                     default: return rng.integer(below: 9) == 0 ? .infinity : Float(rng.normal()).magnitude * 1e30
                     }
                 }

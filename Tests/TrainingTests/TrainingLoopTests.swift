@@ -58,10 +58,13 @@ import Training
         #expect(BufferStatistics.allocations == after)
     }
 
-    /// Small and quick: stop at step 10, resume, and compare with one uninterrupted run.
-    @Test func resumedRunMatchesUninterruptedBitForBit() throws {
+    /// Small and quick: stop at step 10, resume, and compare with one uninterrupted run; the
+    /// σ-MoE (expert dropout) and PKM with batch-norm running statistics keep their state too.
+    @Test(arguments: [0, 1, 2]) func resumedRunMatchesUninterruptedBitForBit(variant: Int) throws {
         let corpus = Fixtures.textCorpus()
-        let config = Fixtures.tinyConfig(steps: 20)
+        var config = Fixtures.tinyConfig(steps: 20)
+        if variant == 1 { config.model.feedForward = .sigmaMoE(.init(experts: 4, expertSize: 8, k: 2, expertDropout: 0.1)) }
+        if variant == 2 { config.model.feedForward = .productKeyMemory(.init(keysPerHalf: 4, heads: 2, knn: 4, query: .mlpBatchNorm)) }
         let straight = try Trainer(config: config, corpus: corpus, runDirectory: Fixtures.temporaryDirectory("straight"))
         let expected = try straight.run()
 
