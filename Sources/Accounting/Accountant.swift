@@ -87,7 +87,7 @@ public struct Account: Sendable, Codable, Equatable {
 public enum Accountant {
     /// Bytes of the process beyond lmtrain's own buffers, measured with `lmtrain train` on the
     /// bench preset: code, Swift runtime, OpenBLAS's packing buffers, allocator slack.
-    public static let runtimeBaseline = 60 << 20
+    public static let runtimeBaseline = 40 << 20
 
     public static func account(_ config: RunConfig, corpusTokens: Int = 0) -> Account {
         let m = config.model

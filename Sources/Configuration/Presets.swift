@@ -29,7 +29,13 @@ public struct Preset: Sendable, Equatable, CustomStringConvertible {
 
     /// The feedforward variants of the paper's comparisons.
     public enum Variant: String, CaseIterable, Sendable {
-        case dense, moe, switchMoE = "switch", sBase = "sbase"
+        case dense, moe, switchMoE = "switch", sBase = "sbase", topK = "topk"
+        /// PKM with as many values as the dense block has hidden units (softmax).
+        case pkm
+        /// PKM with as many parameters as the dense block (ReLU, the paper's "param matched").
+        case pkmMatched = "pkm-matched"
+        /// Parameter-matched PKM with the dense-like value init: the paper's improved PKM.
+        case pkmInit = "pkm-init"
     }
 
     public init(size: Size, variant: Variant? = nil) {
@@ -43,7 +49,8 @@ public struct Preset: Sendable, Equatable, CustomStringConvertible {
             self.init(size: size)
             return
         }
-        for variant in Variant.allCases {
+        // Longest suffix first: "pkm-matched" before "pkm".
+        for variant in Variant.allCases.sorted(by: { $0.rawValue.count > $1.rawValue.count }) {
             let suffix = "-" + variant.rawValue
             if name.hasSuffix(suffix), let size = Size(rawValue: String(name.dropLast(suffix.count))) {
                 self.init(size: size, variant: variant)
@@ -92,8 +99,20 @@ extension Preset.Size {
         }
     }
 
+    /// PKM sub-keys per half: value-count matched and parameter matched (DESIGN.md for the
+    /// paper sizes), and the heads. The CPU sizes use 2 heads so that an integer n_keys
+    /// matches the dense block's parameters within 0.5% (4 heads would miss by more).
+    var productKeyShape: (valueMatched: Int, parameterMatched: Int, heads: Int, knn: Int) {
+        switch self {
+        case .quickstart: (23, 31, 2, 32)
+        case .bench: (32, 44, 2, 64)
+        case .wtS, .wtSStar, .e8: (46, 62, 4, 128)
+        case .wtB: (64, 89, 4, 128)
+        }
+    }
+
     /// The feedforward block of `variant` at this size.
-    func feedForward(_ variant: Preset.Variant) -> FeedForwardConfig {
+    public func feedForward(_ variant: Preset.Variant) -> FeedForwardConfig {
         let e = expertShape
         let denseWidth: Int
         if case .dense(let c) = denseConfig.model.feedForward { denseWidth = c.hiddenSize } else { denseWidth = 0 }
@@ -104,6 +123,19 @@ extension Preset.Size {
             return .sigmaMoE(.init(experts: e.experts, expertSize: e.size, k: e.k, expertDropout: e.dropout, regularization: e.gamma))
         case .sBase:
             return .sBase(.init(experts: e.experts, expertSize: e.size, k: e.k, expertDropout: e.dropout, regularization: e.gamma))
+        case .topK:
+            // The paper's K = 128 (about d_ff / 16); the CPU sizes keep that share.
+            let k = self == .quickstart || self == .bench ? denseWidth / 16 : 128
+            return .topK(.init(hiddenSize: denseWidth, k: k))
+        case .pkm:
+            let p = productKeyShape
+            return .productKeyMemory(.init(keysPerHalf: p.valueMatched, heads: p.heads, knn: p.knn))
+        case .pkmMatched:
+            let p = productKeyShape
+            return .productKeyMemory(.init(keysPerHalf: p.parameterMatched, heads: p.heads, knn: p.knn, activation: .relu))
+        case .pkmInit:
+            let p = productKeyShape
+            return .productKeyMemory(.init(keysPerHalf: p.parameterMatched, heads: p.heads, knn: p.knn, activation: .relu, valueInit: .dense))
         case .switchMoE:
             // The paper's Switch experts have G = 512 (their count follows d_ff); the CPU sizes
             // keep the σ-MoE expert count with one expert per token.

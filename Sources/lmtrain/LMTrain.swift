@@ -13,7 +13,7 @@ struct LMTrain: ParsableCommand {
               lmtrain eval --checkpoint runs/quickstart/checkpoints/step-0001000.safetensors --split test
               lmtrain bench
             """,
-        subcommands: [Train.self, Eval.self, Step.self, Bench.self, Count.self])
+        subcommands: [Train.self, Eval.self, Step.self, Count.self, Audit.self, Compare.self, Bench.self])
 
     /// Runs the command; user mistakes print one line and exit non-zero (no stack traces).
     static func main() {

@@ -8,7 +8,7 @@ import Training
 
 /// The flags that build a run config: a preset, an optional JSON file, then single fields.
 struct ConfigOptions: ParsableArguments {
-    @Option(help: "Starting configuration: a size (\(Preset.sizeNames)), optionally with a variant suffix (-moe, -switch, -sbase).")
+    @Option(help: "Starting configuration: a size (\(Preset.sizeNames)), optionally with a variant suffix (\(Preset.Variant.allCases.filter { $0 != .dense }.map { "-" + $0.rawValue }.joined(separator: ", "))).")
     var preset: String = "quickstart"
 
     @Option(help: "JSON file whose fields override the preset (same keys as config.json).")

@@ -131,3 +131,77 @@ let tinyFlags = ["--d-model", "16", "--layers", "1", "--heads", "2", "--d-ff", "
         #expect(count.stdout.contains("41234721"))
     }
 }
+
+@Suite(.serialized) struct AccountingCommandTests {
+    @Test func auditFailsOnAnUnequalPairAndPassesOnAMatchedOne() throws {
+        let folder = scratch("audit")
+        let matched = try lmtrain(["audit", "e8", "e8 --ffn moe --experts 16", "e8-pkm-matched"], in: folder)
+        #expect(matched.status == 0, "\(matched.stderr)")
+        #expect(matched.stdout.contains("comparable"))
+        let unequal = try lmtrain(["audit", "e8", "e8-pkm"], in: folder)
+        #expect(unequal.status != 0)
+        #expect(unequal.stderr.contains("differ by 36.96%"), "\(unequal.stderr)")
+        let mixed = try lmtrain(["audit", "e8", "quickstart"], in: folder)
+        #expect(mixed.status != 0 && mixed.stderr.contains("compare models of the same vocabulary"))
+        let missing = try lmtrain(["audit", "e8", folder.appendingPathComponent("no-run/").path], in: folder)
+        #expect(missing.status != 0 && missing.stderr.contains("no such run directory"))
+        let count = try lmtrain(["count", "--preset", "wt-s-star-moe", "--json"], in: folder)
+        let json = try JSONSerialization.jsonObject(with: Data(count.stdout.utf8)) as! [String: Any]
+        // By hand: 8000*412 + 16 * (5*410*412 + 2*410 + 2 + 4*412 + 2*128*128*412 + 128*412) + 2*412 + 412*8000 + 8000.
+        #expect((json["parameters"] as! [String: Any])["total"] as? Int == 237_004_376)
+    }
+
+    /// Two variants through `lmtrain compare` on a tiny corpus: the report, its plots, and the
+    /// refusal of an unequal pair.
+    @Test func compareWritesTheReportAndRefusesUnequalVariants() throws {
+        let folder = scratch("compare")
+        let corpus = try textFile(in: folder)
+        let small = ["--data", corpus.path, "--steps", "2", "--batch-size", "2", "--segment-length", "8",
+                     "--memory-length", "8", "--eval-batch-size", "2", "--eval-memory", "1", "--log-every", "1"]
+        let output = folder.appendingPathComponent("cmp")
+        let run = try lmtrain(["compare", "--preset", "quickstart", "--variants", "dense,moe", "--output", output.path] + small, in: folder)
+        #expect(run.status == 0, "\(run.stderr)")
+        for name in ["report.md", "report.json", "validation.svg", "usage.svg", "dense/report.json", "moe/report.json"] {
+            #expect(FileManager.default.fileExists(atPath: output.appendingPathComponent(name).path), "\(name)")
+        }
+        let report = try JSONSerialization.jsonObject(with: Data(contentsOf: output.appendingPathComponent("report.json"))) as! [String: Any]
+        let rows = report["rows"] as! [[String: Any]]
+        #expect(rows.map { $0["variant"] as! String } == ["dense", "moe"])
+        #expect(rows[1]["feedforward_share_used"] as? Double == 0.25)
+        #expect(report["unequal"] as? Bool == false)
+        let markdown = try String(contentsOf: output.appendingPathComponent("report.md"), encoding: .utf8)
+        #expect(markdown.contains("| variant | params | active | FFN used | FLOPs/token | valid bpc | test bpc | train tok/s | peak memory |"))
+        // PKM with as many values as hidden units has far fewer parameters: refused...
+        let refused = try lmtrain(["compare", "--preset", "quickstart", "--variants", "dense,pkm", "--output", folder.appendingPathComponent("x").path] + small, in: folder)
+        #expect(refused.status != 0 && refused.stderr.contains("refusing an unequal comparison"), "\(refused.stderr)")
+        // ...unless allowed, and then the report says so.
+        let allowed = folder.appendingPathComponent("unequal")
+        let forced = try lmtrain(["compare", "--preset", "quickstart", "--variants", "dense,pkm", "--allow-unequal", "--output", allowed.path] + small, in: folder)
+        #expect(forced.status == 0, "\(forced.stderr)")
+        let forcedMarkdown = try String(contentsOf: allowed.appendingPathComponent("report.md"), encoding: .utf8)
+        #expect(forcedMarkdown.contains("do NOT have equal parameter counts"))
+    }
+
+    /// The accountant's predicted training peak is within 15% of the measured peak resident
+    /// memory of real runs of the bench preset, dense and σ-MoE.
+    @Test(.enabled(if: isReleaseBuild, "bench-preset training steps need a release build: run Scripts/test"))
+    func predictedPeakMemoryMatchesMeasuredRuns() throws {
+        let folder = scratch("rss")
+        // A 300 kB slice of the default corpus keeps the final evaluation short.
+        let kjv = packageRoot.appendingPathComponent("Data/kjv.txt")
+        let text = try Data(contentsOf: kjv).prefix(300_000)
+        let corpus = folder.appendingPathComponent("kjv-300k.txt")
+        try text.write(to: corpus)
+        for flags in [[String](), ["--ffn", "moe", "--experts", "16", "--expert-size", "64", "--k", "4"]] {
+            let run = folder.appendingPathComponent("run-\(flags.count)")
+            let result = try lmtrain(["train", "--preset", "bench", "--steps", "3", "--data", corpus.path, "--run-dir", run.path] + flags, in: folder)
+            #expect(result.status == 0, "\(result.stderr)")
+            let report = try JSONSerialization.jsonObject(with: Data(contentsOf: run.appendingPathComponent("report.json"))) as! [String: Any]
+            let measured = Double(report["peak_resident_bytes"] as! Int)
+            let count = try lmtrain(["count", "--preset", "bench", "--data", corpus.path, "--json"] + flags, in: folder)
+            let account = try JSONSerialization.jsonObject(with: Data(count.stdout.utf8)) as! [String: Any]
+            let predicted = Double((account["memory"] as! [String: Any])["peak_training"] as! Int)
+            #expect(abs(predicted / measured - 1) < 0.15, "\(flags): predicted \(predicted / 1048576) MiB, measured \(measured / 1048576) MiB")
+        }
+    }
+}

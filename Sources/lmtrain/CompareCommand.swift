@@ -1,0 +1,129 @@
+import Accounting
+import ArgumentParser
+import Configuration
+import Datasets
+import Foundation
+import Training
+
+struct Compare: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train several feedforward variants on the same data, seed, steps and schedule, and report them side by side.",
+        discussion: """
+            Example: lmtrain compare --preset quickstart --variants dense,moe,pkm-matched,topk
+            The variants are audited first; unequal parameter counts stop the comparison unless
+            --allow-unequal is given (the report then says so). Writes report.md, report.json,
+            validation.svg and usage.svg, and one run directory per variant.
+            """)
+
+    @OptionGroup var options: ConfigOptions
+    @Option(help: "Comma-separated variants: \(Preset.Variant.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var variants: String = "dense,moe"
+    @Option(help: "Output folder (default runs/compare-PRESET-DATE-TIME).") var output: String?
+    @Option(help: "Allowed difference in total parameters, in percent.") var tolerance: Double = 0.5
+    @Flag(help: "Run even when parameter counts differ by more than the tolerance (the report is marked).")
+    var allowUnequal = false
+    @OptionGroup var threads: ThreadOptions
+
+    func run() throws {
+        try threads.apply()
+        guard let base = Preset(name: options.preset), base.variant == nil else {
+            throw ValidationError("compare --preset takes a size (\(Preset.sizeNames)); the variants come from --variants")
+        }
+        guard options.feedForward.isEmpty else {
+            throw ValidationError("compare sets the feedforward block of each variant: drop --ffn and the block options")
+        }
+        let names = variants.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        var chosen: [Preset.Variant] = []
+        for name in names {
+            guard let variant = Preset.Variant(rawValue: name) else {
+                throw ValidationError("--variants: '\(name)' is unknown: use \(Preset.Variant.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            chosen.append(variant)
+        }
+        guard chosen.count >= 2, Set(chosen).count == chosen.count else {
+            throw ValidationError("--variants needs at least two different variants (got \(variants))")
+        }
+
+        // One config per variant: the size's preset, the variant's block, then the flags.
+        var configs: [(Preset.Variant, RunConfig)] = []
+        for variant in chosen {
+            var variantOptions = options
+            variantOptions.preset = variant == .dense ? base.size.rawValue : "\(base.size.rawValue)-\(variant.rawValue)"
+            configs.append((variant, try variantOptions.resolve()))
+        }
+        let corpus = try CorpusLoader.load(configs[0].1.data)
+        for i in configs.indices { configs[i].1.model.vocabularySize = corpus.vocabularySize }
+
+        let audit = try Accounting.Audit(configs.map { Accounting.Audit.Entry(name: $0.0.rawValue, config: $0.1) })
+        print(audit.table())
+        let spread = 100 * audit.parameterSpread
+        let equal = audit.passes(tolerance: tolerance / 100)
+        if !equal && !allowUnequal {
+            throw ValidationError(String(format: "the variants' parameters differ by %.2f%% (tolerance %.2f%%): refusing an unequal comparison; adjust the sizes or pass --allow-unequal", spread, tolerance))
+        }
+
+        let folder = URL(fileURLWithPath: output ?? Train.defaultRunDirectory(preset: "compare-\(base.size.rawValue)").path)
+        if FileManager.default.fileExists(atPath: folder.appendingPathComponent("report.json").path) {
+            throw ValidationError("\(folder.path) already holds a comparison: choose another --output")
+        }
+        try AtomicFile.write(Data(), to: folder.appendingPathComponent(".lmtrain-compare"))
+        var rows: [ComparisonReport.Row] = []
+        for ((variant, config), entry) in zip(configs, audit.entries) {
+            print("\n== \(variant.rawValue): \(config.model.feedForward.summary) ==")
+            let configFile = folder.appendingPathComponent("configs/\(variant.rawValue).json")
+            try AtomicFile.write(ConfigResolution.prettyJSON(config), to: configFile)
+            let runDirectory = folder.appendingPathComponent(variant.rawValue)
+            fflush(nil)
+            try Self.runChild(["train", "--config", configFile.path, "--run-dir", runDirectory.path, "--threads", String(threads.threads)], variant: variant.rawValue)
+            rows.append(try Self.row(variant: variant.rawValue, entry: entry, runDirectory: runDirectory))
+        }
+        let t = configs[0].1.training
+        let report = ComparisonReport(
+            preset: base.size.rawValue, steps: t.steps, seed: t.seed, data: corpus.name, unit: corpus.unit,
+            parameterSpreadPercent: spread, tolerancePercent: tolerance, unequal: !equal, rows: rows)
+        try writeJSON(report, to: folder.appendingPathComponent("report.json"))
+        try AtomicFile.write(Data(report.markdown.utf8), to: folder.appendingPathComponent("report.md"))
+        try AtomicFile.write(Data(report.validationChart.utf8), to: folder.appendingPathComponent("validation.svg"))
+        try AtomicFile.write(Data(report.usageChart.utf8), to: folder.appendingPathComponent("usage.svg"))
+        try? FileManager.default.removeItem(at: folder.appendingPathComponent(".lmtrain-compare"))
+        print("\ncomparison (\(corpus.name), \(t.steps) steps, seed \(t.seed)\(equal ? "" : ", UNEQUAL parameter counts")):")
+        print(report.text)
+        print("report \(folder.appendingPathComponent("report.md").path)")
+    }
+
+    /// Runs this binary as a child (its own process, so its peak memory is its own).
+    static func runChild(_ arguments: [String], variant: String) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        process.arguments = arguments
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw ValidationError("variant \(variant) failed (exit \(process.terminationStatus)); its run directory has the details")
+        }
+    }
+
+    /// Reads a finished run back: report.json and the validation lines of metrics.jsonl.
+    static func row(variant: String, entry: Accounting.Audit.Entry, runDirectory: URL) throws -> ComparisonReport.Row {
+        let report = try JSONDecoder().decode(Train.FinalReport.self, from: Data(contentsOf: runDirectory.appendingPathComponent("report.json")))
+        var validation: [[Double]] = []
+        let log = (try? String(contentsOf: runDirectory.appendingPathComponent("metrics.jsonl"), encoding: .utf8)) ?? ""
+        for line in log.split(separator: "\n") {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                let type = object["type"] as? String, let step = object["step"] as? Int, let loss = object["loss"] as? Double
+            else { continue }
+            if type == "valid" || (type == "final" && object["split"] as? String == "valid") {
+                validation.append([Double(step), loss])
+            }
+        }
+        let account = entry.account
+        return ComparisonReport.Row(
+            variant: variant, feedForward: entry.config.model.feedForward.summary,
+            parameters: account.parameters.total, activeParameters: account.parameters.activePerToken,
+            feedForwardShareUsed: account.parameters.feedForwardShareUsed, flopsPerToken: account.flops.forwardPerToken,
+            valid: report.results.first { $0.split == "valid" }, test: report.results.first { $0.split == "test" },
+            trainingTokensPerSecond: report.trainingTokensPerSecond, peakResidentBytes: report.peakResidentBytes,
+            predictedPeakBytes: account.memory.peakTraining, runDirectory: runDirectory.path,
+            validation: validation, usagePerplexity: report.usage.map(\.relativePerplexity), usageUnit: report.usage.first?.unit)
+    }
+}
