@@ -48,6 +48,8 @@ struct Bench: ParsableCommand {
         let blocks: [(String, FeedForwardConfig)] = [
             ("dense d_ff 2048", .dense(.init(hiddenSize: 2048))),
             ("σ-MoE 16 x 128, K 4", .sigmaMoE(.init(experts: 16, expertSize: 128, k: 4))),
+            ("PKM 4 heads, 62^2 values, knn 128, dense path", .productKeyMemory(.init(keysPerHalf: 62, heads: 4, knn: 128, path: .dense))),
+            ("PKM 4 heads, 62^2 values, knn 128, sparse path", .productKeyMemory(.init(keysPerHalf: 62, heads: 4, knn: 128, path: .sparse))),
         ]
         var blockMedians: [String: Double] = [:]
         for (name, block) in blocks {
@@ -57,6 +59,8 @@ struct Bench: ParsableCommand {
         }
         let ratio = blockMedians["σ-MoE 16 x 128, K 4"]! / blockMedians["dense d_ff 2048"]!
         print(String(format: "σ-MoE / dense block time: %.2f (equal parameters, 25%% of the compute)", ratio))
+        let pkmRatio = blockMedians["PKM 4 heads, 62^2 values, knn 128, sparse path"]! / blockMedians["PKM 4 heads, 62^2 values, knn 128, dense path"]!
+        print(String(format: "PKM sparse / dense path time: %.2f", pkmRatio))
         report.moeStepSeconds = moeMedian
         report.moeToDenseStepRatio = moeMedian / median
         report.feedForwardBlockSeconds = blockMedians
