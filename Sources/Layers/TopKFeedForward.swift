@@ -12,8 +12,9 @@ import Tensor
 // cost what the dense block's do). The official default `topk_use_norm = 1` would rank
 // h_j * ||W2[:, j]|| instead; the paper's sweeps turn it off, so it is not offered.
 
-/// Two-layer ReLU MLP that keeps only the K largest hidden activations of every token.
-public final class TopKFeedForward: FeedForwardLayer {
+/// Two-layer ReLU MLP that keeps only the K largest hidden activations of every token: the
+/// dense block (same parameters, init, dropout and backward) with the selection added.
+public final class TopKFeedForward: DenseFeedForward {
     /// Hidden size and the number of hidden units kept per token.
     public struct Config: Sendable, Codable, Equatable {
         /// d_ff.
@@ -44,14 +45,6 @@ public final class TopKFeedForward: FeedForwardLayer {
     }
 
     public let config: Config
-    public let width: Int
-    public let layerCount: Int
-    public let up: Linear
-    public let down: Linear
-    let hiddenDropout: Dropout
-
-    private let hidden = FloatBuffer()
-    private let dHidden = FloatBuffer()
 
     public init(
         name: String, config: Config, width: Int, layerCount: Int, dropout: Float,
@@ -59,37 +52,17 @@ public final class TopKFeedForward: FeedForwardLayer {
     ) {
         precondition(config.k >= 1 && config.k <= config.hiddenSize, "top-K k must be in 1...d_ff")
         self.config = config
-        self.width = width
-        self.layerCount = layerCount
-        up = Linear(
-            name: "\(name).up", inputWidth: width, outputWidth: config.hiddenSize, bias: true,
-            layout: &layout)
-        down = Linear(
-            name: "\(name).down", inputWidth: config.hiddenSize, outputWidth: width, bias: true,
-            layout: &layout)
-        hiddenDropout = Dropout(rate: dropout)
-    }
-
-    public func initialize(_ arena: ParameterArena, rng: inout RandomGenerator) {
-        for linear in [up, down] {
-            prenormInitialize(linear.weight, layerCount: layerCount, arena: arena, rng: &rng)
-            arena.value(linear.bias!).update(repeating: 0, count: linear.outputWidth)
-        }
+        super.init(
+            name: name, hiddenSize: config.hiddenSize, width: width, layerCount: layerCount,
+            dropout: dropout, layout: &layout)
     }
 
     /// Work items per forward pass: a few coarse row blocks per core.
     private func chunkCount(rows: Int) -> Int { max(1, min(rows, 4 * Threads.count)) }
 
-    public func forward(
-        _ x: UnsafePointer<Float>, shape: TokenShape, output y: UnsafeMutablePointer<Float>,
-        arena: ParameterArena, context: inout ForwardContext
-    ) {
-        let rows = shape.rows, f = config.hiddenSize, k = config.k
-        let count = rows * f
-        let h = hidden.reserve(count)
-        up.forward(x, rows: rows, output: h, arena: arena)
-        for i in 0..<count { h[i] = max(h[i], 0) }
-        hiddenDropout.forward(h, count: count, context: &context)
+    /// Keeps the K largest hidden values of each token (after ReLU and dropout).
+    override func sparsifyHidden(_ h: UnsafeMutablePointer<Float>, rows: Int) {
+        let f = config.hiddenSize, k = config.k
         let chunks = chunkCount(rows: rows)
         let hp = SendablePointer(h)
         // Each chunk owns its rows of h.
@@ -98,22 +71,6 @@ public final class TopKFeedForward: FeedForwardLayer {
                 TopKFeedForward.keepLargest(hp.mutable + r * f, count: f, k: k)
             }
         }
-        down.forward(h, rows: rows, output: y, arena: arena)
-    }
-
-    public func backward(
-        _ x: UnsafePointer<Float>, dOutput dy: UnsafePointer<Float>, shape: TokenShape,
-        dInput dx: UnsafeMutablePointer<Float>, arena: ParameterArena
-    ) {
-        let count = shape.rows * config.hiddenSize
-        let h = hidden.pointer
-        let dh = dHidden.reserve(count)
-        down.backward(h, dOutput: dy, rows: shape.rows, dInput: dh, accumulateInput: false, arena: arena)
-        // A kept hidden value is positive exactly where ReLU passed, dropout kept and the top-K
-        // kept it; every other entry gets no gradient (the mask itself carries none).
-        hiddenDropout.backward(dh, count: count)
-        for i in 0..<count { dh[i] = h[i] > 0 ? dh[i] : 0 }
-        up.backward(x, dOutput: dh, rows: shape.rows, dInput: dx, arena: arena)
     }
 
     /// Zeroes every entry of a non-negative row below its K-th largest value (nothing changes
