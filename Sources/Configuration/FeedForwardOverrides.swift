@@ -23,10 +23,20 @@ public struct FeedForwardOverrides: Sendable, Equatable {
     public var pkmQuery: String?
     public var pkmPath: String?
     public var pkmValueInit: String?
+    /// Solve a sparse block's free size from the parameters of the block it replaces
+    /// (`--match auto`, the default); false (`--match none`) takes the kind's fixed defaults.
+    public var matching = true
 
     public init() {}
 
-    public var isEmpty: Bool { self == FeedForwardOverrides() }
+    public var isEmpty: Bool {
+        var plain = self
+        plain.matching = true
+        return plain == FeedForwardOverrides()
+    }
+
+    /// Expert size used without matching (the paper's G).
+    public static let unmatchedExpertSize = 128
 
     /// Flags given, with the kinds each belongs to.
     var given: [(flag: String, kinds: [String])] {
@@ -48,8 +58,12 @@ public struct FeedForwardOverrides: Sendable, Equatable {
         return list
     }
 
-    public func apply(to model: inout ModelConfig) throws {
+    /// Applies the flags; returns one line describing a size that was matched (with the
+    /// residual), or nil.
+    @discardableResult
+    public func apply(to model: inout ModelConfig) throws -> String? {
         var ff = model.feedForward
+        var note: String?
         let d = model.modelWidth
         let kind = self.kind ?? ff.kind
         guard FeedForwardConfig.kinds.contains(kind) else {
@@ -68,7 +82,13 @@ public struct FeedForwardOverrides: Sendable, Equatable {
         let target = ff.parameterCount(modelWidth: d)
         if kind != ff.kind {
             let n = experts ?? 16
-            func expertSizeMatched() throws -> Int { try expertSize ?? Self.matched(target: target, experts: n, modelWidth: d) }
+            func expertSizeMatched() throws -> Int {
+                if let expertSize { return expertSize }
+                guard matching else { return Self.unmatchedExpertSize }
+                let size = try Self.matched(target: target, experts: n, modelWidth: d)
+                note = Self.residual("expert size \(size) (\(n) experts)", target: target, achieved: FeedForwardConfig.expertParameters(experts: n, expertSize: size, modelWidth: d))
+                return size
+            }
             // A dense or top-K block keeps its hidden size; other blocks get the dense width
             // with the same parameter count.
             let denseWidth: Int
@@ -84,8 +104,18 @@ public struct FeedForwardOverrides: Sendable, Equatable {
                 ff = .topK(.init(hiddenSize: width, k: topK ?? max(1, width / 16)))
             case "pkm":
                 let heads = pkmHeads ?? 4
-                guard let keys = pkmKeys ?? FeedForwardConfig.matchedKeysPerHalf(target: target, heads: heads, modelWidth: d) else {
-                    throw ConfigError("no PKM size matches the \(target) parameters of the block it replaces: give --pkm-keys")
+                let keys: Int
+                if let pkmKeys {
+                    keys = pkmKeys
+                } else if !matching {
+                    // Unmatched: as many values as the dense block has hidden units.
+                    keys = max(1, Int(Double(denseWidth).squareRoot().rounded()))
+                } else {
+                    guard let matched = FeedForwardConfig.matchedKeysPerHalf(target: target, heads: heads, modelWidth: d) else {
+                        throw ConfigError("no PKM size matches the \(target) parameters of the block it replaces: give --pkm-keys")
+                    }
+                    keys = matched
+                    note = Self.residual("n_keys \(keys) (\(heads) heads)", target: target, achieved: FeedForwardConfig.productKeyParameters(keysPerHalf: keys, heads: heads, modelWidth: d))
                 }
                 ff = .productKeyMemory(.init(keysPerHalf: keys, heads: heads))
             case "moe": ff = .sigmaMoE(.init(experts: n, expertSize: try expertSizeMatched(), k: 4))
@@ -132,6 +162,15 @@ public struct FeedForwardOverrides: Sendable, Equatable {
             ff = .productKeyMemory(c)
         }
         model.feedForward = ff
+        return note
+    }
+
+    /// "matched expert size 128 (16 experts) to the 2104837 parameters per layer of the block it
+    /// replaces: 2105344 (+507, +0.02%)".
+    static func residual(_ what: String, target: Int, achieved: Int) -> String {
+        let difference = achieved - target
+        let percent = 100 * Double(difference) / Double(target)
+        return "matched \(what) to the \(target) parameters per layer of the block it replaces: \(achieved) (\(difference >= 0 ? "+" : "")\(difference), \(String(format: "%+.2f", percent))%)"
     }
 
     static func parse<T: RawRepresentable & CaseIterable>(_ value: String, flag: String) throws -> T where T.RawValue == String {

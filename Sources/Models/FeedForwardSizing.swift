@@ -20,7 +20,7 @@ extension FeedForwardConfig {
     }
 
     /// Sub-keys H x 2 x n x d/2 plus n^2 value rows of width d.
-    static func productKeyParameters(keysPerHalf n: Int, heads: Int, modelWidth d: Int) -> Int {
+    public static func productKeyParameters(keysPerHalf n: Int, heads: Int, modelWidth d: Int) -> Int {
         heads * n * d + n * n * d
     }
 
@@ -34,7 +34,7 @@ extension FeedForwardConfig {
     }
 
     /// W1, W2 of N experts of size G plus the selector: 2 N G d + N d.
-    static func expertParameters(experts: Int, expertSize: Int, modelWidth d: Int) -> Int {
+    public static func expertParameters(experts: Int, expertSize: Int, modelWidth d: Int) -> Int {
         2 * experts * expertSize * d + experts * d
     }
 

@@ -12,8 +12,9 @@ struct Count: ParsableCommand {
     @Flag(help: "Print the account as JSON.") var json = false
 
     func run() throws {
-        let config = try options.resolve()
+        let (config, note) = try options.resolveWithNote()
         let account = Accountant.account(config)
+        if let note, !json { print(note) }
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

@@ -14,13 +14,13 @@ struct ConfigOptions: ParsableArguments {
     @Option(help: "JSON file whose fields override the preset (same keys as config.json).")
     var config: String?
 
-    @Option(help: "Training data: kjv (default), enwik8, or a path to a text file, folder or .zip.")
+    @Option(help: "Training data: kjv (default), enwik8, wikitext-103, wikitext-103-raw, wikitext-2, wikitext-2-raw (found in Data/ as the official .zip or its folder), or a path to a text file, folder or .zip.")
     var data: String?
 
     @Option(help: "Train,valid,test fractions for plain text files, e.g. 0.9,0.05,0.05.")
     var split: String?
 
-    @Option(help: "Tokenizer: bytes.")
+    @Option(help: "Tokenizer: bytes (default), words (Transformer-XL words + <eos>), or bpe:N (SentencePiece BPE with N pieces trained on the train split). Token data is cached in Data/cache/ (see lmtrain prepare).")
     var tokenizer: String?
 
     @Option(name: .customLong("d-model"), help: "Model width.") var dModel: Int?
@@ -60,6 +60,8 @@ struct ConfigOptions: ParsableArguments {
     @Option(help: "Segments of the valid split per periodic validation (0: all).") var evalBatches: Int?
     @Option(help: "Steps between checkpoints (0: at the end only).") var checkpointEvery: Int?
     @Option(help: "Checkpoints kept in the run directory.") var keepCheckpoints: Int?
+    @Option(help: "auto: a sparse block without its size gets the size matching the block it replaces; none: fixed defaults.")
+    var match: String = "auto"
     @Option(help: "Evaluation batch size.") var evalBatchSize: Int?
     @Option(help: "Evaluation memory in segments.") var evalMemory: Int?
 
@@ -86,6 +88,7 @@ struct ConfigOptions: ParsableArguments {
         o.pkmQuery = pkmQuery
         o.pkmPath = pkmPath
         o.pkmValueInit = pkmValueInit
+        o.matching = match != "none"
         return o
     }
 
@@ -126,7 +129,13 @@ struct ConfigOptions: ParsableArguments {
     }
 
     /// Preset, then `--config`, then flags.
-    func resolve() throws -> RunConfig {
+    func resolve() throws -> RunConfig { try resolveWithNote().config }
+
+    /// The config and, when a sparse block's size was matched, the line saying so.
+    func resolveWithNote() throws -> (config: RunConfig, note: String?) {
+        guard match == "auto" || match == "none" else {
+            throw ValidationError("--match \(match) is unknown: use auto or none")
+        }
         guard let preset = Preset(name: preset) else {
             throw ValidationError("unknown preset '\(preset)': use one of \(Preset.allNames.joined(separator: ", "))")
         }
@@ -139,9 +148,9 @@ struct ConfigOptions: ParsableArguments {
         }
         object = try ConfigResolution.merge(object, overrides(), source: "flags")
         var resolved = try ConfigResolution.decode(object, source: config.map { "--config \($0) with flags" } ?? "flags")
-        try feedForward.apply(to: &resolved.model)
+        let note = try feedForward.apply(to: &resolved.model)
         try resolved.validate()
-        return resolved
+        return (resolved, note)
     }
 }
 

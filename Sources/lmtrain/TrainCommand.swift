@@ -36,7 +36,8 @@ struct Train: ParsableCommand {
             trainer = try Trainer(resuming: checkpoint, corpus: corpus, runDirectory: runDirectory)
             print("resuming \(checkpointURL.path) at step \(trainer.step)")
         } else {
-            let config = try options.resolve()
+            let (config, note) = try options.resolveWithNote()
+            if let note { print(note) }
             let corpus = try CorpusLoader.load(config.data)
             let directory = runDir.map { URL(fileURLWithPath: $0) } ?? Self.defaultRunDirectory(preset: options.preset)
             trainer = try Trainer(config: config, corpus: corpus, runDirectory: directory)

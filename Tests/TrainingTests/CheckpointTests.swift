@@ -172,3 +172,29 @@ struct FeedForwardOverrideTests {
         #expect(failure { $0.kind = "sbase"; $0.expertDropout = 1.5 }.contains("expert_dropout must be in [0, 1)"))
     }
 }
+
+struct MatchingTests {
+    @Test func matchingPrintsTheResidualAndCanBeTurnedOff() throws {
+        var model = Preset.e8.config.model
+        var overrides = FeedForwardOverrides()
+        overrides.kind = "moe"
+        overrides.experts = 16
+        let note = try overrides.apply(to: &model)
+        #expect(note == "matched expert size 128 (16 experts) to the 2104837 parameters per layer of the block it replaces: 2105344 (+507, +0.02%)")
+        var pkmModel = Preset.e8.config.model
+        var pkm = FeedForwardOverrides()
+        pkm.kind = "pkm"
+        #expect(try pkm.apply(to: &pkmModel)?.contains("n_keys 62 (4 heads)") == true)
+        // --match none: fixed defaults, nothing solved.
+        var unmatched = Preset.quickstart.config.model
+        overrides.matching = false
+        #expect(try overrides.apply(to: &unmatched) == nil)
+        #expect(unmatched.feedForward == .sigmaMoE(.init(experts: 16, expertSize: FeedForwardOverrides.unmatchedExpertSize, k: 4)))
+        // A given size is used as it is.
+        var given = Preset.e8.config.model
+        var sized = FeedForwardOverrides()
+        sized.kind = "moe"
+        sized.expertSize = 64
+        #expect(try sized.apply(to: &given) == nil)
+    }
+}
