@@ -61,16 +61,18 @@ public final class Trainer {
 
     /// A fresh run: checks the data against the config, creates the run directory (refusing
     /// one that already holds a run), writes `config.json`, initialises the model from the seed.
-    public convenience init(config: RunConfig, corpus: Corpus, runDirectory: URL) throws {
+    /// `restarting` starts a run directory over that holds a config but no checkpoint yet (a
+    /// run stopped before its first checkpoint), from step 0 with that config.
+    public convenience init(config: RunConfig, corpus: Corpus, runDirectory: URL, restarting: Bool = false) throws {
         var config = config
         config.model.vocabularySize = corpus.vocabularySize
         try config.validate()
         let configURL = runDirectory.appendingPathComponent("config.json")
-        if FileManager.default.fileExists(atPath: configURL.path) {
+        if FileManager.default.fileExists(atPath: configURL.path) && !(restarting && Self.checkpoints(in: runDirectory).isEmpty) {
             throw TrainingError(description: "run directory \(runDirectory.path) already holds a run: resume it with --resume \(runDirectory.path) or choose another --run-dir")
         }
         try AtomicFile.write(ConfigResolution.prettyJSON(config), to: configURL)
-        try self.init(config: config, corpus: corpus, runDirectory: runDirectory, resumeStep: nil)
+        try self.init(config: config, corpus: corpus, runDirectory: runDirectory, resumeStep: restarting ? 0 : nil)
         model.initialize(seed: config.training.seed)
     }
 

@@ -31,10 +31,19 @@ struct Train: ParsableCommand {
                 throw ValidationError("--resume continues the saved config: drop the config flags (only --threads and --stop-at apply)")
             }
             let (runDirectory, checkpointURL) = try Self.locate(resume)
-            let checkpoint = try Checkpoint.load(checkpointURL)
-            let corpus = try CorpusLoader.load(checkpoint.config.data)
-            trainer = try Trainer(resuming: checkpoint, corpus: corpus, runDirectory: runDirectory)
-            print("resuming \(checkpointURL.path) at step \(trainer.step)")
+            if let checkpointURL {
+                let checkpoint = try Checkpoint.load(checkpointURL)
+                let corpus = try CorpusLoader.load(checkpoint.config.data)
+                trainer = try Trainer(resuming: checkpoint, corpus: corpus, runDirectory: runDirectory)
+                print("resuming \(checkpointURL.path) at step \(trainer.step)")
+            } else {
+                // Stopped before its first checkpoint: start over with the saved config.
+                let file = runDirectory.appendingPathComponent("config.json")
+                let config = try ConfigResolution.decode(ConfigResolution.readObject(file), source: file.path)
+                let corpus = try CorpusLoader.load(config.data)
+                trainer = try Trainer(config: config, corpus: corpus, runDirectory: runDirectory, restarting: true)
+                print("\(runDirectory.path) has no checkpoint yet: starting it over from step 0 with its config.json")
+            }
         } else {
             let (config, note) = try options.resolveWithNote()
             if let note { print(note) }
@@ -139,18 +148,20 @@ struct Train: ParsableCommand {
         return URL(fileURLWithPath: "runs/\(preset)-\(formatter.string(from: Date()))")
     }
 
-    /// A run directory (newest checkpoint) or a checkpoint file inside `RUN/checkpoints/`.
-    static func locate(_ path: String) throws -> (URL, URL) {
+    /// A run directory (its newest checkpoint, or none yet) or a checkpoint file inside
+    /// `RUN/checkpoints/`.
+    static func locate(_ path: String) throws -> (URL, URL?) {
         let url = URL(fileURLWithPath: path)
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
             throw ValidationError("--resume \(path): no such run directory or checkpoint")
         }
         if isDirectory.boolValue {
-            guard let newest = Trainer.checkpoints(in: url).last else {
-                throw ValidationError("--resume \(path): the run directory has no checkpoints/step-*.safetensors")
+            if let newest = Trainer.checkpoints(in: url).last { return (url, newest) }
+            guard FileManager.default.fileExists(atPath: url.appendingPathComponent("config.json").path) else {
+                throw ValidationError("--resume \(path): not a run directory (no config.json and no checkpoints/step-*.safetensors)")
             }
-            return (url, newest)
+            return (url, nil)
         }
         return (url.deletingLastPathComponent().deletingLastPathComponent(), url)
     }

@@ -129,6 +129,18 @@ let tinyFlags = ["--d-model", "16", "--layers", "1", "--heads", "2", "--d-ff", "
         let count = try lmtrain(["count", "--preset", "e8"], in: folder)
         #expect(count.status == 0)
         #expect(count.stdout.contains("41234721"))
+
+        // A run that died before its first checkpoint starts over with its config and gives
+        // the same losses.
+        let firstLosses = try String(contentsOf: run.appendingPathComponent("metrics.jsonl"), encoding: .utf8)
+            .split(separator: "\n").filter { $0.contains("\"type\":\"train\"") }.map { $0.split(separator: ",")[2] }
+        try FileManager.default.removeItem(at: run.appendingPathComponent("checkpoints"))
+        let restarted = try lmtrain(["train", "--resume", run.path], in: folder)
+        #expect(restarted.status == 0, "\(restarted.stderr)")
+        #expect(restarted.stdout.contains("starting it over from step 0"))
+        let secondLosses = try String(contentsOf: run.appendingPathComponent("metrics.jsonl"), encoding: .utf8)
+            .split(separator: "\n").filter { $0.contains("\"type\":\"train\"") }.map { $0.split(separator: ",")[2] }
+        #expect(firstLosses.count == 4 && firstLosses == secondLosses)
     }
 }
 
