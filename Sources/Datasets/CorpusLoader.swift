@@ -2,13 +2,15 @@ import Foundation
 
 /// Where training data comes from (the `data` section of a run config).
 public struct DataConfig: Sendable, Codable, Equatable {
-    /// nil for the default corpus (the King James Bible); a known name (`kjv`, `enwik8`); or a
-    /// path to a text file, a folder or a ZIP archive.
+    /// nil for the default corpus (the King James Bible); a known name (`kjv`, `enwik8`,
+    /// `wikitext-103`, `wikitext-103-raw`, `wikitext-2`, `wikitext-2-raw`); or a path to a text
+    /// file, a folder or a ZIP archive.
     public var source: String?
     /// Train / valid / test fractions for plain text files (enwik8 uses its standard
     /// 90M/5M/5M split).
     public var split: [Double]
-    /// `bytes` (the only tokenizer of byte corpora).
+    /// `bytes`, `words` (Transformer-XL words) or `bpe:N` (SentencePiece BPE with N pieces);
+    /// enwik8 takes bytes only.
     public var tokenizer: String
 
     public init(source: String? = nil, split: [Double] = [0.9, 0.05, 0.05], tokenizer: String = "bytes") {
@@ -74,45 +76,106 @@ public enum CorpusLoader {
         return URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent("Data")
     }
 
-    public static func load(_ config: DataConfig, dataDirectory: URL = defaultDataDirectory) throws -> Corpus {
+    /// Where `--data` points, once resolved.
+    public enum Source: Sendable {
+        /// A text file (the default corpus included), split by position.
+        case plainText(URL)
+        /// enwik8: the raw file or its archive.
+        case enwik8(URL)
+        /// A WikiText archive or folder.
+        case wikiText(WikiText)
+    }
+
+    /// The token caches of the data directory: `DATA/cache`.
+    public static func cacheRoot(dataDirectory: URL) -> URL { dataDirectory.appendingPathComponent("cache") }
+
+    /// Loads the corpus `config` describes. Byte corpora from text files and enwik8 are read
+    /// into memory; WikiText and every `words` / `bpe:N` corpus goes through the token caches
+    /// of `DATA/cache`, which are built or rebuilt first when missing or stale (said on
+    /// `reporter`).
+    public static func load(
+        _ config: DataConfig, dataDirectory: URL = defaultDataDirectory, reporter: PreparationReporter = .console
+    ) throws -> Corpus {
         try config.validate()
-        guard config.tokenizer == "bytes" else {
-            throw DataError("--tokenizer \(config.tokenizer): token corpora are not supported by this build yet; use bytes")
+        let choice = try TokenizerChoice(config.tokenizer)
+        switch try resolve(config.source, dataDirectory: dataDirectory) {
+        case .enwik8(let url):
+            guard choice == .bytes else {
+                throw DataError("--tokenizer \(choice): enwik8 is a byte-level corpus (bits per character); use --tokenizer bytes")
+            }
+            return try loadEnwik8(url)
+        case .plainText(let url) where choice == .bytes:
+            return try loadPlainText(url, split: config.split)
+        case .plainText, .wikiText:
+            return try prepare(config, dataDirectory: dataDirectory, reporter: reporter).corpus
         }
-        switch config.source {
+    }
+
+    /// Tokenizes the corpus of `config` into its token caches (reusing what is current, all
+    /// anew when `force`): WikiText with any tokenizer, or a text file with `words` / `bpe:N`.
+    public static func prepare(
+        _ config: DataConfig, dataDirectory: URL = defaultDataDirectory, force: Bool = false,
+        reporter: PreparationReporter = .console
+    ) throws -> PreparedCorpus {
+        try config.validate()
+        let choice = try TokenizerChoice(config.tokenizer)
+        let sources: CorpusSources
+        switch try resolve(config.source, dataDirectory: dataDirectory) {
+        case .enwik8:
+            throw DataError("enwik8 is read directly as bytes and needs no preparation; prepare WikiText or a text file with --tokenizer words or bpe:N")
+        case .plainText(let url):
+            guard choice != .bytes else {
+                throw DataError("\(url.path): text files are read directly with --tokenizer bytes and need no preparation; use --tokenizer words or bpe:N")
+            }
+            sources = try CorpusSources.plainText(url, fractions: config.split)
+        case .wikiText(let wikiText):
+            sources = CorpusSources(wikiText)
+        }
+        return try CorpusPreparation.prepare(
+            sources, tokenizer: choice, cacheRoot: cacheRoot(dataDirectory: dataDirectory), force: force, reporter: reporter)
+    }
+
+    /// Resolves `--data`: nil or `kjv` (the default corpus), `enwik8`, a WikiText name (looked
+    /// up in `dataDirectory`), or a path to a text file, a folder or a ZIP archive.
+    public static func resolve(_ source: String?, dataDirectory: URL) throws -> Source {
+        switch source {
         case nil, "kjv":
-            return try loadPlainText(try defaultKJV(dataDirectory: dataDirectory), split: config.split)
+            return .plainText(try defaultKJV(dataDirectory: dataDirectory))
         case "enwik8":
             let zip = dataDirectory.appendingPathComponent("enwik8.zip")
             let raw = dataDirectory.appendingPathComponent("enwik8")
-            if FileManager.default.fileExists(atPath: raw.path) { return try loadEnwik8(raw) }
-            if FileManager.default.fileExists(atPath: zip.path) { return try loadEnwik8(zip) }
+            if FileManager.default.fileExists(atPath: raw.path) { return .enwik8(raw) }
+            if FileManager.default.fileExists(atPath: zip.path) { return .enwik8(zip) }
             throw DataError("enwik8 is not in \(dataDirectory.path): run Scripts/get-data enwik8, or pass --data PATH/enwik8.zip")
+        case let name? where WikiText.knownNames.contains(name):
+            return .wikiText(try WikiText.locate(name, in: dataDirectory))
         case let path?:
-            return try loadPath(URL(fileURLWithPath: path), split: config.split)
+            return try resolvePath(URL(fileURLWithPath: path))
         }
     }
 
     /// A file, folder or archive given by path.
-    static func loadPath(_ url: URL, split: [Double]) throws -> Corpus {
+    static func resolvePath(_ url: URL) throws -> Source {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
             throw DataError("--data \(url.path): no such file or folder")
         }
         if isDirectory.boolValue {
+            if WikiText.looksLikeWikiText(url) { return .wikiText(try WikiText.open(url)) }
             for name in ["enwik8", "enwik8.zip"] {
                 let candidate = url.appendingPathComponent(name)
-                if FileManager.default.fileExists(atPath: candidate.path) { return try loadEnwik8(candidate) }
+                if FileManager.default.fileExists(atPath: candidate.path) { return .enwik8(candidate) }
             }
-            throw DataError("--data \(url.path): folder holds no enwik8 or enwik8.zip; give a text file, an archive, or one of these folders")
+            throw DataError("--data \(url.path): the folder holds neither WikiText files (wiki.train.tokens, ...) nor enwik8; give a text file, an archive, or one of these folders")
         }
         if url.pathExtension.lowercased() == "zip" {
             let archive = try ZipArchive(url: url)
-            if archive.member(named: "enwik8") != nil { return try loadEnwik8(url) }
-            throw DataError("\(url.path): archive has no member named enwik8 (members: \(archive.members.prefix(5).map(\.name).joined(separator: ", ")))")
+            if archive.member(named: "enwik8") != nil { return .enwik8(url) }
+            if WikiText.looksLikeWikiText(url) { return .wikiText(try WikiText.open(url)) }
+            throw DataError("\(url.path): archive holds neither enwik8 nor WikiText files (members: \(archive.members.prefix(5).map(\.name).joined(separator: ", ")))")
         }
-        if url.lastPathComponent == "enwik8" { return try loadEnwik8(url) }
-        return try loadPlainText(url, split: split)
+        if url.lastPathComponent == "enwik8" { return .enwik8(url) }
+        return .plainText(url)
     }
 
     /// Any file as bytes, split by position into `split` fractions.

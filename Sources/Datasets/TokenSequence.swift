@@ -6,6 +6,10 @@ public final class TokenSequence: @unchecked Sendable {
     public let count: Int
     /// Bytes per id: 1, 2 or 4.
     public let width: Int
+    /// Words of the text these ids encode (whitespace-separated tokens plus one per line, as
+    /// Transformer-XL counts WikiText), when known: a token cache records it so that evaluation
+    /// can report the word-level perplexity. Slices do not carry it.
+    public let wordCount: Int?
     private let base: UnsafeRawPointer
     private let owner: AnyObject
 
@@ -16,15 +20,18 @@ public final class TokenSequence: @unchecked Sendable {
         base = storage.pointer
         count = bytes.count
         width = 1
+        wordCount = nil
     }
 
-    /// Ids in a region owned by `owner` (a mapped file or an array), `width` bytes each.
-    public init(base: UnsafeRawPointer, count: Int, width: Int, owner: AnyObject) {
+    /// Ids in a region owned by `owner` (a mapped file or an array), `width` bytes each,
+    /// little-endian.
+    public init(base: UnsafeRawPointer, count: Int, width: Int, owner: AnyObject, wordCount: Int? = nil) {
         precondition([1, 2, 4].contains(width))
         self.base = base
         self.count = count
         self.width = width
         self.owner = owner
+        self.wordCount = wordCount
     }
 
     /// Ids `range` of this sequence, sharing its storage.

@@ -15,30 +15,41 @@ public struct EvaluationResult: Sendable, Codable, Equatable {
     public var unit: TokenUnit
     public var batchSize: Int
     public var memorySegments: Int
+    /// Word-level perplexity, when the split's word count is known (WikiText token caches):
+    /// exp(loss x tokens of the split / words of the split), words being whitespace tokens
+    /// plus one `<eos>` per line as Transformer-XL counts them. The few tokens the ordered
+    /// batches leave unscored (the first of each stream, the remainder past batch x stream
+    /// length) count at the mean loss of the scored ones.
+    public var wordPerplexity: Double?
 
     /// Bits per character, for byte corpora.
     public var bitsPerCharacter: Double? { unit == .bytes ? loss / Foundation.log(2.0) : nil }
     /// Perplexity per token, for token corpora.
     public var perplexity: Double? { unit == .tokens ? Foundation.exp(loss) : nil }
 
-    /// "bpc 1.234" or "ppl 56.78".
+    /// "bpc 1.234" or "ppl 56.78", then "| word ppl 123.45" when known.
     public var metricText: String {
-        if let bpc = bitsPerCharacter { return String(format: "bpc %.4f", bpc) }
-        return String(format: "ppl %.2f", perplexity ?? .nan)
+        let words = wordPerplexity.map { String(format: " | word ppl %.2f", $0) } ?? ""
+        if let bpc = bitsPerCharacter { return String(format: "bpc %.4f", bpc) + words }
+        return String(format: "ppl %.2f", perplexity ?? .nan) + words
     }
 
     enum CodingKeys: String, CodingKey {
         case split, tokens, loss, unit, batchSize = "batch_size", memorySegments = "memory_segments"
-        case bitsPerCharacter = "bpc", perplexity
+        case bitsPerCharacter = "bpc", perplexity, wordPerplexity = "word_perplexity"
     }
 
-    public init(split: String, tokens: Int, loss: Double, unit: TokenUnit, batchSize: Int, memorySegments: Int) {
+    public init(
+        split: String, tokens: Int, loss: Double, unit: TokenUnit, batchSize: Int, memorySegments: Int,
+        wordPerplexity: Double? = nil
+    ) {
         self.split = split
         self.tokens = tokens
         self.loss = loss
         self.unit = unit
         self.batchSize = batchSize
         self.memorySegments = memorySegments
+        self.wordPerplexity = wordPerplexity
     }
 
     public init(from decoder: any Decoder) throws {
@@ -49,6 +60,7 @@ public struct EvaluationResult: Sendable, Codable, Equatable {
         unit = try c.decode(TokenUnit.self, forKey: .unit)
         batchSize = try c.decode(Int.self, forKey: .batchSize)
         memorySegments = try c.decode(Int.self, forKey: .memorySegments)
+        wordPerplexity = try c.decodeIfPresent(Double.self, forKey: .wordPerplexity)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -61,6 +73,7 @@ public struct EvaluationResult: Sendable, Codable, Equatable {
         try c.encode(memorySegments, forKey: .memorySegments)
         try c.encodeIfPresent(bitsPerCharacter, forKey: .bitsPerCharacter)
         try c.encodeIfPresent(perplexity, forKey: .perplexity)
+        try c.encodeIfPresent(wordPerplexity, forKey: .wordPerplexity)
     }
 }
 
@@ -94,8 +107,16 @@ public enum Evaluator {
             count += shape.rows
             progress?(index + 1, chunks)
         }
+        let loss = lossSum / Double(count)
         return EvaluationResult(
-            split: split, tokens: count, loss: lossSum / Double(count), unit: unit,
-            batchSize: batchSize, memorySegments: memorySegments)
+            split: split, tokens: count, loss: loss, unit: unit,
+            batchSize: batchSize, memorySegments: memorySegments,
+            wordPerplexity: tokens.wordCount.map { wordPerplexity(meanLoss: loss, tokens: tokens.count, words: $0) })
+    }
+
+    /// exp(total loss / words), the total estimated as `meanLoss` x every token of the split
+    /// (scored or not).
+    public static func wordPerplexity(meanLoss: Double, tokens: Int, words: Int) -> Double {
+        Foundation.exp(meanLoss * Double(tokens) / Double(max(1, words)))
     }
 }

@@ -251,6 +251,7 @@ public final class Trainer {
         ]
         if let bpc = result.bitsPerCharacter { fields.append(("bpc", bpc)) }
         if let ppl = result.perplexity { fields.append(("perplexity", ppl)) }
+        if let words = result.wordPerplexity { fields.append(("word_perplexity", words)) }
         metrics.write(fields)
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Datasets
 import Foundation
 import Models
 import Tensor
@@ -7,12 +8,20 @@ import Training
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure the sgemm rate and the training throughput of the bench preset.")
+        abstract: "Measure the sgemm rate and the training throughput of the bench preset.",
+        discussion: """
+            With --tokenizers: the tokenization throughput (MB/s) of bytes, words and BPE on the
+            train split of --tokenizer-data, and the BPE training time, added to the JSON under
+            "tokenizers" (other figures in the file are kept).
+            """)
 
     @Option(help: "Timed training steps (after 2 warm-up steps).") var steps: Int = 5
     @Option(help: "Size n of the n x n x n sgemm.") var sgemmSize: Int = 2048
     @Option(help: "Write the figures as JSON here.") var output: String = "bench.json"
     @OptionGroup var threads: ThreadOptions
+    @Flag(help: "Measure the tokenizers instead (see below).") var tokenizers = false
+    @Option(help: "Corpus for --tokenizers: a WikiText name (in Data/) or path.") var tokenizerData: String = "wikitext-2"
+    @Option(help: "BPE pieces for --tokenizers.") var pieces: Int = 8000
 
     func validate() throws {
         guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
@@ -21,6 +30,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         try threads.apply()
+        if tokenizers { return try runTokenizers() }
         let sgemm = Benchmark.sgemmRate(size: sgemmSize, repeats: 5)
         print(String(format: "sgemm %d^3: %.1f GFLOP/s (median of 5, %d threads)", sgemmSize, sgemm, Threads.count))
         var config = Preset.bench.config
@@ -66,6 +76,21 @@ struct Bench: ParsableCommand {
         report.feedForwardBlockSeconds = blockMedians
         report.moeToDenseBlockRatio = ratio
         try writeJSON(report, to: URL(fileURLWithPath: output))
+        print("wrote \(output)")
+    }
+}
+
+extension Bench {
+    /// The tokenizer benchmark, merged into the JSON at `output` under "tokenizers".
+    func runTokenizers() throws {
+        guard case .wikiText(let wikiText) = try CorpusLoader.resolve(tokenizerData, dataDirectory: CorpusLoader.defaultDataDirectory) else {
+            throw ValidationError("--tokenizer-data \(tokenizerData): not a WikiText corpus (give wikitext-2 or a path to its archive or folder)")
+        }
+        let report = try TokenizerBenchmark.run(CorpusSources(wikiText), pieces: pieces) { print($0) }
+        let url = URL(fileURLWithPath: output)
+        var object = (FileManager.default.contents(atPath: url.path)).flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] } ?? [:]
+        object["tokenizers"] = try JSONSerialization.jsonObject(with: JSONEncoder().encode(report))
+        try AtomicFile.write(try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), to: url)
         print("wrote \(output)")
     }
 }

@@ -10,10 +10,15 @@ struct LMTrain: ParsableCommand {
             Examples:
               lmtrain train --preset quickstart
               lmtrain train --data Data/enwik8.zip --preset e8 --steps 1000
+              lmtrain train --data wikitext-103 --tokenizer bpe:8000 --preset wt-s
+              lmtrain prepare --data wikitext-103 --tokenizer bpe:8000
               lmtrain eval --checkpoint runs/quickstart/checkpoints/step-0001000.safetensors --split test
               lmtrain bench
             """,
-        subcommands: [Train.self, Eval.self, Step.self, Count.self, Audit.self, Compare.self, Bench.self])
+        subcommands: [
+            Train.self, Eval.self, Prepare.self, Tokenize.self, Step.self, Count.self, Audit.self, Compare.self,
+            Bench.self,
+        ])
 
     /// Runs the command; user mistakes print one line and exit non-zero (no stack traces).
     static func main() {
@@ -23,13 +28,14 @@ struct LMTrain: ParsableCommand {
         } catch let error as ExitCode {
             Foundation.exit(error.rawValue)
         } catch {
-            if let clean = error as? CleanExit {
-                exit(withError: clean)
+            // --help and --version arrive as errors with a success exit code: print them whole.
+            if exitCode(for: error) == .success {
+                exit(withError: error)
             }
             let message = Self.message(for: error)
             let firstLine = message.split(separator: "\n").first.map(String.init) ?? message
             FileHandle.standardError.write(Data("lmtrain: \(firstLine)\n".utf8))
-            Foundation.exit(exitCode(for: error) == .success ? 1 : exitCode(for: error).rawValue)
+            Foundation.exit(exitCode(for: error).rawValue)
         }
     }
 }

@@ -2,8 +2,12 @@ import Foundation
 import Testing
 import TestSupport
 
-/// The `lmtrain` binary built with these tests.
+/// The `lmtrain` binary built with these tests: the executable next to the test bundle (the
+/// same build folder and configuration), else `.build/<configuration>/lmtrain`.
 let binary: URL = {
+    let sibling = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        .deletingLastPathComponent().appendingPathComponent("lmtrain")
+    if FileManager.default.isExecutableFile(atPath: sibling.path) { return sibling }
     #if DEBUG
     let configuration = "debug"
     #else
@@ -88,6 +92,9 @@ let tinyFlags = ["--d-model", "16", "--layers", "1", "--heads", "2", "--d-ff", "
             (["eval", "--checkpoint", notCheckpoint.path], "not a valid safetensors file"),
             (["eval", "--checkpoint", notCheckpoint.path, "--split", "train"], "--split must be valid or test"),
         ]
+        // --help is not an error: the whole help, exit 0.
+        let help = try lmtrain(["train", "--help"], in: folder)
+        #expect(help.status == 0 && help.stdout.contains("--experts") && help.stdout.split(separator: "\n").count > 20)
         for (arguments, fragment) in cases {
             let result = try lmtrain(arguments, in: folder)
             let lines = result.stderr.split(separator: "\n")
