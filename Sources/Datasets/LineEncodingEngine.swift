@@ -111,19 +111,9 @@ final class LineEncodingEngine<T: Tokenizer> {
         }
     }
 
-    /// About `parts` consecutive ranges of equal size, each extended to just after a line feed.
+    /// About `parts` consecutive ranges of equal size, each extended to just after a line feed
+    /// (none for an empty text).
     static func lineAlignedRanges(_ text: UnsafeBufferPointer<UInt8>, parts: Int) -> [Range<Int>] {
-        let count = text.count
-        guard count > 0 else { return [] }
-        var ranges: [Range<Int>] = []
-        var start = 0
-        for part in 1...max(1, parts) where start < count {
-            var end = part == parts ? count : max(start + 1, count * part / parts)
-            while end < count && text[end - 1] != 0x0A { end += 1 }
-            ranges.append(start..<end)
-            start = end
-        }
-        if start < count { ranges.append(start..<count) }
-        return ranges
+        text.isEmpty ? [] : TextLines.splitAtLineBoundaries(text, parts: max(1, parts))
     }
 }

@@ -440,7 +440,7 @@ public final class MixtureOfExperts: FeedForwardLayer {
         let ys = SendablePointer(sortedOutput.reserve(pairs * d))
         let offsets = SendablePointer(expertOffsets.pointer)
         let w1 = SendablePointer(arena.value(keys)), w2 = SendablePointer(arena.value(values))
-        parallelForDynamic(n) { e in
+        parallelFor(n) { e in
             let start = offsets.pointer[e], count = offsets.pointer[e + 1] - start
             if count == 0 { return }
             let hidden = h.mutable + start * g, gated = a.mutable + start * g
@@ -566,7 +566,7 @@ public final class MixtureOfExperts: FeedForwardLayer {
         let w1 = SendablePointer(arena.value(keys)), w2 = SendablePointer(arena.value(values))
         let dw1 = SendablePointer(arena.gradient(keys)), dw2 = SendablePointer(arena.gradient(values))
         do {
-            parallelForDynamic(n) { e in
+            parallelFor(n) { e in
                 let start = offsets.pointer[e], count = offsets.pointer[e + 1] - start
                 if count == 0 { return }
                 let dyBlock = dys.pointer + start * d, dA = dh.mutable + start * g

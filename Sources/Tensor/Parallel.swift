@@ -41,11 +41,11 @@ public enum Threads {
     }
 }
 
-/// Runs `body(i)` for every `i` in `0..<count`, spread over `Threads.count` workers in
-/// contiguous blocks of indices. Callers make items coarse (one head, one chunk of rows).
-/// The result never depends on the number of threads: each index is computed by exactly one
-/// worker and writes only its own outputs.
-@inlinable
+/// Runs `body(i)` for every `i` in `0..<count` on up to `Threads.count` workers, each taking
+/// the next unclaimed index when it finishes (items of uneven cost, such as experts with
+/// different numbers of tokens, balance themselves). Callers make items coarse (one head, one
+/// chunk of rows, one expert). The result never depends on the number of threads or the
+/// schedule: each index runs exactly once and writes only its own outputs.
 public func parallelFor(_ count: Int, _ body: @Sendable (Int) -> Void) {
     let workers = min(Threads.count, count)
     if workers <= 1 || Threads.insideParallelRegionForInlining {
@@ -54,10 +54,13 @@ public func parallelFor(_ count: Int, _ body: @Sendable (Int) -> Void) {
     }
     Threads.enterParallelRegion()
     defer { Threads.leaveParallelRegion() }
-    DispatchQueue.concurrentPerform(iterations: workers) { worker in
-        let start = worker * count / workers
-        let end = (worker + 1) * count / workers
-        for i in start..<end { body(i) }
+    let next = Atomic<Int>(0)
+    DispatchQueue.concurrentPerform(iterations: workers) { _ in
+        while true {
+            let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
+            if i >= count { break }
+            body(i)
+        }
     }
 }
 
@@ -74,27 +77,6 @@ public func parallelChunks(
     }
     parallelFor(chunks) { chunk in
         body((chunk * total / chunks)..<((chunk + 1) * total / chunks))
-    }
-}
-
-/// Like `parallelFor`, but workers take the next unclaimed index as they finish, for items of
-/// uneven cost (experts with different numbers of tokens). Each index still runs exactly once
-/// and writes only its own outputs, so the result does not depend on the schedule.
-public func parallelForDynamic(_ count: Int, _ body: @Sendable (Int) -> Void) {
-    let workers = min(Threads.count, count)
-    if workers <= 1 || Threads.insideParallelRegionForInlining {
-        for i in 0..<count { body(i) }
-        return
-    }
-    Threads.enterParallelRegion()
-    defer { Threads.leaveParallelRegion() }
-    let next = Atomic<Int>(0)
-    DispatchQueue.concurrentPerform(iterations: workers) { _ in
-        while true {
-            let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
-            if i >= count { break }
-            body(i)
-        }
     }
 }
 

@@ -110,9 +110,7 @@ public enum TextLines {
 
     /// Splits `text` into about `parts` consecutive ranges that each end just after an LF
     /// (the last one at the end of the text), so no line is cut.
-    static func splitAtLineBoundaries(_ text: UnsafeBufferPointer<UInt8>, parts: Int) -> [Range<
-        Int
-    >] {
+    public static func splitAtLineBoundaries(_ text: UnsafeBufferPointer<UInt8>, parts: Int) -> [Range<Int>] {
         let count = text.count
         guard count > 0, parts > 1 else { return [0..<count] }
         var ranges: [Range<Int>] = []

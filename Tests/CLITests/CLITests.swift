@@ -22,15 +22,23 @@ struct Invocation {
     let stderr: String
 }
 
-func lmtrain(_ arguments: [String], in directory: URL? = nil) throws -> Invocation {
+/// Runs the binary in `directory` (its `Data/` there, whatever `LMTRAIN_DATA` says), feeding
+/// `input` on standard input when given.
+func lmtrain(_ arguments: [String], in directory: URL? = nil, input: Data? = nil) throws -> Invocation {
     let process = Process()
     process.executableURL = binary
     process.arguments = arguments
     if let directory { process.currentDirectoryURL = directory }
-    let out = Pipe(), err = Pipe()
+    process.environment = ProcessInfo.processInfo.environment.filter { $0.key != "LMTRAIN_DATA" }
+    let out = Pipe(), err = Pipe(), stdin = Pipe()
     process.standardOutput = out
     process.standardError = err
+    process.standardInput = input == nil ? FileHandle.nullDevice : stdin
     try process.run()
+    if let input {
+        stdin.fileHandleForWriting.write(input)
+        try stdin.fileHandleForWriting.close()
+    }
     let outData = out.fileHandleForReading.readDataToEndOfFile()
     let errData = err.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()

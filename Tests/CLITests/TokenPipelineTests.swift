@@ -3,34 +3,6 @@ import Foundation
 import Testing
 import TestSupport
 
-/// The `lmtrain` built next to this test bundle (whatever the build folder), else the default.
-let pipelineBinary = binary
-
-/// Runs the binary in `directory`, optionally feeding `input` on standard input.
-func runPipeline(_ arguments: [String], in directory: URL, input: Data? = nil) throws -> Invocation {
-    let process = Process()
-    process.executableURL = pipelineBinary
-    process.arguments = arguments
-    process.currentDirectoryURL = directory
-    // Data/ under `directory`, whatever the caller's environment says.
-    process.environment = ProcessInfo.processInfo.environment.filter { $0.key != "LMTRAIN_DATA" }
-    let out = Pipe(), err = Pipe(), stdin = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    process.standardInput = input == nil ? FileHandle.nullDevice : stdin
-    try process.run()
-    if let input {
-        stdin.fileHandleForWriting.write(input)
-        try stdin.fileHandleForWriting.close()
-    }
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
-    let errData = err.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return Invocation(
-        status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-        stderr: String(decoding: errData, as: UTF8.self))
-}
-
 /// WikiText-like lines (leading and trailing space, blank lines, `@,@` numbers) from a fixed
 /// word list, so every character is frequent enough for a small BPE vocabulary.
 func wikiLines(_ count: Int, seed: Int) -> [String] {
@@ -69,23 +41,23 @@ func jsonObject(_ url: URL) throws -> [String: Any] {
     @Test func prepareTokenizeAndDecodeThroughTheBinary() throws {
         let folder = scratch("tokenize")
         let corpus = try wikiFolder(in: folder, ext: "raw")
-        let first = try runPipeline(["prepare", "--data", corpus.path, "--tokenizer", "bpe:80", "--threads", "2"], in: folder)
+        let first = try lmtrain(["prepare", "--data", corpus.path, "--tokenizer", "bpe:80", "--threads", "2"], in: folder)
         #expect(first.status == 0, "\(first.stderr)")
         #expect(first.stdout.contains("preparing wikitext-2-raw"))
         #expect(first.stdout.contains("building the bpe:80 tokenizer"))
         #expect(first.stdout.contains("tokenizing train:"))
         #expect(first.stdout.components(separatedBy: "(built)").count == 4)
         // Everything current the second time: nothing is built and nothing announced.
-        let second = try runPipeline(["prepare", "--data", corpus.path, "--tokenizer", "bpe:80"], in: folder)
+        let second = try lmtrain(["prepare", "--data", corpus.path, "--tokenizer", "bpe:80"], in: folder)
         #expect(second.status == 0, "\(second.stderr)")
         #expect(!second.stdout.contains("preparing") && second.stdout.contains("(reused)"))
         #expect(second.stdout.components(separatedBy: "(current)").count == 4)
 
         let model = folder.appendingPathComponent("Data/cache/wikitext-2-raw-bpe-80/tokenizer.model")
         let valid = corpus.appendingPathComponent("wiki.valid.raw")
-        let fromFile = try runPipeline(["tokenize", "--model", model.path, valid.path], in: folder)
+        let fromFile = try lmtrain(["tokenize", "--model", model.path, valid.path], in: folder)
         #expect(fromFile.status == 0, "\(fromFile.stderr)")
-        let fromStdin = try runPipeline(["tokenize", "--model", model.path, "--threads", "2"], in: folder, input: try Data(contentsOf: valid))
+        let fromStdin = try lmtrain(["tokenize", "--model", model.path, "--threads", "2"], in: folder, input: try Data(contentsOf: valid))
         #expect(fromStdin.stdout == fromFile.stdout)
         let idLines = fromFile.stdout.split(separator: "\n", omittingEmptySubsequences: false).dropLast()
         let textLines = try String(contentsOf: valid, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false).dropLast()
@@ -96,7 +68,7 @@ func jsonObject(_ url: URL) throws -> [String: Any] {
         let ids = idLines.flatMap { $0.split(separator: " ").map { Int32($0)! } }
         #expect(ids == (0..<cached.valid.count).map { cached.valid[$0] })
         // Decoding gives the text back, with sentencepiece's whitespace rules applied.
-        let decoded = try runPipeline(["tokenize", "--model", model.path, "--decode"], in: folder, input: Data(fromFile.stdout.utf8))
+        let decoded = try lmtrain(["tokenize", "--model", model.path, "--decode"], in: folder, input: Data(fromFile.stdout.utf8))
         #expect(decoded.status == 0, "\(decoded.stderr)")
         #expect(decoded.stdout.split(separator: "\n", omittingEmptySubsequences: false).dropLast().map(String.init)
             == textLines.map { $0.split(separator: " ").joined(separator: " ") })
@@ -109,7 +81,7 @@ func jsonObject(_ url: URL) throws -> [String: Any] {
                      "--d-ff", "32", "--batch-size", "2", "--segment-length", "8", "--memory-length", "8", "--log-every", "1",
                      "--eval-every", "0", "--eval-batch-size", "2", "--eval-memory", "1"]
         let run = folder.appendingPathComponent("run")
-        let train = try runPipeline(["train", "--run-dir", run.path] + flags, in: folder)
+        let train = try lmtrain(["train", "--run-dir", run.path] + flags, in: folder)
         #expect(train.status == 0, "\(train.stderr)")
         #expect(train.stdout.contains("preparing wikitext-2"))  // the caches were built on the way
         #expect(train.stdout.contains("| word ppl "))
@@ -125,19 +97,19 @@ func jsonObject(_ url: URL) throws -> [String: Any] {
             #expect(abs((result["perplexity"] as! Double) / exp(result["loss"] as! Double) - 1) < 1e-9)
         }
         // A second run reuses the caches silently.
-        let again = try runPipeline(["train", "--run-dir", folder.appendingPathComponent("run2").path] + flags, in: folder)
+        let again = try lmtrain(["train", "--run-dir", folder.appendingPathComponent("run2").path] + flags, in: folder)
         #expect(again.status == 0 && !again.stdout.contains("preparing"), "\(again.stderr)")
         // Stopping and resuming finds the same data (fingerprint) through the caches.
         let split = folder.appendingPathComponent("split")
-        let stopped = try runPipeline(["train", "--run-dir", split.path, "--stop-at", "2"] + flags, in: folder)
+        let stopped = try lmtrain(["train", "--run-dir", split.path, "--stop-at", "2"] + flags, in: folder)
         #expect(stopped.status == 0, "\(stopped.stderr)")
-        let resumed = try runPipeline(["train", "--resume", split.path], in: folder)
+        let resumed = try lmtrain(["train", "--resume", split.path], in: folder)
         #expect(resumed.status == 0, "\(resumed.stderr)")
         #expect(resumed.stdout.contains("resuming") && resumed.stdout.contains("| word ppl "))
         // eval prints and writes the word-level figure too.
         let checkpoint = run.appendingPathComponent("checkpoints/step-0000004.safetensors")
         let output = folder.appendingPathComponent("eval.json")
-        let eval = try runPipeline(["eval", "--checkpoint", checkpoint.path, "--split", "valid", "--batch-size", "2", "--output", output.path], in: folder)
+        let eval = try lmtrain(["eval", "--checkpoint", checkpoint.path, "--split", "valid", "--batch-size", "2", "--output", output.path], in: folder)
         #expect(eval.status == 0, "\(eval.stderr)")
         #expect(eval.stdout.contains("| word ppl "))
         let json = try jsonObject(output)
@@ -188,7 +160,7 @@ func jsonObject(_ url: URL) throws -> [String: Any] {
             (["prepare", "--data", text.path, "--tokenizer", "bytes"], "need no preparation"),
         ]
         for (arguments, fragment) in cases {
-            let result = try runPipeline(arguments, in: folder)
+            let result = try lmtrain(arguments, in: folder)
             #expect(result.status != 0, "\(arguments)")
             #expect(result.stderr.split(separator: "\n").count == 1, "\(arguments): \(result.stderr)")
             #expect(result.stderr.contains(fragment), "\(arguments): \(result.stderr)")
@@ -210,7 +182,7 @@ func jsonObject(_ url: URL) throws -> [String: Any] {
             try FileManager.default.copyItem(at: shared.appendingPathComponent("wiki.\(split).tokens"), to: corpus.appendingPathComponent("wiki.\(split).tokens"))
         }
         let run = folder.appendingPathComponent("run")
-        let result = try runPipeline([
+        let result = try lmtrain([
             "train", "--data", corpus.path, "--tokenizer", "bpe:8000", "--preset", "quickstart", "--steps", "30", "--warmup", "5",
             "--batch-size", "4", "--segment-length", "32", "--memory-length", "32", "--eval-batch-size", "16", "--eval-memory", "1",
             "--log-every", "10", "--eval-every", "0", "--threads", "2", "--run-dir", run.path,
