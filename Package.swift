@@ -22,22 +22,20 @@ let package = Package(
         .systemLibrary(
             name: "CZlib", pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]),
-        .target(name: "Tensor", dependencies: ["CBLAS"], swiftSettings: fast),
+        .target(name: "Tensor", dependencies: ["CBLAS"]),
         .target(
-            name: "Layers", dependencies: ["Tensor"],
-            swiftSettings: fast),
-        .target(name: "Models", dependencies: ["Layers", "Tensor"], swiftSettings: fast),
+            name: "Layers", dependencies: ["Tensor"]),
+        .target(name: "Models", dependencies: ["Layers", "Tensor"]),
         // Byte, word and SentencePiece-compatible BPE tokenizers (pure Swift).
-        .target(name: "Tokenizers", swiftSettings: fast),
-        .target(name: "Datasets", dependencies: ["CZlib", "Tensor", "Tokenizers"], swiftSettings: fast),
+        .target(name: "Tokenizers"),
+        .target(name: "Datasets", dependencies: ["CZlib", "Tensor", "Tokenizers"]),
         // Run configs, presets and their JSON/flag resolution (no tensors).
         .target(name: "Configuration", dependencies: ["Models", "Datasets", "Layers"]),
         // Parameters, FLOPs and memory of a config, parameter matching, audits (no tensors).
         .target(name: "Accounting", dependencies: ["Configuration", "Models", "Layers"]),
         .target(
             name: "Training",
-            dependencies: ["Configuration", "Accounting", "Models", "Datasets", "Layers", "Tensor"],
-            swiftSettings: fast),
+            dependencies: ["Configuration", "Accounting", "Models", "Datasets", "Layers", "Tensor"]),
         .executableTarget(
             name: "lmtrain",
             dependencies: [
@@ -63,9 +61,3 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["lmtrain", "Datasets", "TestSupport"]),
     ]
 )
-
-/// Numeric targets: exclusivity checks off in release (they made element loops 20x slower,
-/// STYLE.md); every buffer access already goes through unsafe pointers taken once per kernel.
-var fast: [SwiftSetting] {
-    [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
-}
