@@ -62,13 +62,6 @@ public final class TokenSequence: @unchecked Sendable {
             for i in 0..<length { destination[i] = load(start + i) }
         }
     }
-
-    /// The largest id, for checking a sequence against a vocabulary.
-    public func maximumID() -> Int32 {
-        var m: Int32 = -1
-        for i in 0..<count { m = max(m, load(i)) }
-        return m
-    }
 }
 
 private final class ArrayOwner {

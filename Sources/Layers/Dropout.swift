@@ -29,9 +29,6 @@ public final class Dropout {
         multiplyInPlace(dy, mask.pointer, count: count)
     }
 
-    /// The mask of the last training forward pass (nil when dropout was inactive).
-    public var lastMask: UnsafePointer<Float>? { active ? UnsafePointer(mask.pointer) : nil }
-
     /// mask[i] = 1/(1-p) with probability 1-p, else 0; two 24-bit uniforms per 64-bit draw.
     public static func fillMask(
         _ m: UnsafeMutablePointer<Float>, count: Int, rate: Float, rng: inout RandomGenerator

@@ -333,7 +333,6 @@ public final class MixtureOfExperts: FeedForwardLayer {
                 let e = Int(picks[slot])
                 let isDropped = mask[row * n + e] != 0
                 drop[row * kk + slot] = isDropped ? 1 : 0
-                usageCounts[e] += 1
                 switch gate {
                 case .sigmoid, .softmaxBefore:
                     gateRow[slot] = isDropped ? 0 : act[row * n + e]
@@ -419,6 +418,9 @@ public final class MixtureOfExperts: FeedForwardLayer {
         gemm(transposeB: true, m: r, n: n, k: d, a: x, lda: d, b: arena.value(selector), ldb: d, beta: 0, c: z, ldc: n)
         route(shape: shape, context: &context)
         sortPairs(rows: r)
+        // Usage of this pass: the sort's per-expert counts.
+        let start = expertOffsets.pointer
+        for e in 0..<n { usageCounts[e] += start[e + 1] - start[e] }
 
         // Gather inputs in expert order.
         let xs = SendablePointer(sortedInput.reserve(pairs * d))

@@ -130,16 +130,6 @@ public func addRowVector(
     for r in 0..<rows { addInPlace(y + r * columns, bias, count: columns) }
 }
 
-/// `out[:] += sum over rows of x[r, :]` (column sums, rows summed in order).
-@inlinable
-public func addColumnSums(
-    _ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, rows: Int, columns: Int,
-    rowStride: Int? = nil
-) {
-    let stride = rowStride ?? columns
-    for r in 0..<rows { addInPlace(out, x + r * stride, count: columns) }
-}
-
 // MARK: - Exponential
 
 /// `exp(x)` for 16 lanes: Cody-Waite range reduction to `x = n ln2 + r`, |r| <= ln2/2, and the

@@ -73,10 +73,6 @@ public struct RandomGenerator: Sendable, Codable, Equatable {
         precondition(bound > 0)
         return Int(next() % UInt64(bound))
     }
-
-    /// A generator for an independent stream (initialisation of one tensor, a data shuffle),
-    /// derived from this one's next output.
-    public mutating func fork() -> RandomGenerator { RandomGenerator(seed: next()) }
 }
 
 /// Initialisers used by the layers (DESIGN.md "Init").
