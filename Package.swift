@@ -53,7 +53,9 @@ let package = Package(
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "CZlib", "TestSupport"]),
         .testTarget(
             name: "TrainingTests",
-            dependencies: ["Training", "Configuration", "Models", "Datasets", "Tensor", "TestSupport"]),
+            dependencies: ["Training", "Configuration", "Models", "Datasets", "Tensor", "TestSupport"],
+            // The PyTorch reference step (Scripts/fixtures/make-reference-step.py).
+            resources: [.copy("Fixtures/reference")]),
         .testTarget(
             name: "AccountingTests",
             dependencies: ["Accounting", "Configuration", "Models", "Training", "Tensor", "TestSupport"]),
