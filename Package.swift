@@ -4,13 +4,14 @@ import PackageDescription
 // Targets import only downward:
 //   CBLAS, CZlib -> Tensor -> Layers -> Models -> Configuration -> Accounting -> Training -> lmtrain
 //   CZlib -> Datasets -> Configuration;  Accounting reads configs only (no tensors).
+//   Heaps (no dependencies) -> Layers, Tokenizers;  Tokenizers -> Datasets.
 let package = Package(
     name: "lmtrain",
     products: [
         .executable(name: "lmtrain", targets: ["lmtrain"]),
         .library(
             name: "LMTrain",
-            targets: ["Tensor", "Layers", "Models", "Datasets", "Configuration", "Accounting", "Training"]),
+            targets: ["Heaps", "Tensor", "Layers", "Models", "Datasets", "Configuration", "Accounting", "Training"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -22,12 +23,13 @@ let package = Package(
         .systemLibrary(
             name: "CZlib", pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]),
+        // The binary heap of the BPE merge queues and of PKM's top-k selection.
+        .target(name: "Heaps"),
         .target(name: "Tensor", dependencies: ["CBLAS"]),
-        .target(
-            name: "Layers", dependencies: ["Tensor"]),
+        .target(name: "Layers", dependencies: ["Tensor", "Heaps"]),
         .target(name: "Models", dependencies: ["Layers", "Tensor"]),
         // Byte, word and SentencePiece-compatible BPE tokenizers (pure Swift).
-        .target(name: "Tokenizers"),
+        .target(name: "Tokenizers", dependencies: ["Heaps"]),
         .target(name: "Datasets", dependencies: ["CZlib", "Tensor", "Tokenizers"]),
         // Run configs, presets and their JSON/flag resolution (no tensors).
         .target(name: "Configuration", dependencies: ["Models", "Datasets", "Layers"]),
@@ -44,6 +46,7 @@ let package = Package(
             ]),
         // Helpers shared by the test targets (finite differences, corpus paths); not a product.
         .target(name: "TestSupport", dependencies: ["Tensor"], path: "Tests/Support"),
+        .testTarget(name: "HeapsTests", dependencies: ["Heaps", "Tensor"]),
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "TestSupport"]),
         .testTarget(
             name: "TokenizersTests", dependencies: ["Tokenizers"], resources: [.copy("Fixtures")]),

@@ -18,6 +18,7 @@
 // tests compare it with.
 
 import Foundation
+import Heaps
 
 /// A SentencePiece-compatible BPE tokenizer.
 public struct SentencePieceBPE: Tokenizer {
@@ -468,7 +469,7 @@ struct BPEMerger {
     private var previous: [Int32] = []
     private var next: [Int32] = []
     private var frozen: [Bool] = []
-    private var heap: [Candidate] = []
+    private var heap = BinaryHeap<Candidate>()
     /// For pieces of type UNUSED: the left part's byte length when the pair was queued
     /// (the last queued pair wins, as with sentencepiece's rev_merge map).
     private var unusedSplits: [Int32: Int32] = [:]
@@ -484,38 +485,6 @@ struct BPEMerger {
     @inline(__always)
     private static func precedes(_ a: Candidate, _ b: Candidate) -> Bool {
         a.score > b.score || (a.score == b.score && a.left < b.left)
-    }
-
-    private mutating func push(_ candidate: Candidate) {
-        heap.append(candidate)
-        var child = heap.count - 1
-        while child > 0 {
-            let parent = (child - 1) / 2
-            guard Self.precedes(heap[child], heap[parent]) else { break }
-            heap.swapAt(child, parent)
-            child = parent
-        }
-    }
-
-    private mutating func pop() -> Candidate {
-        let top = heap[0]
-        let last = heap.removeLast()
-        if !heap.isEmpty {
-            heap[0] = last
-            var parent = 0
-            while true {
-                let left = 2 * parent + 1
-                if left >= heap.count { break }
-                var best = left
-                if left + 1 < heap.count && Self.precedes(heap[left + 1], heap[left]) {
-                    best = left + 1
-                }
-                guard Self.precedes(heap[best], heap[parent]) else { break }
-                heap.swapAt(best, parent)
-                parent = best
-            }
-        }
-        return top
     }
 
     mutating func encode(
@@ -547,8 +516,7 @@ struct BPEMerger {
 
         for k in 1..<starts.count { addCandidate(Int32(k - 1), Int32(k), text, tokenizer) }
 
-        while !heap.isEmpty {
-            let top = pop()
+        while let top = heap.pop(by: Self.precedes) {
             let left = Int(top.left)
             let right = Int(top.right)
             // Stale entries: one side was merged away or grew since the pair was queued.
@@ -586,7 +554,9 @@ struct BPEMerger {
         let piece = UnsafeBufferPointer(rebasing: text[start..<start + Int(size)])
         guard let index = tokenizer.mergeable.index(of: piece) else { return }
         let id = tokenizer.mergeableIDs[index]
-        push(Candidate(score: tokenizer.scores[Int(id)], left: left, right: right, size: size))
+        heap.push(
+            Candidate(score: tokenizer.scores[Int(id)], left: left, right: right, size: size),
+            by: Self.precedes)
         if tokenizer.hasUnusedPieces && tokenizer.types[Int(id)] == .unused {
             unusedSplits[id] = lengths[Int(left)]
         }

@@ -22,6 +22,7 @@
 //   scores; exactly `vocabularySize` pieces or a thrown error.
 
 import Foundation
+import Heaps
 
 extension SentencePieceBPE {
     /// Which normaliser a trained model uses (and records in its normalizer_spec).
@@ -394,9 +395,12 @@ struct BPETrainingRun {
                 pairWords[key, default: []].append(Int32(w))
             }
         }
-        var heap = PairHeap()
+        // The order reads the symbol tables, which grow as pieces merge: every heap call
+        // gets it with the run as it is then.
+        func precedes(_ x: PairEntry, _ y: PairEntry) -> Bool { PairEntry.precedes(x, y, self) }
+        var heap = BinaryHeap<PairEntry>()
         for (key, count) in pairCounts {
-            heap.push(PairHeap.Entry(count: count, key: key), run: self)
+            heap.push(PairEntry(count: count, key: key), by: precedes)
         }
 
         var merged: [[UInt8]] = []
@@ -405,7 +409,7 @@ struct BPETrainingRun {
         var lastVisit = [Int32](repeating: -1, count: wordSymbols.count)
         var delta: [UInt64: Int64] = [:]
         while merged.count < mergeTarget {
-            guard let best = heap.pop(run: self) else {
+            guard let best = heap.pop(by: precedes) else {
                 throw TokenizerError.trainingFailed(
                     reason:
                         "vocabularySize \(options.vocabularySize) is more than this corpus supports: "
@@ -465,7 +469,7 @@ struct BPETrainingRun {
                 let updated = (pairCounts[key] ?? 0) + change
                 if updated > 0 {
                     pairCounts[key] = updated
-                    heap.push(PairHeap.Entry(count: updated, key: key), run: self)
+                    heap.push(PairEntry(count: updated, key: key), by: precedes)
                 } else {
                     pairCounts[key] = nil
                     pairWords[key] = nil
@@ -568,50 +572,15 @@ struct BPETrainingRun {
     }
 }
 
-/// Max-heap of (count, pair) with sentencepiece's tie-breaking.
-private struct PairHeap {
-    struct Entry {
-        var count: Int64
-        var key: UInt64
-    }
-    private var entries: [Entry] = []
+/// A pair and its count when it was queued, in the merge queue (a max-heap with lazy deletion).
+private struct PairEntry {
+    var count: Int64
+    var key: UInt64
 
-    private static func precedes(_ x: Entry, _ y: Entry, _ run: BPETrainingRun) -> Bool {
+    /// sentencepiece's order: the higher count first, then `tieBreakPrecedes`.
+    static func precedes(_ x: PairEntry, _ y: PairEntry, _ run: BPETrainingRun) -> Bool {
         if x.count != y.count { return x.count > y.count }
         if x.key == y.key { return false }
         return run.tieBreakPrecedes(x.key, y.key)
-    }
-
-    mutating func push(_ entry: Entry, run: BPETrainingRun) {
-        entries.append(entry)
-        var child = entries.count - 1
-        while child > 0 {
-            let parent = (child - 1) / 2
-            guard Self.precedes(entries[child], entries[parent], run) else { break }
-            entries.swapAt(child, parent)
-            child = parent
-        }
-    }
-
-    mutating func pop(run: BPETrainingRun) -> Entry? {
-        guard let top = entries.first else { return nil }
-        let last = entries.removeLast()
-        if !entries.isEmpty {
-            entries[0] = last
-            var parent = 0
-            while true {
-                let left = 2 * parent + 1
-                if left >= entries.count { break }
-                var best = left
-                if left + 1 < entries.count && Self.precedes(entries[left + 1], entries[left], run)
-                {
-                    best = left + 1
-                }
-                guard Self.precedes(entries[best], entries[parent], run) else { break }
-                entries.swapAt(best, parent)
-                parent = best
-            }
-        }
-        return top
     }
 }
