@@ -1,0 +1,199 @@
+import Tensor
+
+// Batch normalisation of each feature over the rows (PyTorch's BatchNorm1d on an [R, C] input).
+// Legend: R rows (tokens), C features.
+//   training    mean_j = sum_r x[r, j] / R,  var_j = sum_r (x[r, j] - mean_j)^2 / R (biased);
+//               running_mean = 0.9 running_mean + 0.1 mean,
+//               running_var = 0.9 running_var + 0.1 var R / (R - 1) (unbiased)
+//   evaluation  mean, var = running_mean, running_var
+//   both        xhat = (x - mean) / sqrt(var + eps), eps 1e-5;  y = weight xhat + bias
+//   backward    training: dx = weight inv / R (R dy - sum_r dy - xhat sum_r dy xhat),
+//               evaluation: dx = weight inv dy, with inv = 1 / sqrt(var + eps);
+//               dweight += sum_r dy xhat, dbias += sum_r dy
+//
+// Each worker owns a range of features (columns) and walks the rows in order, so every sum
+// runs in row order whatever the thread count. Backward needs only xhat, which forward writes
+// over its input when the input is `inputBuffer(rows:)`: the input costs no buffer of its own.
+
+/// Feature-wise batch normalisation of an `[R, C]` matrix: `y = weight (x - mean) /
+/// sqrt(var + eps) + bias`, with the batch's mean and biased variance in training (which also
+/// update the running statistics) and the running statistics in evaluation.
+public final class BatchNorm {
+    /// Weight of the current batch in the running statistics (PyTorch's).
+    public static let momentum: Float = 0.1
+    /// Added to the variance before the square root (PyTorch's).
+    public static let epsilon: Float = 1e-5
+
+    public let width: Int
+    /// `NAME.weight` [C] (gamma).
+    public let weight: ParameterView
+    /// `NAME.bias` [C] (beta).
+    public let bias: ParameterView
+    private let name: String
+
+    private let runningMean = FloatBuffer()  // [C]
+    private let runningVariance = FloatBuffer()  // [C]
+    private var usedBatchStatistics = false
+    // Forward activations (kept for backward).
+    private let normalized = FloatBuffer()  // [R, C] xhat
+    private let inverseStd = FloatBuffer()  // [C]
+    private let featureSums = FloatBuffer()  // [2C] per-feature reductions
+
+    /// Registers `NAME.weight` and `NAME.bias`; the running statistics start at (0, 1).
+    public init(name: String, width: Int, layout: inout ParameterLayout) {
+        self.name = name
+        self.width = width
+        weight = layout.add("\(name).weight", shape: [width])
+        bias = layout.add("\(name).bias", shape: [width])
+        runningMean.reserve(width).initialize(repeating: 0, count: width)
+        runningVariance.reserve(width).initialize(repeating: 1, count: width)
+    }
+
+    /// Weight 1, bias 0, running statistics (0, 1).
+    public func initialize(_ arena: ParameterArena) {
+        arena.value(weight).update(repeating: 1, count: width)
+        arena.value(bias).update(repeating: 0, count: width)
+        runningMean.pointer.update(repeating: 0, count: width)
+        runningVariance.pointer.update(repeating: 1, count: width)
+    }
+
+    // MARK: State
+
+    /// The running statistics, `NAME.running_mean` and `NAME.running_var` ([C] each, PyTorch's
+    /// names and meaning), which a checkpoint carries besides the parameters.
+    public var state: [String: [Float]] {
+        [
+            "\(name).running_mean": Array(UnsafeBufferPointer(start: runningMean.pointer, count: width)),
+            "\(name).running_var": Array(UnsafeBufferPointer(start: runningVariance.pointer, count: width)),
+        ]
+    }
+
+    /// Restores what `state` returned; throws one line (`FeedForwardConfigError`) for a missing
+    /// name or a wrong length.
+    public func loadState(_ state: [String: [Float]]) throws {
+        for (key, buffer) in [("running_mean", runningMean), ("running_var", runningVariance)] {
+            let full = "\(name).\(key)"
+            guard let saved = state[full] else {
+                throw FeedForwardConfigError(description: "checkpoint lacks \(full)")
+            }
+            guard saved.count == width else {
+                throw FeedForwardConfigError(
+                    description: "checkpoint \(full) has \(saved.count) entries, the model needs \(width)")
+            }
+            saved.withUnsafeBufferPointer { buffer.pointer.update(from: $0.baseAddress!, count: width) }
+        }
+    }
+
+    // MARK: Forward and backward
+
+    /// Where to write an input of `rows` rows so that `forward` normalises it in place: [R, C].
+    public func inputBuffer(rows: Int) -> UnsafeMutablePointer<Float> {
+        normalized.reserve(rows * width)
+    }
+
+    /// x: [R, C] -> y: [R, C] (overwritten). Training needs R >= 2 (the unbiased variance) and
+    /// updates the running statistics. x may be `inputBuffer(rows:)`, which then holds xhat.
+    public func forward(
+        _ x: UnsafePointer<Float>, rows: Int, output y: UnsafeMutablePointer<Float>, training: Bool,
+        arena: ParameterArena
+    ) {
+        precondition(!training || rows >= 2, "batch norm \(name) needs at least 2 rows in training")
+        let f = width
+        let z = SendablePointer(x)
+        let xhat = SendablePointer(normalized.reserve(rows * f))
+        let q = SendablePointer(y)
+        let inv = SendablePointer(inverseStd.reserve(f))
+        let mean = SendablePointer(featureSums.reserve(2 * f))
+        let gamma = SendablePointer(arena.value(weight))
+        let beta = SendablePointer(arena.value(bias))
+        let runningMean = SendablePointer(self.runningMean.pointer)
+        let runningVariance = SendablePointer(self.runningVariance.pointer)
+        usedBatchStatistics = training
+        let eps = Self.epsilon, momentum = Self.momentum
+        let count = Float(rows)
+        parallelChunks(f, minimumChunk: 256) { range in
+            let m = mean.mutable
+            if training {
+                for j in range { m[j] = 0 }
+                for r in 0..<rows {
+                    let row = z.pointer + r * f
+                    for j in range { m[j] += row[j] }
+                }
+                for j in range { m[j] /= count }
+                let v = m + f
+                for j in range { v[j] = 0 }
+                for r in 0..<rows {
+                    let row = z.pointer + r * f
+                    for j in range {
+                        let c = row[j] - m[j]
+                        v[j] += c * c
+                    }
+                }
+                for j in range {
+                    v[j] /= count
+                    inv.mutable[j] = 1 / (v[j] + eps).squareRoot()
+                    runningMean.mutable[j] = (1 - momentum) * runningMean.mutable[j] + momentum * m[j]
+                    runningVariance.mutable[j] =
+                        (1 - momentum) * runningVariance.mutable[j] + momentum * v[j] * count / (count - 1)
+                }
+            } else {
+                for j in range {
+                    m[j] = runningMean.mutable[j]
+                    inv.mutable[j] = 1 / (runningVariance.mutable[j] + eps).squareRoot()
+                }
+            }
+            // Element by element, so x and xhat may share memory.
+            for r in 0..<rows {
+                let zr = z.pointer + r * f, xr = xhat.mutable + r * f, qr = q.mutable + r * f
+                for j in range {
+                    let n = (zr[j] - m[j]) * inv.mutable[j]
+                    xr[j] = n
+                    qr[j] = gamma.mutable[j] * n + beta.mutable[j]
+                }
+            }
+        }
+    }
+
+    /// In place: dy -> dx ([R, C]) for the statistics the last `forward` used. Accumulates
+    /// dweight += sum_r dy xhat and dbias += sum_r dy.
+    public func backward(
+        inPlace dy: UnsafeMutablePointer<Float>, rows: Int, arena: ParameterArena
+    ) {
+        let f = width
+        let g = SendablePointer(dy)
+        let xhat = SendablePointer(normalized.pointer), inv = SendablePointer(inverseStd.pointer)
+        let gamma = SendablePointer(arena.value(weight))
+        let dGamma = SendablePointer(arena.gradient(weight))
+        let dBeta = SendablePointer(arena.gradient(bias))
+        let sums = SendablePointer(featureSums.reserve(2 * f))
+        let batch = usedBatchStatistics
+        let count = Float(rows)
+        parallelChunks(f, minimumChunk: 256) { range in
+            let s = sums.mutable, sx = sums.mutable + f
+            for j in range {
+                s[j] = 0
+                sx[j] = 0
+            }
+            for r in 0..<rows {
+                let gr = g.pointer + r * f, xr = xhat.pointer + r * f
+                for j in range {
+                    s[j] += gr[j]
+                    sx[j] += gr[j] * xr[j]
+                }
+            }
+            for j in range {
+                dGamma.mutable[j] += sx[j]
+                dBeta.mutable[j] += s[j]
+            }
+            for r in 0..<rows {
+                let gr = g.mutable + r * f, xr = xhat.pointer + r * f
+                for j in range {
+                    let scale = gamma.pointer[j] * inv.pointer[j]
+                    gr[j] = batch
+                        ? scale * (gr[j] - s[j] / count - xr[j] * sx[j] / count)
+                        : scale * gr[j]
+                }
+            }
+        }
+    }
+}
