@@ -3,7 +3,7 @@ import PackageDescription
 
 // Targets import only downward:
 //   CBLAS, CZlib -> Tensor -> Layers -> Models -> Configuration -> Accounting -> Training -> lmtrain
-//   CZlib -> Datasets -> Configuration;  Accounting reads configs only (no tensors).
+//   CZlib -> Datasets -> Configuration;  Accounting builds models to ask them (no parameter memory).
 //   Heaps (no dependencies) -> Layers, Tokenizers;  Tokenizers -> Datasets.
 let package = Package(
     name: "lmtrain",
@@ -11,7 +11,10 @@ let package = Package(
         .executable(name: "lmtrain", targets: ["lmtrain"]),
         .library(
             name: "LMTrain",
-            targets: ["Heaps", "Tensor", "Layers", "Models", "Datasets", "Configuration", "Accounting", "Training"]),
+            targets: [
+                "Heaps", "Tensor", "Layers", "Models", "Tokenizers", "Datasets", "Configuration", "Accounting",
+                "Training",
+            ]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -34,7 +37,7 @@ let package = Package(
         // Run configs, presets and their JSON/flag resolution (no tensors).
         .target(name: "Configuration", dependencies: ["Models", "Datasets", "Layers"]),
         // Parameters, FLOPs and memory of a config, parameter matching, audits (no tensors).
-        .target(name: "Accounting", dependencies: ["Configuration", "Models", "Layers"]),
+        .target(name: "Accounting", dependencies: ["Configuration", "Models", "Layers", "Tensor"]),
         .target(
             name: "Training",
             dependencies: ["Configuration", "Accounting", "Models", "Datasets", "Layers", "Tensor"]),
@@ -44,8 +47,9 @@ let package = Package(
                 "Training", "Configuration", "Accounting", "Models", "Datasets", "Tensor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
-        // Helpers shared by the test targets (finite differences, corpus paths); not a product.
-        .target(name: "TestSupport", dependencies: ["Tensor"], path: "Tests/Support"),
+        // Helpers shared by the test targets (finite differences, corpus paths, a block of every
+        // feedforward kind); not a product.
+        .target(name: "TestSupport", dependencies: ["Tensor", "Layers", "Models"], path: "Tests/Support"),
         .testTarget(name: "HeapsTests", dependencies: ["Heaps", "Tensor"]),
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "TestSupport"]),
         .testTarget(
@@ -57,8 +61,16 @@ let package = Package(
         .testTarget(
             name: "TrainingTests",
             dependencies: ["Training", "Configuration", "Models", "Datasets", "Tensor", "TestSupport"],
-            // The PyTorch reference step (Scripts/fixtures/make-reference-step.py).
-            resources: [.copy("Fixtures/reference")]),
+            // The PyTorch reference step (Scripts/fixtures/make-reference-step.py) and checkpoints
+            // of an earlier lmtrain.
+            resources: [.copy("Fixtures/reference"), .copy("Fixtures/legacy")]),
+        // Config resolution and the command line's options, parsed in-process.
+        .testTarget(
+            name: "ConfigurationTests",
+            dependencies: [
+                "Configuration", "Models", "Layers", "lmtrain",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
         .testTarget(
             name: "AccountingTests",
             dependencies: ["Accounting", "Configuration", "Models", "Training", "Tensor", "TestSupport"]),

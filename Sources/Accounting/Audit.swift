@@ -9,10 +9,10 @@ public struct Audit: Sendable {
         public var name: String
         public var config: RunConfig
         public var account: Account
-        public init(name: String, config: RunConfig) {
+        public init(name: String, config: RunConfig) throws {
             self.name = name
             self.config = config
-            self.account = Accountant.account(config)
+            self.account = try Accountant.account(config)
         }
     }
 
@@ -53,10 +53,10 @@ public struct Audit: Sendable {
         for (i, e) in entries.enumerated() {
             let a = e.account
             rows.append([
-                e.name, e.config.model.feedForward.kind, "\(a.parameters.total)",
+                e.name, e.config.model.feedForward?.kind ?? "-", "\(a.parameters.total)",
                 String(format: "%+.2f%%", difference({ Double($0.parameters.total) }, i)),
                 AccountTable.amount(Double(a.parameters.activePerToken)),
-                String(format: "%.1f%%", 100 * a.parameters.feedForwardShareUsed),
+                a.parameters.feedForwardShareUsed.map { String(format: "%.1f%%", 100 * $0) } ?? "-",
                 AccountTable.amount(a.flops.forwardPerToken),
                 String(format: "%+.1f%%", difference({ $0.flops.forwardPerToken }, i)),
                 AccountTable.bytes(a.memory.peakTraining),

@@ -1,5 +1,6 @@
 import Datasets
 import Foundation
+import Layers
 import Models
 
 /// Builds a run config from a preset, then a JSON override file, then flag overrides, each
@@ -34,6 +35,8 @@ public enum ConfigResolution {
             return try JSONDecoder().decode(RunConfig.self, from: data)
         } catch let error as ConfigError {
             throw ConfigError("\(source): \(error.description)")
+        } catch let error as FeedForwardConfigError {
+            throw ConfigError("\(source): \(error.description)")
         } catch let DecodingError.typeMismatch(type, context) {
             throw ConfigError("\(source): \(path(context)) must be \(describe(type))")
         } catch let DecodingError.valueNotFound(type, context) {
@@ -62,8 +65,45 @@ public enum ConfigResolution {
         }
     }
 
+    /// The feedforward block a resolution changes to (`--ffn` and the block options).
+    public struct FeedForwardChange: Sendable {
+        /// The new variant, nil to keep the preset's.
+        public var kind: (any FeedForwardVariant.Type)?
+        public var options: FeedForwardOptions
+        /// Match the new block's free size to the replaced block's parameters (`--match auto`).
+        public var matching: Bool
+
+        public init(kind: (any FeedForwardVariant.Type)? = nil, options: FeedForwardOptions = .init(), matching: Bool = true) {
+            self.kind = kind
+            self.options = options
+            self.matching = matching
+        }
+
+        public var isEmpty: Bool { kind == nil && options.isEmpty }
+    }
+
+    /// A run config from a preset, then a JSON file's fields (`--config`), then single field
+    /// overrides (flags, as a partial config object), then the feedforward change; validated.
+    /// Also returns the line describing a matched block size, if one was matched.
+    public static func resolve(
+        preset: Preset, configFile: URL? = nil, overrides: Object = [:],
+        feedForward: FeedForwardChange = .init()
+    ) throws -> (config: RunConfig, note: String?) {
+        var object = encode(preset.config)
+        if let configFile {
+            object = try merge(object, readObject(configFile), source: "--config \(configFile.path)")
+        }
+        object = try merge(object, overrides, source: "flags")
+        var resolved = try decode(object, source: configFile.map { "--config \($0.path) with flags" } ?? "flags")
+        let note = try resolved.model.changeFeedForward(
+            to: feedForward.kind, options: feedForward.options, matching: feedForward.matching)
+        try resolved.validate()
+        return (resolved, note)
+    }
+
     /// `base` with `override`'s fields replacing its own. Every key of `override` must exist
-    /// in `base`. A `feed_forward` object whose `kind` changes replaces the whole object.
+    /// in `base`. An object whose `kind` changes (a feedforward block, a model) replaces the
+    /// whole object.
     public static func merge(_ base: Object, _ override: Object, source: String, prefix: String = "") throws -> Object {
         var result = base
         for (key, value) in override {

@@ -5,8 +5,9 @@ import Models
 /// Named starting configurations; flags and `--config` files override their fields.
 ///
 /// A preset name is a size, optionally followed by a feedforward variant: `e8`, `e8-moe`,
-/// `wt-s-pkm-matched`. The paper sizes (DESIGN.md table) carry the paper's hyperparameters
-/// for each variant; the CPU sizes use the same variants scaled to their width.
+/// `wt-s-pkm-matched`. The paper sizes (Docs/accounting.md) carry the paper's hyperparameters
+/// for each variant; the CPU sizes use the same variants scaled to their width. Presets are
+/// experiment settings, not a registry: a new feedforward variant needs none.
 public struct Preset: Sendable, Equatable, CustomStringConvertible {
     public let size: Size
     public let variant: Variant?
@@ -17,7 +18,7 @@ public struct Preset: Sendable, Equatable, CustomStringConvertible {
         /// The shape of `lmtrain bench` (d 256, 4 layers, 4 x 64 heads, d_ff 1024, segment and
         /// memory 256, batch 16, bytes).
         case bench
-        /// WikiText-103, 47M (DESIGN.md WT-S).
+        /// WikiText-103, 47M (the paper's WT-S).
         case wtS = "wt-s"
         /// WikiText-103, 238M, the large dense baseline against 128 experts (WT-S*).
         case wtSStar = "wt-s-star"
@@ -85,7 +86,7 @@ public struct Preset: Sendable, Equatable, CustomStringConvertible {
 
 extension Preset.Size {
     /// σ-MoE shape and hyperparameters: experts, expert size, K, expert dropout δ and
-    /// regularisation γ. Paper sizes: DESIGN.md (K = 4). CPU sizes: chosen so the block's
+    /// regularisation γ. Paper sizes: the paper's (K = 4). CPU sizes: chosen so the block's
     /// parameters match the dense one within 0.5% with K / N = 25% like the paper's WT-S
     /// (quickstart: 8 x 64, K 2 is 0.17% larger than d_ff 512; 16 x 32 would be 1.1% larger).
     var expertShape: (experts: Int, size: Int, k: Int, dropout: Float, gamma: Double) {
@@ -99,7 +100,7 @@ extension Preset.Size {
         }
     }
 
-    /// PKM sub-keys per half: value-count matched and parameter matched (DESIGN.md for the
+    /// PKM sub-keys per half: value-count matched and parameter matched (the paper's for the
     /// paper sizes), and the heads. The CPU sizes use 2 heads so that an integer n_keys
     /// matches the dense block's parameters within 0.5% (4 heads would miss by more).
     var productKeyShape: (valueMatched: Int, parameterMatched: Int, heads: Int, knn: Int) {
@@ -114,48 +115,55 @@ extension Preset.Size {
     /// The feedforward block of `variant` at this size.
     public func feedForward(_ variant: Preset.Variant) -> FeedForwardConfig {
         let e = expertShape
-        let denseWidth: Int
-        if case .dense(let c) = denseConfig.model.feedForward { denseWidth = c.hiddenSize } else { denseWidth = 0 }
+        let denseWidth = dense.feedForward.as(DenseFeedForward.Config.self)!.hiddenSize
         switch variant {
         case .dense:
-            return denseConfig.model.feedForward
+            return dense.feedForward
         case .moe:
-            return .sigmaMoE(.init(experts: e.experts, expertSize: e.size, k: e.k, expertDropout: e.dropout, regularization: e.gamma))
+            return FeedForwardConfig(MixtureOfExperts.SigmaConfig(
+                experts: e.experts, expertSize: e.size, k: e.k, expertDropout: e.dropout, regularization: e.gamma))
         case .sBase:
-            return .sBase(.init(experts: e.experts, expertSize: e.size, k: e.k, expertDropout: e.dropout, regularization: e.gamma))
+            return FeedForwardConfig(MixtureOfExperts.SBaseConfig(
+                experts: e.experts, expertSize: e.size, k: e.k, expertDropout: e.dropout, regularization: e.gamma))
         case .topK:
             // The paper's K = 128 (about d_ff / 16); the CPU sizes keep that share.
             let k = self == .quickstart || self == .bench ? denseWidth / 16 : 128
-            return .topK(.init(hiddenSize: denseWidth, k: k))
+            return FeedForwardConfig(TopKFeedForward.Config(hiddenSize: denseWidth, k: k))
         case .pkm:
             let p = productKeyShape
-            return .productKeyMemory(.init(keysPerHalf: p.valueMatched, heads: p.heads, knn: p.knn))
+            return FeedForwardConfig(ProductKeyMemory.Config(keysPerHalf: p.valueMatched, heads: p.heads, knn: p.knn))
         case .pkmMatched:
             let p = productKeyShape
-            return .productKeyMemory(.init(keysPerHalf: p.parameterMatched, heads: p.heads, knn: p.knn, activation: .relu))
+            return FeedForwardConfig(ProductKeyMemory.Config(
+                keysPerHalf: p.parameterMatched, heads: p.heads, knn: p.knn, activation: .relu))
         case .pkmInit:
             let p = productKeyShape
-            return .productKeyMemory(.init(keysPerHalf: p.parameterMatched, heads: p.heads, knn: p.knn, activation: .relu, valueInit: .dense))
+            return FeedForwardConfig(ProductKeyMemory.Config(
+                keysPerHalf: p.parameterMatched, heads: p.heads, knn: p.knn, activation: .relu, valueInit: .dense))
         case .switchMoE:
             // The paper's Switch experts have G = 512 (their count follows d_ff); the CPU sizes
             // keep the σ-MoE expert count with one expert per token.
             switch self {
             case .quickstart, .bench:
-                return .switchMoE(.init(experts: 4, expertSize: denseWidth / 4))
+                return FeedForwardConfig(MixtureOfExperts.SwitchConfig(experts: 4, expertSize: denseWidth / 4))
             default:
-                return .switchMoE(.init(experts: max(1, (denseWidth + 256) / 512), expertSize: 512))
+                return FeedForwardConfig(MixtureOfExperts.SwitchConfig(
+                    experts: max(1, (denseWidth + 256) / 512), expertSize: 512))
             }
         }
     }
+
+    /// The Transformer-XL of this size with its dense block.
+    var dense: TransformerXL.Config { denseConfig.model.as(TransformerXL.Config.self)! }
 
     /// The dense configuration of this size.
     var denseConfig: RunConfig {
         switch self {
         case .quickstart:
             RunConfig(
-                model: ModelConfig(
+                model: ModelConfig(TransformerXL.Config(
                     vocabularySize: 256, modelWidth: 128, layers: 4, heads: 4,
-                    feedForward: .dense(.init(hiddenSize: 512)), dropout: 0.1),
+                    feedForward: FeedForwardConfig(DenseFeedForward.Config(hiddenSize: 512)), dropout: 0.1)),
                 training: TrainingConfig(
                     steps: 1000, batchSize: 16, segmentLength: 64, memoryLength: 64,
                     learningRate: 1e-3, warmupSteps: 50, gradientClip: 0.25, seed: 1,
@@ -165,9 +173,9 @@ extension Preset.Size {
                 data: DataConfig())
         case .bench:
             RunConfig(
-                model: ModelConfig(
+                model: ModelConfig(TransformerXL.Config(
                     vocabularySize: 256, modelWidth: 256, layers: 4, heads: 4, headSize: 64,
-                    feedForward: .dense(.init(hiddenSize: 1024)), dropout: 0.1),
+                    feedForward: FeedForwardConfig(DenseFeedForward.Config(hiddenSize: 1024)), dropout: 0.1)),
                 training: TrainingConfig(
                     steps: 100, batchSize: 16, segmentLength: 256, memoryLength: 256,
                     learningRate: 2.5e-4, gradientClip: 0.25, logInterval: 10),
@@ -175,9 +183,9 @@ extension Preset.Size {
                 data: DataConfig())
         case .wtS, .wtSStar:
             RunConfig(
-                model: ModelConfig(
+                model: ModelConfig(TransformerXL.Config(
                     vocabularySize: 8000, modelWidth: 412, layers: 16, heads: 10, headSize: 41,
-                    feedForward: .dense(.init(hiddenSize: self == .wtS ? 2053 : 16480)), dropout: 0.1),
+                    feedForward: FeedForwardConfig(DenseFeedForward.Config(hiddenSize: self == .wtS ? 2053 : 16480)), dropout: 0.1)),
                 training: TrainingConfig(
                     steps: 100_000, batchSize: 64, segmentLength: 256, memoryLength: 256,
                     learningRate: 2.5e-4, gradientClip: self == .wtS ? 0.1 : 0.25, logInterval: 100,
@@ -186,9 +194,9 @@ extension Preset.Size {
                 data: DataConfig(source: "wikitext-103", tokenizer: "bpe:8000"))
         case .wtB:
             RunConfig(
-                model: ModelConfig(
+                model: ModelConfig(TransformerXL.Config(
                     vocabularySize: 8000, modelWidth: 1024, layers: 18, heads: 16, headSize: 64,
-                    feedForward: .dense(.init(hiddenSize: 4110)), dropout: 0.2),
+                    feedForward: FeedForwardConfig(DenseFeedForward.Config(hiddenSize: 4110)), dropout: 0.2)),
                 training: TrainingConfig(
                     steps: 100_000, batchSize: 64, segmentLength: 512, memoryLength: 512,
                     learningRate: 2.5e-4, warmupSteps: 4000, gradientClip: 0.25, logInterval: 100,
@@ -197,9 +205,9 @@ extension Preset.Size {
                 data: DataConfig(source: "wikitext-103", tokenizer: "bpe:8000"))
         case .e8:
             RunConfig(
-                model: ModelConfig(
+                model: ModelConfig(TransformerXL.Config(
                     vocabularySize: 205, modelWidth: 512, layers: 12, heads: 8, headSize: 64,
-                    feedForward: .dense(.init(hiddenSize: 2053)), dropout: 0.1),
+                    feedForward: FeedForwardConfig(DenseFeedForward.Config(hiddenSize: 2053)), dropout: 0.1)),
                 training: TrainingConfig(
                     steps: 100_000, batchSize: 32, segmentLength: 512, memoryLength: 512,
                     learningRate: 2.5e-4, gradientClip: 0.25, logInterval: 100,

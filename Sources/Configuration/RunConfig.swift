@@ -27,7 +27,23 @@ public struct RunConfig: Sendable, Codable, Equatable {
     }
 }
 
-/// Optimisation and schedule (DESIGN.md "Optimiser", "Ordered batching").
+/// The optimiser of a run (`training.optimizer`, Docs/model.md "Optimisation").
+public enum OptimizerKind: String, Sendable, Codable, CaseIterable {
+    /// Adam with decoupled weight decay, as `torch.optim.AdamW` (the σ-MoE experiments).
+    case adamw
+    /// Adam with weight decay added to the gradient, as `torch.optim.Adam`.
+    case adam
+}
+
+/// The learning-rate schedule of a run (`training.schedule`).
+public enum ScheduleKind: String, Sendable, Codable, CaseIterable {
+    /// Linear warmup, then cosine decay to 0 over the run (the σ-MoE experiments).
+    case cosine
+    /// Linear warmup, then the base rate throughout.
+    case constant
+}
+
+/// Optimisation and schedule (Docs/model.md "Optimisation", "Data").
 public struct TrainingConfig: Sendable, Codable, Equatable {
     /// Total optimiser steps (the cosine schedule spans them).
     public var steps: Int
@@ -35,8 +51,10 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     public var batchSize: Int
     /// T: tokens per segment.
     public var segmentLength: Int
-    /// M: memory rows per stream in training (DESIGN.md: equal to T).
+    /// M: memory rows per stream in training (equal to T in the paper's runs).
     public var memoryLength: Int
+    public var optimizer: OptimizerKind
+    public var schedule: ScheduleKind
     public var learningRate: Double
     /// Linear warmup steps (0: none).
     public var warmupSteps: Int
@@ -59,7 +77,7 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     public var keepCheckpoints: Int
 
     enum CodingKeys: String, CodingKey {
-        case steps, seed
+        case steps, seed, optimizer, schedule
         case batchSize = "batch_size", segmentLength = "segment_length", memoryLength = "memory_length"
         case learningRate = "learning_rate", warmupSteps = "warmup_steps", gradientClip = "gradient_clip"
         case weightDecay = "weight_decay", adamBeta1 = "adam_beta1", adamBeta2 = "adam_beta2"
@@ -70,6 +88,7 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
 
     public init(
         steps: Int, batchSize: Int, segmentLength: Int, memoryLength: Int,
+        optimizer: OptimizerKind = .adamw, schedule: ScheduleKind = .cosine,
         learningRate: Double = 2.5e-4, warmupSteps: Int = 0, gradientClip: Double = 0.25,
         weightDecay: Double = 0, adamBeta1: Double = 0.9, adamBeta2: Double = 0.999,
         adamEpsilon: Double = 1e-8, seed: UInt64 = 1, logInterval: Int = 10,
@@ -80,6 +99,8 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
         self.batchSize = batchSize
         self.segmentLength = segmentLength
         self.memoryLength = memoryLength
+        self.optimizer = optimizer
+        self.schedule = schedule
         self.learningRate = learningRate
         self.warmupSteps = warmupSteps
         self.gradientClip = gradientClip
@@ -95,6 +116,32 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
         self.keepCheckpoints = keepCheckpoints
     }
 
+    /// Every key is required except `optimizer` and `schedule`, which configs written before
+    /// they existed lack: those runs used AdamW and the cosine schedule.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            steps: try c.decode(Int.self, forKey: .steps),
+            batchSize: try c.decode(Int.self, forKey: .batchSize),
+            segmentLength: try c.decode(Int.self, forKey: .segmentLength),
+            memoryLength: try c.decode(Int.self, forKey: .memoryLength),
+            optimizer: try c.decodeIfPresent(OptimizerKind.self, forKey: .optimizer) ?? .adamw,
+            schedule: try c.decodeIfPresent(ScheduleKind.self, forKey: .schedule) ?? .cosine,
+            learningRate: try c.decode(Double.self, forKey: .learningRate),
+            warmupSteps: try c.decode(Int.self, forKey: .warmupSteps),
+            gradientClip: try c.decode(Double.self, forKey: .gradientClip),
+            weightDecay: try c.decode(Double.self, forKey: .weightDecay),
+            adamBeta1: try c.decode(Double.self, forKey: .adamBeta1),
+            adamBeta2: try c.decode(Double.self, forKey: .adamBeta2),
+            adamEpsilon: try c.decode(Double.self, forKey: .adamEpsilon),
+            seed: try c.decode(UInt64.self, forKey: .seed),
+            logInterval: try c.decode(Int.self, forKey: .logInterval),
+            validationInterval: try c.decode(Int.self, forKey: .validationInterval),
+            validationBatches: try c.decode(Int.self, forKey: .validationBatches),
+            checkpointInterval: try c.decode(Int.self, forKey: .checkpointInterval),
+            keepCheckpoints: try c.decode(Int.self, forKey: .keepCheckpoints))
+    }
+
     public func validate() throws {
         func require(_ ok: Bool, _ message: String) throws { if !ok { throw ConfigError(message) } }
         try require(steps >= 1, "training.steps must be at least 1 (got \(steps))")
@@ -103,17 +150,17 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
         try require(memoryLength >= 0, "training.memory_length must be >= 0 (got \(memoryLength))")
         try require(learningRate > 0 && learningRate.isFinite, "training.learning_rate must be positive (got \(learningRate))")
         try require(warmupSteps >= 0, "training.warmup_steps must be >= 0 (got \(warmupSteps))")
-        try require(gradientClip >= 0, "training.gradient_clip must be >= 0, 0 turns clipping off (got \(gradientClip))")
-        try require(weightDecay >= 0, "training.weight_decay must be >= 0 (got \(weightDecay))")
+        try require(gradientClip >= 0 && gradientClip.isFinite, "training.gradient_clip must be >= 0, 0 turns clipping off (got \(gradientClip))")
+        try require(weightDecay >= 0 && weightDecay.isFinite, "training.weight_decay must be >= 0 (got \(weightDecay))")
         try require((0..<1).contains(adamBeta1) && (0..<1).contains(adamBeta2), "training.adam_beta1/2 must be in [0, 1)")
-        try require(adamEpsilon > 0, "training.adam_epsilon must be positive")
+        try require(adamEpsilon > 0 && adamEpsilon.isFinite, "training.adam_epsilon must be positive")
         try require(logInterval >= 1, "training.log_interval must be at least 1 (got \(logInterval))")
         try require(validationInterval >= 0 && validationBatches >= 0 && checkpointInterval >= 0, "training.validation_interval, validation_batches and checkpoint_interval must be >= 0")
         try require(keepCheckpoints >= 1, "training.keep_checkpoints must be at least 1")
     }
 }
 
-/// The evaluation protocol (DESIGN.md: test with 4 segments of memory, batch 4).
+/// The evaluation protocol (Docs/model.md: test with 4 segments of memory, batch 4).
 public struct EvaluationConfig: Sendable, Codable, Equatable {
     public var batchSize: Int
     /// Memory of this many segments of T rows (filling up 1, 2, ... at the start).

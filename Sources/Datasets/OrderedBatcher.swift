@@ -1,4 +1,4 @@
-/// Transformer-XL ordered batching (DESIGN.md): the token stream is cut into `batch`
+/// Transformer-XL ordered batching (Docs/model.md "Data"): the token stream is cut into `batch`
 /// contiguous streams; chunk `p` holds positions [p*T, p*T + T] of every stream (T inputs and
 /// the T shifted targets), so consecutive chunks continue each other and the model's memory
 /// stays coherent. Tokens beyond `batch * streamLength` (fewer than `batch`) are not used.

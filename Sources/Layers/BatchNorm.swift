@@ -31,30 +31,45 @@ public final class BatchNorm {
     public let bias: ParameterView
     private let name: String
 
-    private let runningMean = FloatBuffer()  // [C]
-    private let runningVariance = FloatBuffer()  // [C]
+    // Non-trained state, allocated with the layer (it is loaded from checkpoints before any pass).
+    private let runningMean: UnsafeMutablePointer<Float>  // [C]
+    private let runningVariance: UnsafeMutablePointer<Float>  // [C]
     private var usedBatchStatistics = false
     // Forward activations (kept for backward).
     private let normalized = FloatBuffer()  // [R, C] xhat
     private let inverseStd = FloatBuffer()  // [C]
     private let featureSums = FloatBuffer()  // [2C] per-feature reductions
 
-    /// Registers `NAME.weight` and `NAME.bias`; the running statistics start at (0, 1).
-    public init(name: String, width: Int, layout: inout ParameterLayout) {
-        self.name = name
+    /// Registers `weight` and `bias` under `scope`; the running statistics start at (0, 1).
+    public init(_ scope: ParameterScope, width: Int) {
+        name = scope.prefix
         self.width = width
-        weight = layout.add("\(name).weight", shape: [width])
-        bias = layout.add("\(name).bias", shape: [width])
-        runningMean.reserve(width).initialize(repeating: 0, count: width)
-        runningVariance.reserve(width).initialize(repeating: 1, count: width)
+        weight = scope.tensor("weight", shape: [width])
+        bias = scope.tensor("bias", shape: [width])
+        runningMean = .allocate(capacity: width)
+        runningVariance = .allocate(capacity: width)
+        runningMean.initialize(repeating: 0, count: width)
+        runningVariance.initialize(repeating: 1, count: width)
+    }
+
+    deinit {
+        runningMean.deallocate()
+        runningVariance.deallocate()
+    }
+
+    /// x̂ of `rows` rows and the per-feature statistics.
+    public func declareBuffers(rows: Int, in plan: inout BufferPlan) {
+        plan.declare(normalized, "batch norm x̂", count: rows * width)
+        plan.declare(inverseStd, "batch norm 1/std", count: width)
+        plan.declare(featureSums, "batch norm feature sums", count: 2 * width)
     }
 
     /// Weight 1, bias 0, running statistics (0, 1).
     public func initialize(_ arena: ParameterArena) {
         arena.value(weight).update(repeating: 1, count: width)
         arena.value(bias).update(repeating: 0, count: width)
-        runningMean.pointer.update(repeating: 0, count: width)
-        runningVariance.pointer.update(repeating: 1, count: width)
+        runningMean.update(repeating: 0, count: width)
+        runningVariance.update(repeating: 1, count: width)
     }
 
     // MARK: State
@@ -63,8 +78,8 @@ public final class BatchNorm {
     /// names and meaning), which a checkpoint carries besides the parameters.
     public var state: [String: [Float]] {
         [
-            "\(name).running_mean": Array(UnsafeBufferPointer(start: runningMean.pointer, count: width)),
-            "\(name).running_var": Array(UnsafeBufferPointer(start: runningVariance.pointer, count: width)),
+            "\(name).running_mean": Array(UnsafeBufferPointer(start: runningMean, count: width)),
+            "\(name).running_var": Array(UnsafeBufferPointer(start: runningVariance, count: width)),
         ]
     }
 
@@ -80,7 +95,7 @@ public final class BatchNorm {
                 throw FeedForwardConfigError(
                     description: "checkpoint \(full) has \(saved.count) entries, the model needs \(width)")
             }
-            saved.withUnsafeBufferPointer { buffer.pointer.update(from: $0.baseAddress!, count: width) }
+            saved.withUnsafeBufferPointer { buffer.update(from: $0.baseAddress!, count: width) }
         }
     }
 
@@ -88,7 +103,7 @@ public final class BatchNorm {
 
     /// Where to write an input of `rows` rows so that `forward` normalises it in place: [R, C].
     public func inputBuffer(rows: Int) -> UnsafeMutablePointer<Float> {
-        normalized.reserve(rows * width)
+        normalized.reserved(rows * width)
     }
 
     /// x: [R, C] -> y: [R, C] (overwritten). Training needs R >= 2 (the unbiased variance) and
@@ -100,14 +115,14 @@ public final class BatchNorm {
         precondition(!training || rows >= 2, "batch norm \(name) needs at least 2 rows in training")
         let f = width
         let z = SendablePointer(x)
-        let xhat = SendablePointer(normalized.reserve(rows * f))
+        let xhat = SendablePointer(normalized.reserved(rows * f))
         let q = SendablePointer(y)
-        let inv = SendablePointer(inverseStd.reserve(f))
-        let mean = SendablePointer(featureSums.reserve(2 * f))
+        let inv = SendablePointer(inverseStd.reserved(f))
+        let mean = SendablePointer(featureSums.reserved(2 * f))
         let gamma = SendablePointer(arena.value(weight))
         let beta = SendablePointer(arena.value(bias))
-        let runningMean = SendablePointer(self.runningMean.pointer)
-        let runningVariance = SendablePointer(self.runningVariance.pointer)
+        let runningMean = SendablePointer(self.runningMean)
+        let runningVariance = SendablePointer(self.runningVariance)
         usedBatchStatistics = training
         let eps = Self.epsilon, momentum = Self.momentum
         let count = Float(rows)
@@ -165,7 +180,7 @@ public final class BatchNorm {
         let gamma = SendablePointer(arena.value(weight))
         let dGamma = SendablePointer(arena.gradient(weight))
         let dBeta = SendablePointer(arena.gradient(bias))
-        let sums = SendablePointer(featureSums.reserve(2 * f))
+        let sums = SendablePointer(featureSums.reserved(2 * f))
         let batch = usedBatchStatistics
         let count = Float(rows)
         parallelChunks(f, minimumChunk: 256) { range in

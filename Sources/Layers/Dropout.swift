@@ -14,11 +14,16 @@ public final class Dropout {
         self.rate = rate
     }
 
+    /// The mask of `count` elements, when the pass draws masks.
+    public func declareBuffers(count: Int, for pass: PassShape, in plan: inout BufferPlan) {
+        if pass.dropout && rate > 0 { plan.declare(mask, "dropout mask", count: count) }
+    }
+
     /// x *= mask, drawing a new mask from `context.rng` in training.
     public func forward(_ x: UnsafeMutablePointer<Float>, count: Int, context: inout ForwardContext) {
         active = context.dropoutActive && rate > 0
         guard active else { return }
-        let m = mask.reserve(count)
+        let m = mask.reserved(count)
         Dropout.fillMask(m, count: count, rate: rate, rng: &context.rng)
         multiplyInPlace(x, m, count: count)
     }

@@ -1,7 +1,7 @@
 import Tensor
 
 // Token embedding. Legend: R rows (tokens), V vocabulary, C width.
-//   y[r] = E[token[r]], E: [V, C]; Xavier-uniform init, no sqrt(C) scaling (DESIGN.md).
+//   y[r] = E[token[r]], E: [V, C]; Xavier-uniform init, no sqrt(C) scaling (Docs/model.md).
 
 /// Looks up one row of the table per token.
 public final class Embedding {
@@ -9,17 +9,18 @@ public final class Embedding {
     public let width: Int
     public let table: ParameterView
 
-    public init(name: String, vocabularySize: Int, width: Int, layout: inout ParameterLayout) {
+    /// Registers `weight` [V, C] under `scope`.
+    public init(_ scope: ParameterScope, vocabularySize: Int, width: Int) {
         self.vocabularySize = vocabularySize
         self.width = width
-        table = layout.add("\(name).weight", shape: [vocabularySize, width])
+        table = scope.tensor("weight", shape: [vocabularySize, width])
     }
 
     /// `torch.nn.init.xavier_uniform_` on a `[V, C]` weight: U(+-sqrt(6 / (V + C))).
-    public func initialize(_ arena: ParameterArena, rng: inout RandomGenerator) {
+    public func initialize(_ arena: ParameterArena, _ context: inout InitializationContext) {
         let bound = (6.0 / Double(vocabularySize + width)).squareRoot()
         Initializer.uniform(
-            arena.value(table), count: vocabularySize * width, bound: bound, rng: &rng)
+            arena.value(table), count: vocabularySize * width, bound: bound, rng: &context.rng)
     }
 
     /// tokens: [R] ids in 0..<V -> y: [R, C].

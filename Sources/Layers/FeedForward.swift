@@ -2,11 +2,14 @@ import Foundation
 import Tensor
 
 /// A feedforward block: `y = FFN(x)` row by row over `[B*T, d]`, with its own parameters,
-/// activations and (training-only) auxiliary loss. Every variant of DESIGN.md "Feedforward
-/// blocks" conforms; the Transformer block calls it without knowing which one it has.
+/// activations and (training-only) auxiliary loss. Every variant (Docs/feedforward.md)
+/// conforms; the Transformer block calls it without knowing which one it has.
 public protocol FeedForwardLayer: AnyObject {
-    /// Draws the initial parameters (DESIGN.md, per variant).
-    func initialize(_ arena: ParameterArena, rng: inout RandomGenerator)
+    /// Draws the initial parameters (per variant).
+    func initialize(_ arena: ParameterArena, _ context: inout InitializationContext)
+
+    /// Declares every buffer `forward` (and, for a training pass, `backward`) uses on `pass`.
+    func declareBuffers(for pass: PassShape, in plan: inout BufferPlan)
 
     /// x: [B*T, d] -> y: [B*T, d] (overwritten).
     func forward(
@@ -90,15 +93,4 @@ public struct UsageCounts: Sendable, Equatable {
         precondition(other.counts.count == counts.count)
         for i in counts.indices { counts[i] += other.counts[i] }
     }
-}
-
-/// The official `reset_prenorm_params`: a normal truncated at +-2, rescaled so the tensor's
-/// sample std is exactly sqrt(2 / (L * fan_in)); `fan_in` is the weight's second dimension.
-public func prenormInitialize(
-    _ weight: ParameterView, layerCount: Int, arena: ParameterArena, rng: inout RandomGenerator
-) {
-    precondition(weight.shape.count == 2)
-    let std = (2.0 / Double(layerCount * weight.shape[1])).squareRoot()
-    Initializer.truncatedNormalExactStd(
-        arena.value(weight), count: weight.count, std: std, rng: &rng)
 }

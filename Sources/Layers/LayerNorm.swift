@@ -3,7 +3,7 @@ import Tensor
 // LayerNorm over the last dimension.
 // Legend: R rows (tokens), C width.
 //   y = (x - mean) / sqrt(var + eps) * weight + bias, var biased (divides by C), eps 1e-5,
-//   weight initialised to 1 and bias to 0 (DESIGN.md).
+//   weight initialised to 1 and bias to 0, as PyTorch's LayerNorm.
 
 /// Affine layer normalisation of each row of an `[R, C]` matrix.
 public final class LayerNorm {
@@ -17,10 +17,11 @@ public final class LayerNorm {
     private let partialWeightGrad = FloatBuffer()
     private let partialBiasGrad = FloatBuffer()
 
-    public init(name: String, width: Int, layout: inout ParameterLayout) {
+    /// Registers `weight` and `bias` under `scope`.
+    public init(_ scope: ParameterScope, width: Int) {
         self.width = width
-        weight = layout.add("\(name).weight", shape: [width])
-        bias = layout.add("\(name).bias", shape: [width])
+        weight = scope.tensor("weight", shape: [width])
+        bias = scope.tensor("bias", shape: [width])
     }
 
     public func initialize(_ arena: ParameterArena) {
@@ -28,12 +29,15 @@ public final class LayerNorm {
         arena.value(bias).update(repeating: 0, count: width)
     }
 
-    /// Sizes the saved statistics for up to `rows` rows ahead of time.
-    public func reserve(rows: Int) {
-        mean.reserve(rows)
-        inverseStd.reserve(rows)
-        partialWeightGrad.reserve(Self.maximumChunks * width)
-        partialBiasGrad.reserve(Self.maximumChunks * width)
+    /// The saved statistics of up to `rows` rows and, for training, the backward's partial
+    /// parameter gradients.
+    public func declareBuffers(rows: Int, training: Bool, in plan: inout BufferPlan) {
+        plan.declare(mean, "layer norm mean", count: rows)
+        plan.declare(inverseStd, "layer norm 1/std", count: rows)
+        if training {
+            plan.declare(partialWeightGrad, "layer norm partial weight gradients", count: Self.maximumChunks * width)
+            plan.declare(partialBiasGrad, "layer norm partial bias gradients", count: Self.maximumChunks * width)
+        }
     }
 
     static let maximumChunks = 16
@@ -46,8 +50,8 @@ public final class LayerNorm {
         let c = width
         let eps = epsilon
         let x = SendablePointer(x), y = SendablePointer(y)
-        let mean = SendablePointer(self.mean.reserve(rows))
-        let inverseStd = SendablePointer(self.inverseStd.reserve(rows))
+        let mean = SendablePointer(self.mean.reserved(rows))
+        let inverseStd = SendablePointer(self.inverseStd.reserved(rows))
         let w = SendablePointer(arena.value(weight)), b = SendablePointer(arena.value(bias))
         parallelChunks(rows, minimumChunk: 64) { range in
             for r in range {
@@ -80,8 +84,7 @@ public final class LayerNorm {
         }
     }
 
-    /// Accumulates dWeight, dBias and `dx += dL/dx` for rows `inputGradientRows` (all rows when
-    /// nil; memory rows of attention only need the parameter gradients).
+    /// Accumulates dWeight, dBias and, when `dInput` is given, `dx += dL/dx`.
     public func backward(
         _ x: UnsafePointer<Float>, dOutput dy: UnsafePointer<Float>, rows: Int,
         dInput dx: UnsafeMutablePointer<Float>?, arena: ParameterArena
@@ -90,8 +93,8 @@ public final class LayerNorm {
         // Fixed chunking, independent of the thread count, so gradients are bit-identical
         // whatever --threads says.
         let chunks = max(1, min(Self.maximumChunks, rows / 32))
-        let pw = SendablePointer(partialWeightGrad.reserve(chunks * c))
-        let pb = SendablePointer(partialBiasGrad.reserve(chunks * c))
+        let pw = SendablePointer(partialWeightGrad.reserved(chunks * c))
+        let pb = SendablePointer(partialBiasGrad.reserved(chunks * c))
         let x = SendablePointer(x), dy = SendablePointer(dy)
         let dx = dx.map { SendablePointer($0) }
         let mean = SendablePointer(self.mean.pointer), inverseStd = SendablePointer(self.inverseStd.pointer)

@@ -10,14 +10,17 @@ public final class Linear {
     public let weight: ParameterView
     public let bias: ParameterView?
 
-    public init(
-        name: String, inputWidth: Int, outputWidth: Int, bias hasBias: Bool,
-        layout: inout ParameterLayout
-    ) {
+    /// Registers `weight` and, with `bias`, `bias` under `scope`.
+    public init(_ scope: ParameterScope, inputWidth: Int, outputWidth: Int, bias hasBias: Bool) {
         self.inputWidth = inputWidth
         self.outputWidth = outputWidth
-        weight = layout.add("\(name).weight", shape: [outputWidth, inputWidth])
-        bias = hasBias ? layout.add("\(name).bias", shape: [outputWidth]) : nil
+        weight = scope.tensor("weight", shape: [outputWidth, inputWidth])
+        bias = hasBias ? scope.tensor("bias", shape: [outputWidth]) : nil
+    }
+
+    /// The bias gradient of a training pass over `rows` rows sums columns with `Ones`.
+    public func declareBuffers(rows: Int, training: Bool, in plan: inout BufferPlan) {
+        if training && bias != nil { Ones.shared.declare(count: rows, in: &plan) }
     }
 
     /// x: [R, I] -> y: [R, O] (overwritten).

@@ -1,7 +1,7 @@
 import Foundation
 import Tensor
 
-// Mixture-of-experts feedforward blocks (DESIGN.md "Feedforward blocks"): σ-MoE and its
+// Mixture-of-experts feedforward blocks (Docs/feedforward.md): σ-MoE and its
 // softmax ablations, Switch, and S-BASE, sharing one sparse implementation.
 // Legend: R rows (tokens), d width, N experts, G expert size, K experts per token,
 //   P = R * K (token, slot) pairs.
@@ -34,7 +34,7 @@ public final class MixtureOfExperts: FeedForwardLayer {
     }
 
     /// σ-MoE (`--ffn moe`) and its selection ablations.
-    public struct SigmaConfig: Sendable, Codable, Equatable {
+    public struct SigmaConfig: FeedForwardVariant {
         public var experts: Int
         public var expertSize: Int
         public var k: Int
@@ -57,10 +57,65 @@ public final class MixtureOfExperts: FeedForwardLayer {
             case experts, k, selection, regularization
             case expertSize = "expert_size", expertDropout = "expert_dropout"
         }
+
+        public static let kind = "moe"
+        public static let options: Set<FeedForwardOption> = [
+            .experts, .expertSize, .k, .expertDropout, .regularization, .selection,
+        ]
+
+        /// 16 experts, K = 4, the expert size matched to the replaced block.
+        public static func replacing(
+            _ replaced: ReplacedBlock, options: FeedForwardOptions
+        ) throws -> (block: Self, note: String?) {
+            let (experts, size, note) = try matchedExperts(replaced, options) { n, g in
+                SigmaConfig(experts: n, expertSize: g, k: 1)
+            }
+            return (SigmaConfig(experts: experts, expertSize: size, k: 4), note)
+        }
+
+        public mutating func apply(_ options: FeedForwardOptions) {
+            if let v = options.experts { experts = v }
+            if let v = options.expertSize { expertSize = v }
+            if let v = options.k { k = v }
+            if let v = options.expertDropout { expertDropout = v }
+            if let v = options.regularization { regularization = v }
+            if let v = options.selection { selection = v }
+        }
+
+        public func validate(modelWidth: Int) throws {
+            try validateExperts(experts, expertSize, k, expertDropout)
+            if !(regularization >= 0 && regularization.isFinite) {
+                throw FeedForwardConfigError(description: "regularization must be >= 0 (got \(regularization))")
+            }
+        }
+
+        public func makeLayer(_ scope: ParameterScope, modelWidth: Int, dropout: Float) -> any FeedForwardLayer {
+            let gate: Gate = switch selection {
+            case .sigmoid: .sigmoid
+            case .softmaxBeforeTopK: .softmaxBefore
+            case .softmaxAfterTopK: .softmaxAfter
+            }
+            return MixtureOfExperts(
+                scope, width: modelWidth, experts: experts, expertSize: expertSize, k: k,
+                expertDropout: expertDropout, gate: gate, regularizer: .entropy(regularization),
+                initScale: 1, renormalizeSelector: true, valueFanIn: experts * expertSize)
+        }
+
+        public func activeParameters(modelWidth d: Int) -> Int { k * 2 * expertSize * d + experts * d }
+        public func shareUsed(modelWidth: Int) -> Double { Double(k) / Double(experts) }
+        public func forwardFLOPs(modelWidth d: Int) -> FeedForwardFLOPs {
+            expertFLOPs(experts: experts, expertSize: expertSize, k: k, modelWidth: d)
+        }
+
+        public var summary: String {
+            "σ-MoE \(experts) x \(expertSize), K \(k), \(selection.rawValue), δ \(expertDropout), γ \(regularization)"
+        }
     }
 
-    /// Switch Transformer's feedforward block (`--ffn switch`): softmax gate, K = 1.
-    public struct SwitchConfig: Sendable, Codable, Equatable {
+    /// Switch Transformer's feedforward block (`--ffn switch`): softmax gate, K = 1, balancing
+    /// loss, each expert initialised as its own MLP with variances scaled by `initScale`, no
+    /// selector renormalisation.
+    public struct SwitchConfig: FeedForwardVariant {
         public var experts: Int
         public var expertSize: Int
         /// γ of the balancing loss (γ / N) Σ f_e P_e.
@@ -79,10 +134,55 @@ public final class MixtureOfExperts: FeedForwardLayer {
             case experts, balance
             case expertSize = "expert_size", initScale = "init_scale"
         }
+
+        public static let kind = "switch"
+        public static let options: Set<FeedForwardOption> = [.experts, .expertSize, .balance]
+
+        /// 16 experts, the expert size matched to the replaced block.
+        public static func replacing(
+            _ replaced: ReplacedBlock, options: FeedForwardOptions
+        ) throws -> (block: Self, note: String?) {
+            let (experts, size, note) = try matchedExperts(replaced, options) { n, g in
+                SwitchConfig(experts: n, expertSize: g)
+            }
+            return (SwitchConfig(experts: experts, expertSize: size), note)
+        }
+
+        public mutating func apply(_ options: FeedForwardOptions) {
+            if let v = options.experts { experts = v }
+            if let v = options.expertSize { expertSize = v }
+            if let v = options.balance { balance = v }
+        }
+
+        public func validate(modelWidth: Int) throws {
+            try validateExperts(experts, expertSize, 1, 0)
+            if !(balance >= 0 && balance.isFinite) {
+                throw FeedForwardConfigError(description: "balance must be >= 0 (got \(balance))")
+            }
+            if !(initScale > 0 && initScale.isFinite) {
+                throw FeedForwardConfigError(description: "init_scale must be positive (got \(initScale))")
+            }
+        }
+
+        public func makeLayer(_ scope: ParameterScope, modelWidth: Int, dropout: Float) -> any FeedForwardLayer {
+            MixtureOfExperts(
+                scope, width: modelWidth, experts: experts, expertSize: expertSize, k: 1,
+                expertDropout: 0, gate: .softmaxBefore, regularizer: .switchBalance(balance),
+                initScale: initScale, renormalizeSelector: false, valueFanIn: expertSize)
+        }
+
+        public func activeParameters(modelWidth d: Int) -> Int { 2 * expertSize * d + experts * d }
+        public func shareUsed(modelWidth: Int) -> Double { 1 / Double(experts) }
+        public func forwardFLOPs(modelWidth d: Int) -> FeedForwardFLOPs {
+            expertFLOPs(experts: experts, expertSize: expertSize, k: 1, modelWidth: d)
+        }
+
+        public var summary: String { "Switch \(experts) x \(expertSize)" }
     }
 
-    /// S-BASE (`--ffn sbase`): Sinkhorn routing in training, sigmoid gates.
-    public struct SBaseConfig: Sendable, Codable, Equatable {
+    /// S-BASE (`--ffn sbase`): σ-MoE's init and regulariser with Sinkhorn routing in training,
+    /// sigmoid gates.
+    public struct SBaseConfig: FeedForwardVariant {
         public var experts: Int
         public var expertSize: Int
         public var k: Int
@@ -104,6 +204,91 @@ public final class MixtureOfExperts: FeedForwardLayer {
             case expertSize = "expert_size", expertDropout = "expert_dropout"
             case sinkhornIterations = "sinkhorn_iterations"
         }
+
+        public static let kind = "sbase"
+        public static let options: Set<FeedForwardOption> = [
+            .experts, .expertSize, .k, .expertDropout, .regularization,
+        ]
+
+        /// 16 experts, K = 4, the expert size matched to the replaced block.
+        public static func replacing(
+            _ replaced: ReplacedBlock, options: FeedForwardOptions
+        ) throws -> (block: Self, note: String?) {
+            let (experts, size, note) = try matchedExperts(replaced, options) { n, g in
+                SBaseConfig(experts: n, expertSize: g, k: 1)
+            }
+            return (SBaseConfig(experts: experts, expertSize: size, k: 4), note)
+        }
+
+        public mutating func apply(_ options: FeedForwardOptions) {
+            if let v = options.experts { experts = v }
+            if let v = options.expertSize { expertSize = v }
+            if let v = options.k { k = v }
+            if let v = options.expertDropout { expertDropout = v }
+            if let v = options.regularization { regularization = v }
+        }
+
+        public func validate(modelWidth: Int) throws {
+            try validateExperts(experts, expertSize, k, expertDropout)
+            if !(regularization >= 0 && regularization.isFinite) {
+                throw FeedForwardConfigError(description: "regularization must be >= 0 (got \(regularization))")
+            }
+            if sinkhornIterations < 1 {
+                throw FeedForwardConfigError(description: "sinkhorn_iterations must be at least 1 (got \(sinkhornIterations))")
+            }
+        }
+
+        public func makeLayer(_ scope: ParameterScope, modelWidth: Int, dropout: Float) -> any FeedForwardLayer {
+            MixtureOfExperts(
+                scope, width: modelWidth, experts: experts, expertSize: expertSize, k: k,
+                expertDropout: expertDropout, gate: .sinkhornSigmoid(iterations: sinkhornIterations),
+                regularizer: .entropy(regularization), initScale: 1, renormalizeSelector: true,
+                valueFanIn: experts * expertSize)
+        }
+
+        public func activeParameters(modelWidth d: Int) -> Int { k * 2 * expertSize * d + experts * d }
+        public func shareUsed(modelWidth: Int) -> Double { Double(k) / Double(experts) }
+        public func forwardFLOPs(modelWidth d: Int) -> FeedForwardFLOPs {
+            expertFLOPs(experts: experts, expertSize: expertSize, k: k, modelWidth: d)
+        }
+
+        public var summary: String { "S-BASE \(experts) x \(expertSize), K \(k)" }
+    }
+
+    /// The expert count (given, or 16) and expert size (given, matched to the replaced block,
+    /// or the paper's 128 without matching) of an expert block replacing another block.
+    static func matchedExperts<T: FeedForwardVariant>(
+        _ replaced: ReplacedBlock, _ options: FeedForwardOptions, block: (Int, Int) -> T
+    ) throws -> (experts: Int, expertSize: Int, note: String?) {
+        let n = options.experts ?? 16
+        if let size = options.expertSize { return (n, size, nil) }
+        guard replaced.matching else { return (n, 128, nil) }
+        guard n >= 1 else { throw FeedForwardConfigError(description: "experts must be at least 1 (got \(n))") }
+        let d = replaced.modelWidth
+        guard let (size, note) = replaced.closestSize(
+            describing: { "expert size \($0) (\(n) experts)" },
+            count: { block(n, $0).parameterCount(modelWidth: d) })
+        else {
+            throw FeedForwardConfigError(
+                description: "\(n) experts cannot match the \(replaced.parameterCount) parameters of the block they replace (even expert size 1 has more): use fewer experts or give the expert size")
+        }
+        return (n, size, note)
+    }
+
+    /// Shared checks of the expert variants.
+    static func validateExperts(_ experts: Int, _ size: Int, _ k: Int, _ dropout: Float) throws {
+        func fail(_ message: String) throws { throw FeedForwardConfigError(description: message) }
+        if experts < 1 { try fail("experts must be at least 1 (got \(experts))") }
+        if size < 1 { try fail("expert_size must be at least 1 (got \(size))") }
+        if k < 1 || k > experts { try fail("k = \(k) must be between 1 and the number of experts \(experts)") }
+        if !(dropout >= 0 && dropout < 1) { try fail("expert_dropout must be in [0, 1) (got \(dropout))") }
+    }
+
+    /// Per token: the selector product, the gate activation over N and K arg-max passes over N
+    /// (routing), then K experts of two products each.
+    static func expertFLOPs(experts n: Int, expertSize g: Int, k: Int, modelWidth d: Int) -> FeedForwardFLOPs {
+        let routing = 2.0 * Double(n * d) + Double(n * (k + 1))
+        return FeedForwardFLOPs(total: routing + Double(k) * 4 * Double(g * d), routing: routing)
     }
 
     /// Gate computation of a variant.
@@ -125,7 +310,6 @@ public final class MixtureOfExperts: FeedForwardLayer {
     let expertDropout: Float
     let gate: Gate
     let regularizer: Regularizer
-    let layerCount: Int
     /// Multiplies every initial variance (Switch: 0.1).
     let initScale: Double
     /// σ-MoE init: selector rows rescaled to equal norm keeping the overall std.
@@ -173,13 +357,13 @@ public final class MixtureOfExperts: FeedForwardLayer {
     private let dGates = FloatBuffer()  // [P] in sorted order
     private let dLogits = FloatBuffer()  // [R, N]
 
+    /// Registers `keys` [N, d, G], `values` [N, G, d] and `expert_sel` [N, d] under `scope`.
     init(
-        name: String, width: Int, layerCount: Int, experts: Int, expertSize: Int, k: Int,
+        _ scope: ParameterScope, width: Int, experts: Int, expertSize: Int, k: Int,
         expertDropout: Float, gate: Gate, regularizer: Regularizer, initScale: Double,
-        renormalizeSelector: Bool, valueFanIn: Int, layout: inout ParameterLayout
+        renormalizeSelector: Bool, valueFanIn: Int
     ) {
         self.width = width
-        self.layerCount = layerCount
         self.experts = experts
         self.expertSize = expertSize
         self.k = k
@@ -189,54 +373,25 @@ public final class MixtureOfExperts: FeedForwardLayer {
         self.initScale = initScale
         self.renormalizeSelector = renormalizeSelector
         self.valueFanIn = valueFanIn
-        keys = layout.add("\(name).keys", shape: [experts, width, expertSize])
-        values = layout.add("\(name).values", shape: [experts, expertSize, width])
-        selector = layout.add("\(name).expert_sel", shape: [experts, width])
+        keys = scope.tensor("keys", shape: [experts, width, expertSize])
+        values = scope.tensor("values", shape: [experts, expertSize, width])
+        selector = scope.tensor("expert_sel", shape: [experts, width])
         usageCounts = [Int](repeating: 0, count: experts)
     }
 
-    /// σ-MoE with the dense-matched init and equal-norm selector rows.
-    public convenience init(name: String, config c: SigmaConfig, width: Int, layerCount: Int, layout: inout ParameterLayout) {
-        let gate: Gate = switch c.selection {
-        case .sigmoid: .sigmoid
-        case .softmaxBeforeTopK: .softmaxBefore
-        case .softmaxAfterTopK: .softmaxAfter
-        }
-        self.init(
-            name: name, width: width, layerCount: layerCount, experts: c.experts,
-            expertSize: c.expertSize, k: c.k, expertDropout: c.expertDropout, gate: gate,
-            regularizer: .entropy(c.regularization), initScale: 1, renormalizeSelector: true,
-            valueFanIn: c.experts * c.expertSize, layout: &layout)
-    }
-
-    /// Switch: K = 1 softmax gate, balancing loss, each expert initialised as its own MLP
-    /// with variances scaled by `initScale`, no selector renormalisation.
-    public convenience init(name: String, config c: SwitchConfig, width: Int, layerCount: Int, layout: inout ParameterLayout) {
-        self.init(
-            name: name, width: width, layerCount: layerCount, experts: c.experts,
-            expertSize: c.expertSize, k: 1, expertDropout: 0, gate: .softmaxBefore,
-            regularizer: .switchBalance(c.balance), initScale: c.initScale,
-            renormalizeSelector: false, valueFanIn: c.expertSize, layout: &layout)
-    }
-
-    /// S-BASE: σ-MoE's init and regulariser with Sinkhorn routing in training.
-    public convenience init(name: String, config c: SBaseConfig, width: Int, layerCount: Int, layout: inout ParameterLayout) {
-        self.init(
-            name: name, width: width, layerCount: layerCount, experts: c.experts,
-            expertSize: c.expertSize, k: c.k, expertDropout: c.expertDropout,
-            gate: .sinkhornSigmoid(iterations: c.sinkhornIterations),
-            regularizer: .entropy(c.regularization), initScale: 1, renormalizeSelector: true,
-            valueFanIn: c.experts * c.expertSize, layout: &layout)
-    }
-
-    /// DESIGN.md: W1 ~ N(0, s (2/L)/d); W2 ~ N(0, s (2/L)/fanIn); W3 ~ N(0, s (2/L)/d), then for
-    /// σ-MoE every row divided by its norm and the matrix rescaled to its previous std.
-    public func initialize(_ arena: ParameterArena, rng: inout RandomGenerator) {
-        let base = 2.0 / Double(layerCount) * initScale
-        Initializer.normal(arena.value(keys), count: keys.count, std: (base / Double(width)).squareRoot(), rng: &rng)
-        Initializer.normal(arena.value(values), count: values.count, std: (base / Double(valueFanIn)).squareRoot(), rng: &rng)
+    /// W1 ~ N(0, s (2/L)/d); W2 ~ N(0, s (2/L)/fanIn); W3 ~ N(0, s (2/L)/d), then for σ-MoE
+    /// every row divided by its norm and the matrix rescaled to its previous std.
+    public func initialize(_ arena: ParameterArena, _ context: inout InitializationContext) {
+        Initializer.normal(
+            arena.value(keys), count: keys.count,
+            std: context.depthScaledStd(fanIn: width, scale: initScale), rng: &context.rng)
+        Initializer.normal(
+            arena.value(values), count: values.count,
+            std: context.depthScaledStd(fanIn: valueFanIn, scale: initScale), rng: &context.rng)
         let w3 = arena.value(selector)
-        Initializer.normal(w3, count: selector.count, std: (base / Double(width)).squareRoot(), rng: &rng)
+        Initializer.normal(
+            w3, count: selector.count, std: context.depthScaledStd(fanIn: width, scale: initScale),
+            rng: &context.rng)
         if renormalizeSelector {
             let before = Initializer.standardDeviation(w3, count: selector.count)
             for e in 0..<experts {
@@ -249,6 +404,41 @@ public final class MixtureOfExperts: FeedForwardLayer {
         }
     }
 
+    public func declareBuffers(for pass: PassShape, in plan: inout BufferPlan) {
+        let (r, n, g, d) = (pass.rows, experts, expertSize, width)
+        let pairs = r * k
+        plan.declare(logits, "σ-MoE selector logits", count: r * n)
+        plan.declare(activated, "σ-MoE activated logits", count: r * n)
+        plan.declare(scratch, "σ-MoE selection scores", count: r * n)
+        plan.declare(dropMask, "σ-MoE expert dropout mask", count: r * n)
+        plan.declare(chosen, "σ-MoE chosen experts", count: pairs)
+        plan.declare(gates, "σ-MoE gates", count: pairs)
+        plan.declare(dropped, "σ-MoE dropped flags", count: pairs)
+        plan.declare(expertOffsets, "σ-MoE expert offsets", count: n + 1)
+        plan.declare(sortCursor, "σ-MoE sort cursor", count: n)
+        plan.declare(pairPosition, "σ-MoE pair positions", count: pairs)
+        plan.declare(pairRow, "σ-MoE pair rows", count: pairs)
+        plan.declare(sortedInput, "σ-MoE sorted inputs", count: pairs * d)
+        plan.declare(sortedGates, "σ-MoE sorted gates", count: pairs)
+        plan.declare(hidden, "σ-MoE expert hidden", count: pairs * g)
+        plan.declare(gatedHidden, "σ-MoE gated hidden", count: pairs * g)
+        plan.declare(sortedOutput, "σ-MoE sorted outputs", count: pairs * d)
+        guard pass.training else { return }
+        if case .sinkhornSigmoid = gate {
+            plan.declare(sinkhornState, "S-BASE Sinkhorn state", count: n + pass.length + max(n, pass.length))
+        }
+        let c = regularizedColumns
+        plan.declare(regularizerRows, "σ-MoE regulariser softmax", count: r * c)
+        plan.declare(columnLogMean, "σ-MoE regulariser column statistics", count: c)
+        plan.declare(rowLogSumExp, "σ-MoE regulariser row statistics", count: r)
+        plan.declare(regularizerWeights, "σ-MoE regulariser weights", count: c)
+        plan.declare(dSortedOutput, "σ-MoE sorted output gradient", count: pairs * d)
+        plan.declare(dHidden, "σ-MoE hidden gradient", count: pairs * g)
+        plan.declare(dSortedInput, "σ-MoE sorted input gradient", count: pairs * d)
+        plan.declare(dGates, "σ-MoE gate gradient", count: pairs)
+        plan.declare(dLogits, "σ-MoE logit gradient", count: r * n)
+    }
+
     public var usage: UsageCounts? { UsageCounts(unit: "expert", counts: usageCounts) }
 
     public func resetUsage() { usageCounts = [Int](repeating: 0, count: experts) }
@@ -259,11 +449,11 @@ public final class MixtureOfExperts: FeedForwardLayer {
     private func route(shape: TokenShape, context: inout ForwardContext) {
         let (r, n, kk) = (shape.rows, experts, k)
         let z = logits.pointer
-        let act = activated.reserve(r * n)
-        let scores = scratch.reserve(r * n)
-        let choice = chosen.reserve(r * kk), g = gates.reserve(r * kk), drop = dropped.reserve(r * kk)
+        let act = activated.reserved(r * n)
+        let scores = scratch.reserved(r * n)
+        let choice = chosen.reserved(r * kk), g = gates.reserved(r * kk), drop = dropped.reserved(r * kk)
         let useDropout = context.dropoutActive && expertDropout > 0
-        let mask = dropMask.reserve(r * n)
+        let mask = dropMask.reserved(r * n)
         if useDropout {
             // Expert dropout: each (token, expert) score independently with probability δ.
             let threshold = UInt64((Double(expertDropout) * 16_777_216).rounded())
@@ -288,7 +478,7 @@ public final class MixtureOfExperts: FeedForwardLayer {
         case .sinkhornSigmoid(let iterations):
             for i in 0..<(r * n) { act[i] = 1 / (1 + Foundation.exp(-z[i])) }
             if context.training {
-                let state = sinkhornState.reserve(n + shape.length + max(n, shape.length))
+                let state = sinkhornState.reserved(n + shape.length + max(n, shape.length))
                 for sequence in 0..<shape.batch {
                     Self.sinkhorn(
                         z + sequence * shape.length * n, tokens: shape.length, experts: n,
@@ -320,7 +510,8 @@ public final class MixtureOfExperts: FeedForwardLayer {
                 }
                 picks[slot] = Int32(best)
             }
-            // Slots in ascending expert order (DESIGN.md).
+            // Slots in ascending expert order: the regulariser of softmax-after and the dropped
+            // flags read the slots in this order.
             for i in 1..<max(1, kk) {
                 var j = i
                 while j > 0 && picks[j - 1] > picks[j] {
@@ -385,13 +576,13 @@ public final class MixtureOfExperts: FeedForwardLayer {
     /// Counting sort of the (row, slot) pairs by expert; stable, so the order is deterministic.
     private func sortPairs(rows r: Int) {
         let (n, kk) = (experts, k)
-        let offsets = expertOffsets.reserve(n + 1)
+        let offsets = expertOffsets.reserved(n + 1)
         offsets.update(repeating: 0, count: n + 1)
         let choice = chosen.pointer
         for i in 0..<(r * kk) { offsets[Int(choice[i]) + 1] += 1 }
         for e in 0..<n { offsets[e + 1] += offsets[e] }
-        let position = pairPosition.reserve(r * kk), owner = pairRow.reserve(r * kk)
-        let cursor = sortCursor.reserve(n)
+        let position = pairPosition.reserved(r * kk), owner = pairRow.reserved(r * kk)
+        let cursor = sortCursor.reserved(n)
         for e in 0..<n { cursor[e] = offsets[e] }
         for row in 0..<r {
             for slot in 0..<kk {
@@ -413,8 +604,7 @@ public final class MixtureOfExperts: FeedForwardLayer {
         let pairs = r * kk
         rows = r
         trainingPass = context.training
-        reserveBackward(rows: r)
-        let z = logits.reserve(r * n)
+        let z = logits.reserved(r * n)
         gemm(transposeB: true, m: r, n: n, k: d, a: x, lda: d, b: arena.value(selector), ldb: d, beta: 0, c: z, ldc: n)
         route(shape: shape, context: &context)
         sortPairs(rows: r)
@@ -423,7 +613,7 @@ public final class MixtureOfExperts: FeedForwardLayer {
         for e in 0..<n { usageCounts[e] += start[e + 1] - start[e] }
 
         // Gather inputs in expert order.
-        let xs = SendablePointer(sortedInput.reserve(pairs * d))
+        let xs = SendablePointer(sortedInput.reserved(pairs * d))
         let owner = SendablePointer(pairRow.pointer)
         let input = SendablePointer(x)
         parallelChunks(pairs, minimumChunk: 256) { range in
@@ -432,14 +622,14 @@ public final class MixtureOfExperts: FeedForwardLayer {
             }
         }
         // Gate of each sorted pair.
-        let gateSorted = SendablePointer(sortedGates.reserve(pairs))
+        let gateSorted = SendablePointer(sortedGates.reserved(pairs))
         for row in 0..<r {
             for slot in 0..<kk {
                 gateSorted.mutable[Int(pairPosition.pointer[row * kk + slot])] = gates.pointer[row * kk + slot]
             }
         }
-        let h = SendablePointer(hidden.reserve(pairs * g)), a = SendablePointer(gatedHidden.reserve(pairs * g))
-        let ys = SendablePointer(sortedOutput.reserve(pairs * d))
+        let h = SendablePointer(hidden.reserved(pairs * g)), a = SendablePointer(gatedHidden.reserved(pairs * g))
+        let ys = SendablePointer(sortedOutput.reserved(pairs * d))
         let offsets = SendablePointer(expertOffsets.pointer)
         let w1 = SendablePointer(arena.value(keys)), w2 = SendablePointer(arena.value(values))
         parallelFor(n) { e in
@@ -484,10 +674,10 @@ public final class MixtureOfExperts: FeedForwardLayer {
     /// Computes the auxiliary loss and saves the regularised rows' softmax for its gradient.
     private func regularizerForward(rows r: Int) -> Double {
         let c = regularizedColumns
-        let p = regularizerRows.reserve(r * c)
-        let logMean = columnLogMean.reserve(c)
+        let p = regularizerRows.reserved(r * c)
+        let logMean = columnLogMean.reserved(c)
         for column in 0..<c { logMean[column] = -.infinity }
-        let lse = rowLogSumExp.reserve(r)
+        let lse = rowLogSumExp.reserved(r)
         for row in 0..<r {
             var m = -Double.infinity
             for column in 0..<c {
@@ -534,18 +724,6 @@ public final class MixtureOfExperts: FeedForwardLayer {
 
     // MARK: Backward
 
-    private func reserveBackward(rows r: Int) {
-        let pairs = r * k
-        dSortedOutput.reserve(pairs * width)
-        dHidden.reserve(pairs * expertSize)
-        dSortedInput.reserve(pairs * width)
-        dLogits.reserve(r * experts)
-        regularizerRows.reserve(r * max(experts, k))
-        columnLogMean.reserve(max(experts, k))
-        rowLogSumExp.reserve(r)
-        regularizerWeights.reserve(max(experts, k))
-    }
-
     public func backward(
         _ x: UnsafePointer<Float>, dOutput dy: UnsafePointer<Float>, shape: TokenShape,
         dInput dx: UnsafeMutablePointer<Float>, arena: ParameterArena
@@ -553,15 +731,15 @@ public final class MixtureOfExperts: FeedForwardLayer {
         let (r, d, n, g, kk) = (rows, width, experts, expertSize, k)
         let pairs = r * kk
         let owner = SendablePointer(pairRow.pointer), dyS = SendablePointer(dy)
-        let dys = SendablePointer(dSortedOutput.reserve(pairs * d))
+        let dys = SendablePointer(dSortedOutput.reserved(pairs * d))
         parallelChunks(pairs, minimumChunk: 256) { range in
             for j in range {
                 (dys.mutable + j * d).update(from: dyS.pointer + Int(owner.pointer[j]) * d, count: d)
             }
         }
         let gs = SendablePointer(sortedGates.pointer)
-        let dGate = SendablePointer(dGates.reserve(pairs))
-        let dh = SendablePointer(dHidden.reserve(pairs * g)), dxs = SendablePointer(dSortedInput.reserve(pairs * d))
+        let dGate = SendablePointer(dGates.reserved(pairs))
+        let dh = SendablePointer(dHidden.reserved(pairs * g)), dxs = SendablePointer(dSortedInput.reserved(pairs * d))
         let h = SendablePointer(hidden.pointer), a = SendablePointer(gatedHidden.pointer)
         let xs = SendablePointer(sortedInput.pointer)
         let offsets = SendablePointer(expertOffsets.pointer)
@@ -597,7 +775,7 @@ public final class MixtureOfExperts: FeedForwardLayer {
             }
         }
         // Gradient into the logits: through the chosen gates, then the auxiliary loss.
-        let dz = dLogits.reserve(r * n)
+        let dz = dLogits.reserved(r * n)
         dz.update(repeating: 0, count: r * n)
         gateBackward(dz: dz, sortedGateGradient: dGate.pointer)
         if trainingPass { regularizerBackward(dz: dz) }
@@ -653,7 +831,7 @@ public final class MixtureOfExperts: FeedForwardLayer {
         let (r, n, kk) = (rows, experts, k)
         let c = regularizedColumns
         let p = regularizerRows.pointer
-        let w = regularizerWeights.reserve(c)
+        let w = regularizerWeights.reserved(c)
         switch regularizer {
         case .entropy(let gamma):
             for column in 0..<c { w[column] = Float(gamma * (columnLogMean.pointer[column] + 1) / Double(r)) }

@@ -58,8 +58,8 @@ public final class ProductKeyMemory: FeedForwardLayer {
         case dense
     }
 
-    /// Shape and variant of a memory (`model.feed_forward` with kind `pkm`).
-    public struct Config: Sendable, Codable, Equatable {
+    /// Shape and variant of a memory (`--ffn pkm`, `model.feed_forward` with kind `pkm`).
+    public struct Config: FeedForwardVariant {
         /// H: heads, each with its own sub-keys (and, with mlp-bn, its own query).
         public var heads: Int
         /// n: sub-keys per half and head; the memory has n^2 values.
@@ -151,14 +151,79 @@ public final class ProductKeyMemory: FeedForwardLayer {
             // silently ignore it): reject it everywhere.
             if knn > valueCount {
                 try fail(
-                    "PKM knn (\(knn)) exceeds the n_keys^2 = \(valueCount) values: lower knn (--pkm-knn) or raise n_keys (--pkm-keys)")
+                    "PKM knn (\(knn)) exceeds the n_keys^2 = \(valueCount) values: lower knn or raise n_keys")
             }
+        }
+
+        public static let kind = "pkm"
+        public static let options: Set<FeedForwardOption> = [
+            .pkmHeads, .pkmKeys, .pkmKnn, .pkmActivation, .pkmQuery, .pkmPath, .pkmValueInit,
+        ]
+
+        /// The official form (softmax, identity query, knn 128) with 4 heads unless given, and
+        /// n_keys matched to the replaced block's parameters (without matching: as many values
+        /// as the replaced block has hidden units).
+        public static func replacing(
+            _ replaced: ReplacedBlock, options: FeedForwardOptions
+        ) throws -> (block: Self, note: String?) {
+            let heads = options.pkmHeads ?? 4
+            func block(_ keys: Int) -> Config {
+                Config(keysPerHalf: keys, heads: heads, query: options.pkmQuery ?? .identity)
+            }
+            if let keys = options.pkmKeys { return (block(keys), nil) }
+            guard replaced.matching else {
+                return (block(max(1, Int(Double(replaced.hiddenSize).squareRoot().rounded()))), nil)
+            }
+            // knn does not change the count; 1 keeps every candidate size valid.
+            guard heads >= 1, let (keys, note) = replaced.closestSize(
+                describing: { "n_keys \($0) (\(heads) heads)" },
+                count: { Config(keysPerHalf: $0, heads: heads, knn: 1, query: options.pkmQuery ?? .identity).parameterCount(modelWidth: replaced.modelWidth) })
+            else {
+                throw FeedForwardConfigError(
+                    description: "no PKM size matches the \(replaced.parameterCount) parameters of the block it replaces: give n_keys")
+            }
+            return (block(keys), note)
+        }
+
+        public mutating func apply(_ options: FeedForwardOptions) {
+            if let v = options.pkmHeads { heads = v }
+            if let v = options.pkmKeys { keysPerHalf = v }
+            if let v = options.pkmKnn { knn = v }
+            if let v = options.pkmActivation { activation = v }
+            if let v = options.pkmQuery { query = v }
+            if let v = options.pkmPath { path = v }
+            if let v = options.pkmValueInit { valueInit = v }
+        }
+
+        public func makeLayer(_ scope: ParameterScope, modelWidth: Int, dropout: Float) -> any FeedForwardLayer {
+            // The official PKM block has no dropout inside (kvmem.dropout = none).
+            ProductKeyMemory(scope, config: self, width: modelWidth)
+        }
+
+        /// All parameters on the dense path; on the sparse path the value rows beyond the
+        /// H x knn a token reads are idle.
+        public func activeParameters(modelWidth d: Int) -> Int {
+            let all = parameterCount(modelWidth: d)
+            return usesDensePath ? all : all - (valueCount - min(valueCount, heads * knn)) * d
+        }
+
+        /// Scoring both halves against every sub-key of every head (plus the query network),
+        /// then reading the value rows: all n^2 on the dense path, H x knn on the sparse one.
+        public func forwardFLOPs(modelWidth d: Int) -> FeedForwardFLOPs {
+            var routing = 2.0 * Double(heads * keysPerHalf * d)
+            if query == .mlpBatchNorm { routing += 2.0 * Double(heads * d * d) }
+            let rows = usesDensePath ? valueCount : heads * knn
+            return FeedForwardFLOPs(total: routing + 2.0 * Double(rows * d), routing: routing)
+        }
+
+        public var summary: String {
+            "PKM \(heads) heads, \(keysPerHalf)^2 values, knn \(knn), \(activation.rawValue), \(usesDensePath ? "dense" : "sparse") path"
+                + (valueInit == .dense ? ", +init" : "") + (query == .mlpBatchNorm ? ", mlp-bn query" : "")
         }
     }
 
     public let config: Config
     public let width: Int
-    public let layerCount: Int
     /// Sub-keys `NAME.keys` [2, H, n, d/2]: half p of head h at [p, h] (the official code's
     /// `keys.0` and `keys.1` stacked, so one GEMM scores a half for all heads).
     public let keys: ParameterView
@@ -184,7 +249,8 @@ public final class ProductKeyMemory: FeedForwardLayer {
     /// Candidates (i, j) with (i + 1)(j + 1) <= k among the m x m: the sums actually formed.
     let candidateCount: Int
 
-    let usageTotals: Buffer<Int>  // [N] reads per value row since resetUsage()
+    /// [N] reads per value row since resetUsage(), kept across passes.
+    let usageTotals: UnsafeMutablePointer<Int>
     private var lastRows = 0
 
     // Forward activations (kept for backward).
@@ -204,16 +270,13 @@ public final class ProductKeyMemory: FeedForwardLayer {
     let valueCursor = Buffer<Int32>()  // sparse: [N]
     let entryOrder = Buffer<Int32>()  // sparse: [R*H*k]
 
-    /// Registers `NAME.keys`, `NAME.values` and, with the mlp-bn query, `NAME.query.weight`,
-    /// `NAME.query.bias`, `NAME.query_norm.weight`, `NAME.query_norm.bias`. The config must
-    /// pass `validate(modelWidth: width)`.
-    public init(
-        name: String, config: Config, width: Int, layerCount: Int, layout: inout ParameterLayout
-    ) {
+    /// Registers `keys`, `values` and, with the mlp-bn query, `query.weight`, `query.bias`,
+    /// `query_norm.weight`, `query_norm.bias` under `scope`. The config must pass
+    /// `validate(modelWidth: width)`.
+    init(_ scope: ParameterScope, config: Config, width: Int) {
         do { try config.validate(modelWidth: width) } catch { preconditionFailure("\(error)") }
         self.config = config
         self.width = width
-        self.layerCount = layerCount
         let n = config.keysPerHalf
         halfWidth = width / 2
         valueCount = n * n
@@ -223,37 +286,54 @@ public final class ProductKeyMemory: FeedForwardLayer {
         for i in 0..<keptPerHalf { candidates += min(keptPerHalf, config.knn / (i + 1)) }
         candidateCount = candidates
         usesDensePath = config.usesDensePath
-        keys = layout.add("\(name).keys", shape: [2, config.heads, n, width / 2])
-        values = layout.add("\(name).values", shape: [n * n, width])
+        keys = scope.tensor("keys", shape: [2, config.heads, n, width / 2])
+        values = scope.tensor("values", shape: [n * n, width])
         if config.query == .mlpBatchNorm {
             queryProjection = Linear(
-                name: "\(name).query", inputWidth: width, outputWidth: config.heads * width,
-                bias: true, layout: &layout)
-            queryNorm = BatchNorm(name: "\(name).query_norm", width: queryWidth, layout: &layout)
+                scope.child("query"), inputWidth: width, outputWidth: config.heads * width, bias: true)
+            queryNorm = BatchNorm(scope.child("query_norm"), width: queryWidth)
         } else {
             queryProjection = nil
             queryNorm = nil
         }
-        usageTotals = Buffer<Int>(count: n * n)
-        usageTotals.pointer.initialize(repeating: 0, count: n * n)
+        usageTotals = .allocate(capacity: n * n)
+        usageTotals.initialize(repeating: 0, count: n * n)
     }
+
+    deinit { usageTotals.deallocate() }
 
     /// Keys N(0, (2/L)/d); values N(0, (2/L)/d) or, with "+init", N(0, (2/L)/N); the query
     /// projection by the prenorm init with zero bias (the official code re-initialises every
     /// Linear so), the batch norm as (1, 0) with running statistics (0, 1).
-    public func initialize(_ arena: ParameterArena, rng: inout RandomGenerator) {
-        let scale = 2.0 / Double(layerCount)
+    public func initialize(_ arena: ParameterArena, _ context: inout InitializationContext) {
         Initializer.normal(
-            arena.value(keys), count: keys.count, std: (scale / Double(width)).squareRoot(),
-            rng: &rng)
+            arena.value(keys), count: keys.count, std: context.depthScaledStd(fanIn: width),
+            rng: &context.rng)
         let valueFanIn = config.valueInit == .dense ? valueCount : width
         Initializer.normal(
-            arena.value(values), count: values.count,
-            std: (scale / Double(valueFanIn)).squareRoot(), rng: &rng)
+            arena.value(values), count: values.count, std: context.depthScaledStd(fanIn: valueFanIn),
+            rng: &context.rng)
         if let projection = queryProjection, let norm = queryNorm {
-            prenormInitialize(projection.weight, layerCount: layerCount, arena: arena, rng: &rng)
+            context.prenormInitialize(projection.weight, in: arena)
             arena.value(projection.bias!).update(repeating: 0, count: queryWidth)
             norm.initialize(arena)
+        }
+    }
+
+    public func declareBuffers(for pass: PassShape, in plan: inout BufferPlan) {
+        let rows = pass.rows, h = config.heads, n = config.keysPerHalf
+        plan.declare(halfScores, "PKM half scores", count: rows * 2 * h * n)
+        if let projection = queryProjection, let norm = queryNorm {
+            norm.declareBuffers(rows: rows, in: &plan)
+            plan.declare(queryValues, "PKM queries", count: rows * queryWidth)
+            projection.declareBuffers(rows: rows, training: pass.training, in: &plan)
+            if pass.training { plan.declare(dQueries, "PKM query gradient", count: rows * queryWidth) }
+        }
+        if pass.training { plan.declare(dHalfScores, "PKM half-score gradient", count: rows * 2 * h * n) }
+        if usesDensePath {
+            declareDenseBuffers(rows: rows, training: pass.training, in: &plan)
+        } else {
+            declareSparseBuffers(rows: rows, training: pass.training, in: &plan)
         }
     }
 
@@ -265,10 +345,10 @@ public final class ProductKeyMemory: FeedForwardLayer {
     /// nonzero (ReLU: positive score; softmax: every row unless exp underflows).
     public var usage: UsageCounts? {
         UsageCounts(
-            unit: "value", counts: Array(UnsafeBufferPointer(start: usageTotals.pointer, count: valueCount)))
+            unit: "value", counts: Array(UnsafeBufferPointer(start: usageTotals, count: valueCount)))
     }
 
-    public func resetUsage() { usageTotals.pointer.update(repeating: 0, count: valueCount) }
+    public func resetUsage() { usageTotals.update(repeating: 0, count: valueCount) }
 
     /// Non-trained state a checkpoint must carry besides the parameters: with the mlp-bn query,
     /// `NAME.query_norm.running_mean` and `NAME.query_norm.running_var` ([H*d] each, PyTorch's
@@ -286,8 +366,12 @@ public final class ProductKeyMemory: FeedForwardLayer {
         return (0..<count).map { Int(selectedIndex.pointer[$0]) }
     }
 
-    /// Work items per pass: a few coarse blocks of rows per core.
-    func chunkCount(_ total: Int) -> Int { max(1, min(total, 4 * Threads.count)) }
+    /// Work items per pass: coarse blocks of rows (more than the cores, which take them as they
+    /// finish). A fixed count, so the scratch the sparse path declares does not depend on the
+    /// thread count.
+    func chunkCount(_ total: Int) -> Int { max(1, min(total, Self.maximumChunks)) }
+
+    static let maximumChunks = 64
 
     // MARK: Forward
 
@@ -329,7 +413,7 @@ public final class ProductKeyMemory: FeedForwardLayer {
         let z = norm.inputBuffer(rows: rows)  // [R, F]
         projection.forward(x, rows: rows, output: z, arena: arena)
         norm.forward(
-            z, rows: rows, output: queryValues.reserve(rows * queryWidth), training: training,
+            z, rows: rows, output: queryValues.reserved(rows * queryWidth), training: training,
             arena: arena)
         return queryLayout(x)
     }
@@ -337,7 +421,7 @@ public final class ProductKeyMemory: FeedForwardLayer {
     /// halfScores[r, p, h, :] = (half p of q_h[r]) K[p, h]^T for every half p and head h.
     private func scoreHalves(_ query: QueryLayout, rows: Int, arena: ParameterArena) {
         let h = config.heads, n = config.keysPerHalf, half = halfWidth
-        let scores = halfScores.reserve(rows * 2 * h * n)
+        let scores = halfScores.reserved(rows * 2 * h * n)
         let k = arena.value(keys)
         for p in 0..<2 {
             if query.headStride == 0 {
@@ -366,7 +450,7 @@ public final class ProductKeyMemory: FeedForwardLayer {
         dInput dx: UnsafeMutablePointer<Float>, arena: ParameterArena
     ) {
         let rows = shape.rows
-        let dHalf = dHalfScores.reserve(rows * 2 * config.heads * config.keysPerHalf)
+        let dHalf = dHalfScores.reserved(rows * 2 * config.heads * config.keysPerHalf)
         if usesDensePath {
             backwardDense(dOutput: dy, rows: rows, dHalfScores: dHalf, arena: arena)
         } else {
@@ -395,7 +479,7 @@ public final class ProductKeyMemory: FeedForwardLayer {
             }
             return
         }
-        let dq = dQueries.reserve(rows * queryWidth)
+        let dq = dQueries.reserved(rows * queryWidth)
         for p in 0..<2 {
             for head in 0..<h {
                 let block = (p * h + head) * n

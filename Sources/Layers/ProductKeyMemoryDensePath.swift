@@ -12,6 +12,13 @@ import Tensor
 // k = N (then both activate the same N scores of one head).
 
 extension ProductKeyMemory {
+    /// The summed half scores and the activations over all N values (and their gradient).
+    func declareDenseBuffers(rows: Int, training: Bool, in plan: inout BufferPlan) {
+        plan.declare(summedHalfScores, "PKM summed half scores", count: rows * 2 * config.keysPerHalf)
+        plan.declare(activations, "PKM activations", count: rows * valueCount)
+        if training { plan.declare(dActivations, "PKM activation gradient", count: rows * valueCount) }
+    }
+
     /// score[r, a*n + b] = sum_h s1_h[a] + sum_h s2_h[b]; act in place; y = act V.
     func forwardDense(
         rows: Int, output y: UnsafeMutablePointer<Float>, arena: ParameterArena
@@ -19,8 +26,8 @@ extension ProductKeyMemory {
         let h = config.heads, n = config.keysPerHalf, nn = valueCount
         let activation = config.activation
         let hs = SendablePointer(halfScores.pointer)
-        let summed = SendablePointer(summedHalfScores.reserve(rows * 2 * n))
-        let act = SendablePointer(activations.reserve(rows * nn))
+        let summed = SendablePointer(summedHalfScores.reserved(rows * 2 * n))
+        let act = SendablePointer(activations.reserved(rows * nn))
         parallelChunks(rows, minimumChunk: max(1, 16_384 / nn)) { range in
             for r in range {
                 let s = summed.mutable + r * 2 * n
@@ -45,7 +52,7 @@ extension ProductKeyMemory {
             m: rows, n: width, k: nn, a: act.pointer, lda: nn, b: arena.value(values), ldb: width,
             beta: 0, c: y, ldc: width)
         // Usage: each worker counts a range of value rows (columns of act) over all tokens.
-        let totals = SendablePointer(usageTotals.pointer)
+        let totals = SendablePointer(usageTotals)
         parallelChunks(nn, minimumChunk: 1024) { range in
             for r in 0..<rows {
                 let row = act.pointer + r * nn
@@ -61,7 +68,7 @@ extension ProductKeyMemory {
     ) {
         let h = config.heads, n = config.keysPerHalf, nn = valueCount, d = width
         let act = SendablePointer(activations.pointer)
-        let da = SendablePointer(dActivations.reserve(rows * nn))
+        let da = SendablePointer(dActivations.reserved(rows * nn))
         gemm(
             transposeB: true, m: rows, n: nn, k: d, a: dy, lda: d, b: arena.value(values), ldb: d,
             beta: 0, c: da.mutable, ldc: nn)

@@ -16,6 +16,22 @@ import Tensor
 // only the selected rows are touched and the result never depends on the thread count.
 
 extension ProductKeyMemory {
+    /// The selection's scratch per chunk, the selected rows, scores and activations, and for
+    /// training their gradient and the value-gradient sort.
+    func declareSparseBuffers(rows: Int, training: Bool, in plan: inout BufferPlan) {
+        let k = config.knn, entries = rows * config.heads * k, chunks = chunkCount(rows)
+        plan.declare(indexScratch, "PKM selection scratch", count: chunks * (2 * keptPerHalf + 2 * candidateCount + k))
+        plan.declare(scoreScratch, "PKM selection sums", count: chunks * candidateCount)
+        plan.declare(selectedIndex, "PKM selected values", count: entries)
+        plan.declare(selectedScore, "PKM selected scores", count: entries)
+        plan.declare(activations, "PKM activations", count: entries)
+        guard training else { return }
+        plan.declare(dActivations, "PKM activation gradient", count: entries)
+        plan.declare(valueStart, "PKM value-gradient offsets", count: valueCount + 1)
+        plan.declare(valueCursor, "PKM value-gradient cursor", count: valueCount)
+        plan.declare(entryOrder, "PKM value-gradient order", count: entries)
+    }
+
     /// Per token and head: the top-k sums of the two halves' best sub-keys; act over the
     /// token's H*k scores; y = sum act V[idx].
     func forwardSparse(
@@ -26,12 +42,12 @@ extension ProductKeyMemory {
         let activation = config.activation
         let chunks = chunkCount(rows)
         let indexStride = 2 * m + 2 * candidates + k
-        let indexScratch = SendablePointer(self.indexScratch.reserve(chunks * indexStride))
-        let scoreScratch = SendablePointer(self.scoreScratch.reserve(chunks * candidates))
+        let indexScratch = SendablePointer(self.indexScratch.reserved(chunks * indexStride))
+        let scoreScratch = SendablePointer(self.scoreScratch.reserved(chunks * candidates))
         let hs = SendablePointer(halfScores.pointer)
-        let index = SendablePointer(selectedIndex.reserve(rows * slots))
-        let score = SendablePointer(selectedScore.reserve(rows * slots))
-        let act = SendablePointer(activations.reserve(rows * slots))
+        let index = SendablePointer(selectedIndex.reserved(rows * slots))
+        let score = SendablePointer(selectedScore.reserved(rows * slots))
+        let act = SendablePointer(activations.reserved(rows * slots))
         let v = SendablePointer(arena.value(values))
         let out = SendablePointer(y)
         // Each chunk owns its rows of every output and its own scratch.
@@ -65,7 +81,7 @@ extension ProductKeyMemory {
                 }
             }
         }
-        let totals = usageTotals.pointer, selected = index.pointer
+        let totals = usageTotals, selected = index.pointer
         for i in 0..<(rows * slots) { totals[Int(selected[i])] += 1 }
     }
 
@@ -79,7 +95,7 @@ extension ProductKeyMemory {
         let slots = h * k, entries = rows * slots
         let index = SendablePointer(selectedIndex.pointer)
         let act = SendablePointer(activations.pointer)
-        let da = SendablePointer(dActivations.reserve(entries))
+        let da = SendablePointer(dActivations.reserved(entries))
         let v = SendablePointer(arena.value(values))
         let dyp = SendablePointer(dy)
         let dh = SendablePointer(dHalf)
@@ -117,8 +133,8 @@ extension ProductKeyMemory {
             }
         }
         // Counting sort of the entries by value row (stable: entry order within a row).
-        let start = valueStart.reserve(nn + 1), cursor = valueCursor.reserve(nn)
-        let order = entryOrder.reserve(entries)
+        let start = valueStart.reserved(nn + 1), cursor = valueCursor.reserved(nn)
+        let order = entryOrder.reserved(entries)
         start.update(repeating: 0, count: nn + 1)
         for e in 0..<entries { start[Int(index.pointer[e]) + 1] += 1 }
         for j in 0..<nn { start[j + 1] += start[j] }

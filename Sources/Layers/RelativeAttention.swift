@@ -2,7 +2,7 @@ import Foundation
 import Tensor
 
 // Transformer-XL relative multi-head attention with memory, as in the official σ-MoE code
-// (DESIGN.md "Relative attention").
+// (Docs/model.md "Relative attention").
 // Legend: B batch, T query length (current segment), M memory length, S = M + T key length,
 //   d model width, H heads, D head size (H * D may differ from d), HD = H * D.
 // Input: the layer-normalised concat(memory, h), [B, S, d]; queries are its last T rows.
@@ -27,7 +27,6 @@ public final class RelativeAttention {
 
     public let config: Config
     public let width: Int
-    public let layerCount: Int
     public let query: ParameterView  // [HD, d]
     public let keyValue: ParameterView  // [2HD, d], rows ordered head, {key, value}, D
     public let position: ParameterView  // Wr [HD, d], no bias
@@ -61,28 +60,26 @@ public final class RelativeAttention {
     private let dScalePartial = FloatBuffer()
     private let dPositionBiasRows = FloatBuffer()
 
-    public init(
-        name: String, config: Config, width: Int, layerCount: Int, scratch: AttentionScratch,
-        layout: inout ParameterLayout
-    ) {
+    /// Registers the tensors above under `scope` (`query.weight`, `key_value.weight`, ...);
+    /// `scratch` is shared by the attention layers of one model.
+    public init(_ scope: ParameterScope, config: Config, width: Int, scratch: AttentionScratch) {
         self.config = config
         self.width = width
-        self.layerCount = layerCount
         self.scratch = scratch
         let hd = config.heads * config.headSize
-        query = layout.add("\(name).query.weight", shape: [hd, width])
-        keyValue = layout.add("\(name).key_value.weight", shape: [2 * hd, width])
-        position = layout.add("\(name).position.weight", shape: [hd, width])
-        output = layout.add("\(name).output.weight", shape: [width, hd])
-        contentBias = layout.add("\(name).content_bias", shape: [config.heads, config.headSize])
-        positionBias = layout.add("\(name).position_bias", shape: [config.heads, config.headSize])
-        scoreScale = layout.add("\(name).scale", shape: [1])
-        unusedBias = layout.add("\(name).unused_scale_bias", shape: [1])
+        query = scope.tensor("query.weight", shape: [hd, width])
+        keyValue = scope.tensor("key_value.weight", shape: [2 * hd, width])
+        position = scope.tensor("position.weight", shape: [hd, width])
+        output = scope.tensor("output.weight", shape: [width, hd])
+        contentBias = scope.tensor("content_bias", shape: [config.heads, config.headSize])
+        positionBias = scope.tensor("position_bias", shape: [config.heads, config.headSize])
+        scoreScale = scope.tensor("scale", shape: [1])
+        unusedBias = scope.tensor("unused_scale_bias", shape: [1])
     }
 
-    public func initialize(_ arena: ParameterArena, rng: inout RandomGenerator) {
+    public func initialize(_ arena: ParameterArena, _ context: inout InitializationContext) {
         for weight in [query, keyValue, position, output] {
-            prenormInitialize(weight, layerCount: layerCount, arena: arena, rng: &rng)
+            context.prenormInitialize(weight, in: arena)
         }
         arena.value(contentBias).update(repeating: 0, count: contentBias.count)
         arena.value(positionBias).update(repeating: 0, count: positionBias.count)
@@ -115,14 +112,13 @@ public final class RelativeAttention {
         let s = m + t, d = width, h = config.heads, dh = config.headSize, hd = h * dh
         let sMax = max(m, memoryCapacity) + t
         saved = (b, t, m)
-        reserveBackward(batch: b, queryLength: t, keyLength: sMax)
 
         // Queries come from the current segment's rows only.
-        let yq = queryInput.reserve(b * t * d)
+        let yq = queryInput.reserved(b * t * d)
         for i in 0..<b {
             (yq + i * t * d).update(from: x + (i * s + m) * d, count: t * d)
         }
-        let qc = contentQuery.reserve(b * t * hd), qp = positionQuery.reserve(b * t * hd)
+        let qc = contentQuery.reserved(b * t * hd), qp = positionQuery.reserved(b * t * hd)
         gemm(transposeB: true, m: b * t, n: hd, k: d, a: yq, lda: d,
              b: arena.value(query), ldb: d, beta: 0, c: qc, ldc: hd)
         let u = arena.value(contentBias), v = arena.value(positionBias)
@@ -130,31 +126,31 @@ public final class RelativeAttention {
             add(qc + row * hd, v, into: qp + row * hd, count: hd)
             addInPlace(qc + row * hd, u, count: hd)
         }
-        let kv = keyValues.reserve(b * sMax * 2 * hd)
+        let kv = keyValues.reserved(b * sMax * 2 * hd)
         gemm(transposeB: true, m: b * s, n: 2 * hd, k: d, a: x, lda: d,
              b: arena.value(keyValue), ldb: d, beta: 0, c: kv, ldc: 2 * hd)
 
         if positionTableRows < sMax {
-            Self.fillPositionTable(positionTable.reserve(sMax * d), rows: sMax, width: d)
+            Self.fillPositionTable(positionTable.reserved(sMax * d), rows: sMax, width: d)
             positionTableRows = sMax
         }
-        let rk = positionKeys.reserve(sMax * hd)
+        let rk = positionKeys.reserved(sMax * hd)
         gemm(transposeB: true, m: s, n: hd, k: d, a: positionTable.pointer, lda: d,
              b: arena.value(position), ldb: d, beta: 0, c: rk, ldc: hd)
 
         // Position scores for every query row and every relative distance r, one product per
         // head over all B*T rows: bd[h, row, r] = qp[row, h] . rk[r, h].
-        let bd = scratch.positionScores.reserve(h * b * t * sMax)
+        let bd = scratch.positionScores.reserved(h * b * t * sMax)
         batchedGemm(
             count: h, transposeB: true, m: b * t, n: s, k: dh,
             a: qp, lda: hd, strideA: dh, b: rk, ldb: hd, strideB: dh,
             beta: 0, c: bd, ldc: s, strideC: b * t * s)
 
-        let raw = SendablePointer(rawScores.reserve(h * b * t * sMax))
-        let probabilities = SendablePointer(scratch.probabilities.reserve(h * b * t * sMax))
-        let rowMax = SendablePointer(rowMaximum.reserve(h * b * t))
-        let rowInv = SendablePointer(rowInverseSum.reserve(h * b * t))
-        let out = SendablePointer(merged.reserve(b * t * hd))
+        let raw = SendablePointer(rawScores.reserved(h * b * t * sMax))
+        let probabilities = SendablePointer(scratch.probabilities.reserved(h * b * t * sMax))
+        let rowMax = SendablePointer(rowMaximum.reserved(h * b * t))
+        let rowInv = SendablePointer(rowInverseSum.reserved(h * b * t))
+        let out = SendablePointer(merged.reserved(b * t * hd))
         let qcS = SendablePointer(qc), kvS = SendablePointer(kv), bdS = SendablePointer(bd)
         let scaleValue = arena.value(scoreScale)[0]
         // One task per (head, batch row): each writes only its own score block and its own
@@ -191,18 +187,42 @@ public final class RelativeAttention {
              b: arena.value(output), ldb: hd, beta: 0, c: y, ldc: d)
     }
 
-    /// Sizes the backward buffers with the forward pass, so the first training step makes
-    /// every allocation (`Buffer.reserve` never shrinks).
-    private func reserveBackward(batch b: Int, queryLength t: Int, keyLength s: Int) {
-        let hd = config.heads * config.headSize
-        scratch.dScores.reserve(config.heads * b * t * s)
-        dMerged.reserve(b * t * hd)
-        dKeyValues.reserve(b * s * 2 * hd)
-        dQuery.reserve(b * t * hd)
-        dPositionKeys.reserve(s * hd)
-        dScalePartial.reserve(config.heads * b)
-        dPositionBiasRows.reserve(config.heads * s)
-        _ = Ones.shared.pointer(count: b * t)
+    /// Declares every buffer of a pass over `pass.batch` streams of `pass.length` queries and up
+    /// to `pass.keyLength` keys (a full memory), backward buffers for a training pass.
+    public func declareBuffers(for pass: PassShape, in plan: inout BufferPlan) {
+        let (b, t, s) = (pass.batch, pass.length, pass.keyLength)
+        let h = config.heads, hd = config.heads * config.headSize, d = width
+        plan.declare(queryInput, "attention query rows", count: b * t * d)
+        plan.declare(contentQuery, "attention q + u", count: b * t * hd)
+        plan.declare(positionQuery, "attention q + v", count: b * t * hd)
+        plan.declare(keyValues, "attention keys and values", count: b * s * 2 * hd)
+        plan.declare(positionTable, "attention sinusoid table", count: s * d)
+        plan.declare(positionKeys, "attention position keys", count: s * hd)
+        plan.declare(rawScores, "attention raw scores", count: h * b * t * s)
+        plan.declare(rowMaximum, "attention softmax maxima", count: h * b * t)
+        plan.declare(rowInverseSum, "attention softmax 1/sums", count: h * b * t)
+        plan.declare(merged, "attention merged heads", count: b * t * hd)
+        plan.declare(scratch.positionScores, "attention position scores (shared)", count: h * b * t * s)
+        plan.declare(scratch.probabilities, "attention probabilities (shared)", count: h * b * t * s)
+        guard pass.training else { return }
+        plan.declare(scratch.dScores, "attention score gradient (shared)", count: h * b * t * s)
+        plan.declare(dMerged, "attention merged-heads gradient", count: b * t * hd)
+        plan.declare(dKeyValues, "attention key and value gradient", count: b * s * 2 * hd)
+        plan.declare(dQuery, "attention query gradient", count: b * t * hd)
+        plan.declare(dPositionKeys, "attention position-key gradient", count: s * hd)
+        plan.declare(dScalePartial, "attention scale partial gradients", count: h * b)
+        plan.declare(dPositionBiasRows, "attention position-bias column sums", count: h * s)
+        Ones.shared.declare(count: b * t, in: &plan)
+    }
+
+    /// Matrix-product FLOPs per query token of a forward pass over segments of `length` with
+    /// `keyLength` keys per stream and `batch` streams: the query and output projections, the
+    /// key/value projection of every key row, the position keys once per pass, and the content
+    /// scores, position scores and value read over the keys.
+    public func forwardFLOPs(batch b: Int, length t: Int, keyLength s: Int) -> Double {
+        let hd = config.heads * config.headSize, d = width
+        return 2.0 * Double(hd * d) * 2 + 4.0 * Double(hd * d) * Double(s) / Double(t)
+            + 2.0 * Double(hd * d) * Double(s) / Double(b * t) + 3 * 2.0 * Double(s * hd)
     }
 
     /// Recomputes the softmax of one (head, batch) block exactly as `forward` did, from the
@@ -238,16 +258,16 @@ public final class RelativeAttention {
         // Output projection.
         gemm(transposeA: true, m: d, n: hd, k: b * t, a: dy, lda: d, b: merged.pointer, ldb: hd,
              beta: 1, c: arena.gradient(output), ldc: hd)
-        let dOut = dMerged.reserve(b * t * hd)
+        let dOut = dMerged.reserved(b * t * hd)
         gemm(m: b * t, n: hd, k: d, a: dy, lda: d, b: arena.value(output), ldb: hd,
              beta: 0, c: dOut, ldc: hd)
 
-        let probabilities = SendablePointer(scratch.probabilities.reserve(h * b * t * s))
-        let dScores = SendablePointer(scratch.dScores.reserve(h * b * t * s))
-        let dbd = SendablePointer(scratch.positionScores.reserve(h * b * t * s))
-        let dkv = SendablePointer(dKeyValues.reserve(b * s * 2 * hd))
-        let dq = SendablePointer(dQuery.reserve(b * t * hd))
-        let dsPartial = SendablePointer(dScalePartial.reserve(h * b))
+        let probabilities = SendablePointer(scratch.probabilities.reserved(h * b * t * s))
+        let dScores = SendablePointer(scratch.dScores.reserved(h * b * t * s))
+        let dbd = SendablePointer(scratch.positionScores.reserved(h * b * t * s))
+        let dkv = SendablePointer(dKeyValues.reserved(b * s * 2 * hd))
+        let dq = SendablePointer(dQuery.reserved(b * t * hd))
+        let dsPartial = SendablePointer(dScalePartial.reserved(h * b))
         let raw = SendablePointer(rawScores.pointer)
         let kv = SendablePointer(keyValues.pointer), qc = SendablePointer(contentQuery.pointer)
         let dOutS = SendablePointer(dOut)
@@ -302,8 +322,8 @@ public final class RelativeAttention {
         // Position part per head over all B*T rows:
         //   d(q + v) = dbd rk,  d rk = dbd^T (q + v),  dv = (column sums of dbd) rk.
         let rk = SendablePointer(positionKeys.pointer), qp = SendablePointer(positionQuery.pointer)
-        let drk = SendablePointer(dPositionKeys.reserve(s * hd))
-        let dvRows = SendablePointer(dPositionBiasRows.reserve(h * s))
+        let drk = SendablePointer(dPositionKeys.reserved(s * hd))
+        let dvRows = SendablePointer(dPositionBiasRows.reserved(h * s))
         let dvGrad = SendablePointer(arena.gradient(positionBias))
         let ones = SendablePointer(Ones.shared.pointer(count: b * t))
         parallelFor(h) { head in

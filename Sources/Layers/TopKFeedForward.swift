@@ -15,8 +15,8 @@ import Tensor
 /// Two-layer ReLU MLP that keeps only the K largest hidden activations of every token: the
 /// dense block (same parameters, init, dropout and backward) with the selection added.
 public final class TopKFeedForward: DenseFeedForward {
-    /// Hidden size and the number of hidden units kept per token.
-    public struct Config: Sendable, Codable, Equatable {
+    /// Hidden size and the number of hidden units kept per token (`--ffn topk`).
+    public struct Config: FeedForwardVariant {
         /// d_ff.
         public var hiddenSize: Int
         /// Hidden units kept per token (more on ties).
@@ -32,7 +32,25 @@ public final class TopKFeedForward: DenseFeedForward {
             case k
         }
 
-        /// Throws one line per problem found, the first of them (`FeedForwardConfigError`).
+        public static let kind = "topk"
+        public static let options: Set<FeedForwardOption> = [.hiddenSize, .topK]
+
+        public var denseHiddenSize: Int? { hiddenSize }
+
+        /// The replaced block's hidden width (top-K has the dense block's parameters), keeping
+        /// a sixteenth of it per token, the share of the paper's K = 128 of about 2048.
+        public static func replacing(
+            _ replaced: ReplacedBlock, options: FeedForwardOptions
+        ) throws -> (block: Self, note: String?) {
+            let width = options.hiddenSize ?? replaced.hiddenSize
+            return (Config(hiddenSize: width, k: max(1, width / 16)), nil)
+        }
+
+        public mutating func apply(_ options: FeedForwardOptions) {
+            if let size = options.hiddenSize { hiddenSize = size }
+            if let kept = options.topK { k = kept }
+        }
+
         public func validate(modelWidth: Int) throws {
             if hiddenSize < 1 {
                 throw FeedForwardConfigError(description: "top-K d_ff must be at least 1 (got \(hiddenSize))")
@@ -42,19 +60,29 @@ public final class TopKFeedForward: DenseFeedForward {
                     description: "top-K k must be between 1 and d_ff = \(hiddenSize) (got \(k)): lower k or raise d_ff")
             }
         }
+
+        public func makeLayer(_ scope: ParameterScope, modelWidth: Int, dropout: Float) -> any FeedForwardLayer {
+            TopKFeedForward(scope, config: self, width: modelWidth, dropout: dropout)
+        }
+
+        /// All of W1 and b1, the K kept hidden units' columns of W2, and b2.
+        public func activeParameters(modelWidth d: Int) -> Int { d * hiddenSize + hiddenSize + k * d + d }
+
+        /// Computed densely: the dense block's products.
+        public func forwardFLOPs(modelWidth d: Int) -> FeedForwardFLOPs {
+            FeedForwardFLOPs(total: 4.0 * Double(d * hiddenSize))
+        }
+
+        public var summary: String { "top-K d_ff \(hiddenSize), K \(k)" }
     }
 
     public let config: Config
 
-    public init(
-        name: String, config: Config, width: Int, layerCount: Int, dropout: Float,
-        layout: inout ParameterLayout
-    ) {
+    /// The dense block's tensors under `scope`; the config must pass `validate`.
+    init(_ scope: ParameterScope, config: Config, width: Int, dropout: Float) {
         precondition(config.k >= 1 && config.k <= config.hiddenSize, "top-K k must be in 1...d_ff")
         self.config = config
-        super.init(
-            name: name, hiddenSize: config.hiddenSize, width: width, layerCount: layerCount,
-            dropout: dropout, layout: &layout)
+        super.init(scope, hiddenSize: config.hiddenSize, width: width, dropout: dropout)
     }
 
     /// Work items per forward pass: a few coarse row blocks per core.

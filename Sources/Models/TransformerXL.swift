@@ -1,18 +1,19 @@
 import Layers
 import Tensor
 
-// The Transformer-XL language model (DESIGN.md):
+// The Transformer-XL language model (Docs/model.md):
 //   h0 = Drop(E[tokens]);  h_{l+1} = Block_l(h_l, memory_l);  z = Wout Drop(LN(h_L)) + bout
 //   loss = mean cross-entropy(z, targets) + auxiliary losses of the FFN blocks (training).
-// Memory (`ModelMemory`): block l keeps its detached inputs h_l of earlier segments, up to a
-// capacity of rows per stream; it is reset at epoch end and at the start of evaluation.
+// Memory (`TransformerXLMemory`): block l keeps its detached inputs h_l of earlier segments,
+// up to a capacity of rows per stream; it is reset at epoch end and at the start of evaluation.
 // Legend: B batch, T segment length, d width, V vocabulary.
 
 /// A Transformer-XL LM whose parameters live in one arena.
-public final class TransformerXL {
-    public let config: ModelConfig
+public final class TransformerXL: SequenceModel {
+    public let config: Config
     public let layout: ParameterLayout
-    public let arena: ParameterArena
+    /// Allocated on first use, so a model built for the accountant costs no parameter memory.
+    public private(set) lazy var arena = ParameterArena(layout: layout)
     public let embedding: Embedding
     public let blocks: [TransformerXLBlock]
     public let finalNorm: LayerNorm
@@ -22,98 +23,82 @@ public final class TransformerXL {
     let crossEntropy: SoftmaxCrossEntropy
 
     private var shape = TokenShape(batch: 0, length: 0)
+    private var scoredPositions = 0
+    /// The pass the buffers were last planned for.
+    private var plannedPass: PassShape?
     private let tokens = Buffer<Int32>()
     private let targets = Buffer<Int32>()
-    private var hidden: [FloatBuffer] = []
+    private let hidden: [FloatBuffer]
     private let finalHidden = FloatBuffer()
     private let logitBuffer = FloatBuffer()
     private let dLogits = FloatBuffer()
     private let dFinal = FloatBuffer()
     private let dHidden = (FloatBuffer(), FloatBuffer())
 
-    /// Builds the layers and an arena of zeros; call `initialize` to draw the initial values.
-    public convenience init(config: ModelConfig) throws {
+    /// Builds the layers and the layout; parameters are zero until `initialize`.
+    public init(config: Config) throws {
         try config.validate()
-        var layout = ParameterLayout()
-        let parts = Self.buildLayers(config, layout: &layout)
-        self.init(config: config, layout: layout, parts: parts)
-    }
-
-    private init(config: ModelConfig, layout: ParameterLayout, parts: Parts) {
         self.config = config
-        self.layout = layout
-        embedding = parts.embedding
-        blocks = parts.blocks
-        finalNorm = parts.finalNorm
-        outputLayer = parts.output
-        arena = ParameterArena(layout: layout)
+        let root = ParameterScope()
+        embedding = Embedding(root.child("embedding"), vocabularySize: config.vocabularySize, width: config.modelWidth)
+        let attentionScratch = AttentionScratch(), blockScratch = BlockScratch()
+        blocks = (0..<config.layers).map { index in
+            TransformerXLBlock(
+                root.child("layers.\(index)"), config: config, attentionScratch: attentionScratch,
+                scratch: blockScratch)
+        }
+        finalNorm = LayerNorm(root.child("final_norm"), width: config.modelWidth)
+        outputLayer = Linear(
+            root.child("output"), inputWidth: config.modelWidth, outputWidth: config.vocabularySize,
+            bias: true)
+        layout = root.layout
         embeddingDropout = Dropout(rate: config.dropout)
         outputDropout = Dropout(rate: config.dropout)
         crossEntropy = SoftmaxCrossEntropy(vocabularySize: config.vocabularySize)
         hidden = (0...config.layers).map { _ in FloatBuffer() }
     }
 
-    private struct Parts {
-        let embedding: Embedding
-        let blocks: [TransformerXLBlock]
-        let finalNorm: LayerNorm
-        let output: Linear
-    }
-
-    private static func buildLayers(_ config: ModelConfig, layout: inout ParameterLayout) -> Parts {
-        let embedding = Embedding(
-            name: "embedding", vocabularySize: config.vocabularySize, width: config.modelWidth,
-            layout: &layout)
-        let attentionScratch = AttentionScratch(), blockScratch = BlockScratch()
-        var blocks: [TransformerXLBlock] = []
-        for index in 0..<config.layers {
-            blocks.append(TransformerXLBlock(
-                index: index, config: config, attentionScratch: attentionScratch,
-                scratch: blockScratch, layout: &layout))
-        }
-        let finalNorm = LayerNorm(name: "final_norm", width: config.modelWidth, layout: &layout)
-        let output = Linear(
-            name: "output", inputWidth: config.modelWidth, outputWidth: config.vocabularySize,
-            bias: true, layout: &layout)
-        return Parts(embedding: embedding, blocks: blocks, finalNorm: finalNorm, output: output)
-    }
-
-    /// The parameter layout of `config` without allocating any parameter memory (the paper
-    /// sizes have up to 263M parameters).
-    public static func parameterLayout(for config: ModelConfig) throws -> ParameterLayout {
-        try config.validate()
-        var layout = ParameterLayout()
-        _ = buildLayers(config, layout: &layout)
-        return layout
-    }
-
-    /// Draws all initial parameters from `seed` (DESIGN.md "Init"): embedding Xavier-uniform,
-    /// blocks by the official prenorm init, the output layer PyTorch's default
-    /// U(+-1/sqrt(d)) for weight and bias (it is not re-initialised in the official code).
-    public func initialize(seed: UInt64) {
-        var rng = RandomGenerator(seed: seed)
-        embedding.initialize(arena, rng: &rng)
-        for block in blocks { block.initialize(arena, rng: &rng) }
-        finalNorm.initialize(arena)
-        let bound = 1 / Double(config.modelWidth).squareRoot()
-        Initializer.uniform(
-            arena.value(outputLayer.weight), count: outputLayer.weight.count, bound: bound,
-            rng: &rng)
-        Initializer.uniform(
-            arena.value(outputLayer.bias!), count: config.vocabularySize, bound: bound, rng: &rng)
-    }
+    public var outputClasses: Int { config.vocabularySize }
 
     /// Number of parameters (the arena's size).
     public var parameterCount: Int { layout.count }
 
+    /// Draws all initial parameters from `seed`: embedding Xavier-uniform, blocks by the
+    /// official prenorm init, the output layer PyTorch's default U(+-1/sqrt(d)) for weight and
+    /// bias (it is not re-initialised in the official code).
+    public func initialize(seed: UInt64) {
+        var context = InitializationContext(seed: seed, layerCount: config.layers)
+        embedding.initialize(arena, &context)
+        for block in blocks { block.initialize(arena, &context) }
+        finalNorm.initialize(arena)
+        let bound = 1 / Double(config.modelWidth).squareRoot()
+        Initializer.uniform(
+            arena.value(outputLayer.weight), count: outputLayer.weight.count, bound: bound,
+            rng: &context.rng)
+        Initializer.uniform(
+            arena.value(outputLayer.bias!), count: config.vocabularySize, bound: bound,
+            rng: &context.rng)
+    }
+
+    // MARK: Memory
+
     /// A memory sized for this model: `batch` streams of up to `capacity` rows per layer.
-    public func makeMemory(batch: Int, capacity: Int) -> ModelMemory {
-        ModelMemory(layers: blocks.count, width: config.modelWidth, batch: batch, capacity: capacity)
+    public func makeMemory(batch: Int, capacity: Int) -> TransformerXLMemory {
+        TransformerXLMemory(layers: blocks.count, width: config.modelWidth, batch: batch, capacity: capacity)
+    }
+
+    public func makeState(batch: Int, capacity: Int) -> (any CarriedState)? {
+        makeMemory(batch: batch, capacity: capacity)
+    }
+
+    public func stateBytes(batch: Int, capacity: Int) -> Int {
+        TransformerXLMemory.bytes(layers: blocks.count, batch: batch, capacity: capacity, width: config.modelWidth)
     }
 
     /// After a forward (and backward) pass: every layer's memory becomes the last
     /// `memory.capacity` rows of concat(memory, h_l).
-    public func advance(_ memory: ModelMemory) {
+    public func advance(_ state: any CarriedState) {
+        let memory = state as! TransformerXLMemory
         guard memory.capacity > 0 else { return }
         let keep = min(memory.length + shape.length, memory.capacity)
         for (block, buffer) in zip(blocks, memory.buffers) {
@@ -122,69 +107,100 @@ public final class TransformerXL {
         memory.length = keep
     }
 
+    // MARK: Buffers
+
+    public func declareBuffers(for pass: PassShape, in plan: inout BufferPlan) {
+        let rows = pass.rows, d = config.modelWidth, v = config.vocabularySize
+        plan.declare(tokens, "input ids", count: rows)
+        plan.declare(targets, "target ids", count: rows)
+        for (l, buffer) in hidden.enumerated() { plan.declare(buffer, "hidden states \(l)", count: rows * d) }
+        embeddingDropout.declareBuffers(count: rows * d, for: pass, in: &plan)
+        for block in blocks { block.declareBuffers(for: pass, in: &plan) }
+        finalNorm.declareBuffers(rows: rows, training: pass.training, in: &plan)
+        plan.declare(finalHidden, "final hidden states", count: rows * d)
+        outputDropout.declareBuffers(count: rows * d, for: pass, in: &plan)
+        plan.declare(logitBuffer, "logits", count: rows * v)
+        crossEntropy.declareBuffers(rows: rows, in: &plan)
+        guard pass.training else { return }
+        outputLayer.declareBuffers(rows: rows, training: true, in: &plan)
+        plan.declare(dLogits, "logit gradient", count: rows * v)
+        plan.declare(dFinal, "final hidden gradient", count: rows * d)
+        plan.declare(dHidden.0, "hidden-state gradient", count: rows * d)
+        plan.declare(dHidden.1, "hidden-state gradient (second)", count: rows * d)
+    }
+
+    /// Reserves the buffers of `pass` when it differs from the last pass planned (buffers only
+    /// grow, so alternating training and evaluation passes allocate once each).
+    private func prepare(_ pass: PassShape) {
+        guard pass != plannedPass else { return }
+        var plan = BufferPlan()
+        declareBuffers(for: pass, in: &plan)
+        plan.reserve()
+        plannedPass = pass
+    }
+
     // MARK: Forward and backward
 
-    /// Runs the model on `inputs` [B, T] (attending to `memory`, which it does not change:
-    /// call `advance(memory)` after the step) and returns the summed cross-entropy against
-    /// `targets` [B, T] (divide by B*T for the mean) and the auxiliary losses of the FFN
-    /// blocks (training only).
+    /// Runs the model on the batch (attending to `state`, a `TransformerXLMemory` that it does
+    /// not change: call `advance` after the step).
     public func forward(
-        inputs: UnsafePointer<Int32>, targets targetIDs: UnsafePointer<Int32>, shape: TokenShape,
-        memory: ModelMemory?, context: inout ForwardContext
-    ) -> (crossEntropySum: Double, auxiliaryLoss: Double) {
-        let memoryLength = memory?.length ?? 0
+        _ batch: TokenBatch, state: (any CarriedState)?, context: inout ForwardContext
+    ) -> ForwardLoss {
+        let memory = state.map { $0 as! TransformerXLMemory }
+        let shape = batch.shape
         precondition(
             memory == nil || shape.batch == memory!.batch,
             "batch \(shape.batch) differs from the memory's batch \(memory!.batch)")
+        prepare(PassShape(tokens: shape, memoryCapacity: memory?.capacity ?? 0, context: context))
+        let memoryLength = memory?.length ?? 0
         self.shape = shape
         let rows = shape.rows, d = config.modelWidth, v = config.vocabularySize
-        let tokenCopy = tokens.reserve(rows), targetCopy = targets.reserve(rows)
-        tokenCopy.update(from: inputs, count: rows)
-        targetCopy.update(from: targetIDs, count: rows)
+        let tokenCopy = tokens.reserved(rows), targetCopy = targets.reserved(rows)
+        tokenCopy.update(from: batch.inputs, count: rows)
+        targetCopy.update(from: batch.targets, count: rows)
 
-        let h0 = hidden[0].reserve(rows * d)
+        let h0 = hidden[0].reserved(rows * d)
         embedding.forward(tokenCopy, rows: rows, output: h0, arena: arena)
         embeddingDropout.forward(h0, count: rows * d, context: &context)
         for (l, block) in blocks.enumerated() {
             let memoryRows = memoryLength > 0 ? UnsafePointer(memory!.buffers[l].pointer) : nil
             block.forward(
                 hidden[l].pointer, memory: memoryRows, memoryStride: memory?.capacity ?? 0,
-                memoryLength: memoryLength, shape: shape, output: hidden[l + 1].reserve(rows * d),
+                memoryLength: memoryLength, shape: shape, output: hidden[l + 1].reserved(rows * d),
                 arena: arena, context: &context)
         }
-        let f = finalHidden.reserve(rows * d)
+        let f = finalHidden.reserved(rows * d)
         finalNorm.forward(hidden[blocks.count].pointer, rows: rows, output: f, arena: arena)
         outputDropout.forward(f, count: rows * d, context: &context)
-        let z = logitBuffer.reserve(rows * v)
+        let z = logitBuffer.reserved(rows * v)
         outputLayer.forward(f, rows: rows, output: z, arena: arena)
-        let loss = crossEntropy.forward(logits: z, targets: targetCopy, rows: rows)
+        let (loss, scored) = crossEntropy.forward(logits: z, targets: targetCopy, rows: rows)
+        scoredPositions = scored
         var auxiliary = 0.0
         if context.training {
             for block in blocks { auxiliary += block.feedForward.auxiliaryLoss }
         }
-        return (loss, auxiliary)
+        return ForwardLoss(crossEntropySum: loss, scoredPositions: scored, auxiliaryLoss: auxiliary)
     }
 
-    /// Logits of the last forward pass, [B*T, V].
     public var logits: UnsafePointer<Float> { UnsafePointer(logitBuffer.pointer) }
 
-    /// Per-token cross-entropy of the last forward pass, [B*T].
-    public var tokenLosses: UnsafePointer<Double> { crossEntropy.lastRowLosses }
+    public var positionLosses: UnsafePointer<Double> { crossEntropy.lastRowLosses }
 
     /// Accumulates the gradient of `mean cross-entropy + auxiliary losses` of the last
     /// forward pass into `arena.gradients` (zero them first).
     public func backward() {
         let rows = shape.rows, d = config.modelWidth, v = config.vocabularySize
-        let dz = dLogits.reserve(rows * v)
+        let dz = dLogits.reserved(rows * v)
         crossEntropy.backward(
             logits: logitBuffer.pointer, targets: targets.pointer, rows: rows,
-            lossScale: 1 / Float(rows), dLogits: dz)
-        let df = dFinal.reserve(rows * d)
+            lossScale: 1 / Float(max(1, scoredPositions)), dLogits: dz)
+        let df = dFinal.reserved(rows * d)
         outputLayer.backward(
             finalHidden.pointer, dOutput: dz, rows: rows, dInput: df, accumulateInput: false,
             arena: arena)
         outputDropout.backward(df, count: rows * d)
-        var dCurrent = dHidden.0.reserve(rows * d), dNext = dHidden.1.reserve(rows * d)
+        var dCurrent = dHidden.0.reserved(rows * d), dNext = dHidden.1.reserved(rows * d)
         dCurrent.update(repeating: 0, count: rows * d)
         finalNorm.backward(
             hidden[blocks.count].pointer, dOutput: df, rows: rows, dInput: dCurrent, arena: arena)
@@ -195,46 +211,64 @@ public final class TransformerXL {
         embeddingDropout.backward(dCurrent, count: rows * d)
         embedding.backward(tokens.pointer, dOutput: dCurrent, rows: rows, arena: arena)
     }
-}
 
-/// The Transformer-XL memory of one model: per layer, the detached inputs of the last
-/// `length` positions of every stream, `[batch, capacity, d]` with `length <= capacity`.
-/// Training and evaluation each keep their own, so validation never disturbs training.
-public final class ModelMemory {
-    public let batch: Int
-    public let capacity: Int
-    public let width: Int
-    /// Rows filled per stream (0 after a reset).
-    public internal(set) var length = 0
-    let buffers: [FloatBuffer]
+    // MARK: Diagnostics and state
 
-    init(layers: Int, width: Int, batch: Int, capacity: Int) {
-        self.batch = batch
-        self.capacity = capacity
-        self.width = width
-        buffers = (0..<layers).map { _ in FloatBuffer(count: max(1, batch * capacity * width)) }
+    public var usage: [UsageCounts] { blocks.compactMap { $0.feedForward.usage } }
+
+    public func resetUsage() { for block in blocks { block.feedForward.resetUsage() } }
+
+    public var persistentState: [String: [Float]] {
+        blocks.reduce(into: [:]) { all, block in all.merge(block.feedForward.state) { a, _ in a } }
     }
 
-    public var layers: Int { buffers.count }
-
-    /// Empties the memory (epoch end, start of evaluation).
-    public func reset() { length = 0 }
-
-    /// Layer `layer` packed as [batch, length, d] into `destination`.
-    public func copy(layer: Int, into destination: UnsafeMutablePointer<Float>) {
-        for item in 0..<batch {
-            (destination + item * length * width).update(
-                from: buffers[layer].pointer + item * capacity * width, count: length * width)
+    public func loadPersistentState(_ tensors: (String) throws -> [Float]?) throws {
+        for block in blocks {
+            let names = block.feedForward.state.keys
+            guard !names.isEmpty else { continue }
+            var state: [String: [Float]] = [:]
+            for name in names { state[name] = try tensors(name) }
+            try block.feedForward.loadState(state)
         }
     }
 
-    /// Sets `length` and fills layer `layer` from packed [batch, length, d] values.
-    public func restore(layer: Int, length: Int, from source: UnsafePointer<Float>) {
-        precondition(length <= capacity)
-        self.length = length
-        for item in 0..<batch {
-            (buffers[layer].pointer + item * capacity * width).update(
-                from: source + item * length * width, count: length * width)
+    // MARK: Accounting
+
+    public var parameterComponents: [ParameterComponent] {
+        let layers = config.layers
+        func inLayers(_ part: String) -> (String) -> Bool {
+            { name in name.hasPrefix("layers.") && name.split(separator: ".").dropFirst(2).first.map(String.init) == part }
         }
+        let attention = layout.count(where: inLayers("attention"))
+        let feedForward = layout.count(where: inLayers("feedforward"))
+        let norms = layout.count(where: inLayers("attention_norm")) + layout.count(where: inLayers("feedforward_norm"))
+            + layout.count { $0.hasPrefix("final_norm.") }
+        return [
+            ParameterComponent(name: "embedding", count: layout.count { $0.hasPrefix("embedding.") }),
+            ParameterComponent(name: "attention", count: attention, perLayer: attention / layers),
+            ParameterComponent(name: "layer norms", count: norms),
+            ParameterComponent(name: "feedforward", count: feedForward, perLayer: feedForward / layers),
+            ParameterComponent(name: "output", count: layout.count { $0.hasPrefix("output.") }),
+        ]
+    }
+
+    public var activeParametersPerToken: Int {
+        let d = config.modelWidth, block = config.feedForward.variant
+        return layout.count - config.layers * (block.parameterCount(modelWidth: d) - block.activeParameters(modelWidth: d))
+    }
+
+    public var feedForwardShareUsed: Double? { config.feedForward.variant.shareUsed(modelWidth: config.modelWidth) }
+
+    public func forwardFLOPs(_ pass: PassShape) -> [FLOPComponent] {
+        let layers = Double(config.layers)
+        let attention = blocks[0].attention.forwardFLOPs(batch: pass.batch, length: pass.length, keyLength: pass.keyLength)
+        let block = config.feedForward.variant.forwardFLOPs(modelWidth: config.modelWidth)
+        return [
+            FLOPComponent(name: "attention", perToken: layers * attention, perLayer: attention),
+            FLOPComponent(
+                name: "feedforward", perToken: layers * block.total, routing: layers * block.routing,
+                perLayer: block.total),
+            FLOPComponent(name: "output", perToken: 2.0 * Double(config.modelWidth * config.vocabularySize)),
+        ]
     }
 }

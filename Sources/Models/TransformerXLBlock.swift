@@ -1,7 +1,7 @@
 import Layers
 import Tensor
 
-// One pre-LN Transformer-XL layer (DESIGN.md):
+// One pre-LN Transformer-XL layer (Docs/model.md):
 //   h2 = h + Drop(Attn(LN1(concat(mem, h))))      keys/values from all S = M + T rows,
 //   h3 = h2 + Drop(FFN(LN2(h2)))                  queries from the current T rows.
 // Legend: B batch, T segment length, M memory length, S = M + T, d width.
@@ -24,31 +24,51 @@ public final class TransformerXLBlock {
     private let middle = FloatBuffer()  // h2, [B*T, d]
     private let normalizedMiddle = FloatBuffer()  // LN2(h2), [B*T, d]
 
+    /// Registers `attention_norm`, `attention`, `feedforward_norm` and `feedforward` under
+    /// `scope` (`layers.L`).
     init(
-        index: Int, config: ModelConfig, attentionScratch: AttentionScratch,
-        scratch: BlockScratch, layout: inout ParameterLayout
+        _ scope: ParameterScope, config: TransformerXL.Config, attentionScratch: AttentionScratch,
+        scratch: BlockScratch
     ) {
-        let name = "layers.\(index)"
         width = config.modelWidth
         self.scratch = scratch
-        attentionNorm = LayerNorm(name: "\(name).attention_norm", width: width, layout: &layout)
+        attentionNorm = LayerNorm(scope.child("attention_norm"), width: width)
         attention = RelativeAttention(
-            name: "\(name).attention",
-            config: .init(heads: config.heads, headSize: config.resolvedHeadSize),
-            width: width, layerCount: config.layers, scratch: attentionScratch, layout: &layout)
+            scope.child("attention"), config: .init(heads: config.heads, headSize: config.resolvedHeadSize),
+            width: width, scratch: attentionScratch)
         attentionDropout = Dropout(rate: config.dropout)
-        feedForwardNorm = LayerNorm(name: "\(name).feedforward_norm", width: width, layout: &layout)
+        feedForwardNorm = LayerNorm(scope.child("feedforward_norm"), width: width)
         feedForward = config.feedForward.makeLayer(
-            name: "\(name).feedforward", modelWidth: width, layerCount: config.layers,
-            dropout: config.dropout, layout: &layout)
+            scope.child("feedforward"), modelWidth: width, dropout: config.dropout)
         feedForwardDropout = Dropout(rate: config.dropout)
     }
 
-    func initialize(_ arena: ParameterArena, rng: inout RandomGenerator) {
+    func initialize(_ arena: ParameterArena, _ context: inout InitializationContext) {
         attentionNorm.initialize(arena)
-        attention.initialize(arena, rng: &rng)
+        attention.initialize(arena, &context)
         feedForwardNorm.initialize(arena)
-        feedForward.initialize(arena, rng: &rng)
+        feedForward.initialize(arena, &context)
+    }
+
+    /// The block's own buffers for a pass (sized for a full memory), its layers', and the
+    /// shared backward scratch.
+    func declareBuffers(for pass: PassShape, in plan: inout BufferPlan) {
+        let (b, t, s, d) = (pass.batch, pass.length, pass.keyLength, width)
+        plan.declare(keyInput, "block concat(memory, h)", count: b * s * d)
+        plan.declare(normalizedKeys, "block LN1(concat(memory, h))", count: b * s * d)
+        attentionNorm.declareBuffers(rows: b * s, training: pass.training, in: &plan)
+        attention.declareBuffers(for: pass, in: &plan)
+        attentionDropout.declareBuffers(count: b * t * d, for: pass, in: &plan)
+        plan.declare(middle, "block h2", count: b * t * d)
+        plan.declare(normalizedMiddle, "block LN2(h2)", count: b * t * d)
+        feedForwardNorm.declareBuffers(rows: b * t, training: pass.training, in: &plan)
+        feedForward.declareBuffers(for: pass, in: &plan)
+        feedForwardDropout.declareBuffers(count: b * t * d, for: pass, in: &plan)
+        guard pass.training else { return }
+        plan.declare(scratch.dFeedForwardOut, "block output gradient (shared)", count: b * t * d)
+        plan.declare(scratch.dNormalizedMiddle, "block LN2 gradient (shared)", count: b * t * d)
+        plan.declare(scratch.dNormalizedKeys, "block LN1 gradient (shared)", count: b * s * d)
+        plan.declare(scratch.dKeyInput, "block input gradient (shared)", count: b * s * d)
     }
 
     /// h: [B*T, d]; memory: [B, capacity, d] of which the first `memoryLength` rows per
@@ -63,26 +83,23 @@ public final class TransformerXLBlock {
         // Buffers are sized for a full memory from the first step on (no growth later).
         let sMax = max(m, memoryStride) + t
         saved = (b, t, m)
-        let keys = keyInput.reserve(b * sMax * d)
+        let keys = keyInput.reserved(b * sMax * d)
         for item in 0..<b {
             if m > 0, let memory {
                 (keys + item * s * d).update(from: memory + item * memoryStride * d, count: m * d)
             }
             (keys + (item * s + m) * d).update(from: h + item * t * d, count: t * d)
         }
-        let normalized = normalizedKeys.reserve(b * sMax * d)
-        attentionNorm.reserve(rows: b * sMax)
+        let normalized = normalizedKeys.reserved(b * sMax * d)
         attentionNorm.forward(keys, rows: b * s, output: normalized, arena: arena)
-        let h2 = middle.reserve(b * t * d)
+        let h2 = middle.reserved(b * t * d)
         attention.forward(
             normalized, batch: b, queryLength: t, memoryLength: m, memoryCapacity: memoryStride,
             output: h2, arena: arena)
         attentionDropout.forward(h2, count: b * t * d, context: &context)
         addInPlace(h2, h, count: b * t * d)
 
-        let normalizedH2 = normalizedMiddle.reserve(b * t * d)
-        for buffer in [scratch.dFeedForwardOut, scratch.dNormalizedMiddle] { buffer.reserve(b * t * d) }
-        for buffer in [scratch.dNormalizedKeys, scratch.dKeyInput] { buffer.reserve(b * sMax * d) }
+        let normalizedH2 = normalizedMiddle.reserved(b * t * d)
         feedForwardNorm.forward(h2, rows: b * t, output: normalizedH2, arena: arena)
         feedForward.forward(normalizedH2, shape: shape, output: output, arena: arena, context: &context)
         feedForwardDropout.forward(output, count: b * t * d, context: &context)
@@ -98,10 +115,10 @@ public final class TransformerXLBlock {
         let shape = TokenShape(batch: b, length: t)
 
         // FFN sublayer: dh2 = dh3 + LN2'(FFN'(Drop'(dh3))).
-        let dFeedForwardOut = scratch.dFeedForwardOut.reserve(n)
+        let dFeedForwardOut = scratch.dFeedForwardOut.reserved(n)
         dFeedForwardOut.update(from: dOutput, count: n)
         feedForwardDropout.backward(dFeedForwardOut, count: n)
-        let dNormalizedMiddle = scratch.dNormalizedMiddle.reserve(n)
+        let dNormalizedMiddle = scratch.dNormalizedMiddle.reserved(n)
         dNormalizedMiddle.update(repeating: 0, count: n)
         feedForward.backward(
             normalizedMiddle.pointer, dOutput: dFeedForwardOut, shape: shape,
@@ -112,14 +129,14 @@ public final class TransformerXLBlock {
             middle.pointer, dOutput: dNormalizedMiddle, rows: b * t, dInput: dMiddle, arena: arena)
 
         // Attention sublayer: dh = dh2 + [LN1'(Attn'(Drop'(dh2)))] restricted to current rows.
-        let dAttention = scratch.dFeedForwardOut.reserve(n)
+        let dAttention = scratch.dFeedForwardOut.reserved(n)
         dAttention.update(from: dMiddle, count: n)
         attentionDropout.backward(dAttention, count: n)
-        let dNormalizedKeys = scratch.dNormalizedKeys.reserve(b * s * d)
+        let dNormalizedKeys = scratch.dNormalizedKeys.reserved(b * s * d)
         dNormalizedKeys.update(repeating: 0, count: b * s * d)
         attention.backward(
             normalizedKeys.pointer, dOutput: dAttention, dInput: dNormalizedKeys, arena: arena)
-        let dKeys = scratch.dKeyInput.reserve(b * s * d)
+        let dKeys = scratch.dKeyInput.reserved(b * s * d)
         dKeys.update(repeating: 0, count: b * s * d)
         attentionNorm.backward(
             keyInput.pointer, dOutput: dNormalizedKeys, rows: b * s, dInput: dKeys, arena: arena)

@@ -146,11 +146,14 @@ public func addColumnSums(
 }
 
 /// A growing vector of ones shared by column-sum products. Used from the driving thread only.
+/// Layers that sum columns of `rows` rows declare it in their `BufferPlan`, so it grows
+/// before a pass, never inside one.
 public final class Ones: @unchecked Sendable {
     public static let shared = Ones()
     private let buffer = FloatBuffer()
     private var filled = 0
 
+    /// At least `count` ones.
     public func pointer(count: Int) -> UnsafePointer<Float> {
         if count > filled {
             let p = buffer.reserve(count)
@@ -158,5 +161,12 @@ public final class Ones: @unchecked Sendable {
             filled = count
         }
         return UnsafePointer(buffer.pointer)
+    }
+
+    /// Declares `count` ones for a pass.
+    public func declare(count: Int, in plan: inout BufferPlan) {
+        plan.declare(
+            ObjectIdentifier(self), "ones for column sums", bytes: 4 * count,
+            reserve: { [self] bytes in _ = pointer(count: bytes / 4) })
     }
 }

@@ -1,7 +1,8 @@
 // Elementwise and reduction kernels over raw Float buffers.
 //
 // Elementwise loops are written plainly (LLVM vectorises them); reductions use explicit
-// SIMD16 accumulators because Swift does not reorder floating-point sums (STYLE.md), which
+// SIMD16 accumulators because Swift does not reorder floating-point sums (a plain loop would not
+// vectorise), which
 // also makes every reduction's summation order fixed and therefore reproducible.
 
 @inlinable @inline(__always)

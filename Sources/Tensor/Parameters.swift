@@ -11,7 +11,7 @@ public struct ParameterView: Sendable, Hashable, Codable {
 }
 
 /// The ordered list of a model's parameter tensors: built once from a config, before any
-/// memory exists, so it can also be used to count parameters.
+/// memory exists, so it also counts parameters exactly.
 public struct ParameterLayout: Sendable {
     public private(set) var views: [ParameterView] = []
     /// Total number of scalars, the size of each arena.
@@ -34,10 +34,55 @@ public struct ParameterLayout: Sendable {
     public func view(named name: String) -> ParameterView? {
         index[name].map { views[$0] }
     }
+
+    /// Scalars of the tensors whose names satisfy `belongs`.
+    public func count(where belongs: (String) -> Bool) -> Int {
+        views.reduce(0) { $0 + (belongs($1.name) ? $1.count : 0) }
+    }
 }
 
-/// One flat allocation for all parameter values and one for their gradients (STYLE.md: zeroing,
-/// clipping, the update and the checkpoint are single passes over these).
+/// Where a layer registers its parameter tensors: a name prefix inside a layout being built.
+/// A model creates the root scope, hands each layer a child scope (`layers.3.attention`), and
+/// the layer names its own tensors (`query.weight`), so checkpoint names follow the model's
+/// structure without any layer knowing where it sits.
+public struct ParameterScope {
+    private final class Builder {
+        var layout = ParameterLayout()
+    }
+
+    private let builder: Builder
+    /// The full name of this scope, "" for the root.
+    public let prefix: String
+
+    /// A root scope over an empty layout.
+    public init() {
+        builder = Builder()
+        prefix = ""
+    }
+
+    private init(builder: Builder, prefix: String) {
+        self.builder = builder
+        self.prefix = prefix
+    }
+
+    /// The scope `PREFIX.name`.
+    public func child(_ name: String) -> ParameterScope {
+        ParameterScope(builder: builder, prefix: qualified(name))
+    }
+
+    /// Appends the tensor `PREFIX.name` to the layout.
+    public func tensor(_ name: String, shape: [Int]) -> ParameterView {
+        builder.layout.add(qualified(name), shape: shape)
+    }
+
+    /// Everything registered through this scope's tree so far.
+    public var layout: ParameterLayout { builder.layout }
+
+    private func qualified(_ name: String) -> String { prefix.isEmpty ? name : "\(prefix).\(name)" }
+}
+
+/// One flat allocation for all parameter values and one for their gradients: zeroing,
+/// clipping, the update and the checkpoint are single passes over these.
 public final class ParameterArena: @unchecked Sendable {
     public let layout: ParameterLayout
     public let values: UnsafeMutablePointer<Float>

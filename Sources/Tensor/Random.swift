@@ -75,7 +75,7 @@ public struct RandomGenerator: Sendable, Codable, Equatable {
     }
 }
 
-/// Initialisers used by the layers (DESIGN.md "Init").
+/// Initialisers used by the layers (Docs/model.md, Docs/feedforward.md).
 public enum Initializer {
     /// N(0, std^2).
     public static func normal(

@@ -59,16 +59,20 @@ public enum Benchmark {
     /// One feedforward block timed alone: forward + backward in training mode (dropout 0) on
     /// `tokens` rows of width `width`, median of `repeats` after one warm-up.
     public static func feedForwardSeconds(_ config: FeedForwardConfig, width: Int, tokens: Int, layers: Int = 12, repeats: Int) throws -> [Double] {
-        var layout = ParameterLayout()
-        let layer = config.makeLayer(name: "ffn", modelWidth: width, layerCount: layers, dropout: 0, layout: &layout)
-        let arena = ParameterArena(layout: layout)
-        var rng = RandomGenerator(seed: 3)
-        layer.initialize(arena, rng: &rng)
+        let scope = ParameterScope()
+        let layer = config.makeLayer(scope.child("ffn"), modelWidth: width, dropout: 0)
+        let arena = ParameterArena(layout: scope.layout)
+        var initialization = InitializationContext(seed: 3, layerCount: layers)
+        layer.initialize(arena, &initialization)
+        var rng = initialization.rng
         let x = FloatBuffer(count: tokens * width), y = FloatBuffer(count: tokens * width)
         let dy = FloatBuffer(count: tokens * width), dx = FloatBuffer(count: tokens * width)
         Initializer.normal(x.pointer, count: tokens * width, std: 1, rng: &rng)
         Initializer.normal(dy.pointer, count: tokens * width, std: 1, rng: &rng)
         let shape = TokenShape(batch: 1, length: tokens)
+        var plan = BufferPlan()
+        layer.declareBuffers(for: PassShape(tokens: shape, training: true, dropout: true), in: &plan)
+        plan.reserve()
         var seconds: [Double] = []
         for i in 0...repeats {
             let start = DispatchTime.now().uptimeNanoseconds
@@ -109,7 +113,9 @@ public enum Benchmark {
     /// read, x 3 for forward + backward). The projections of memory rows are not counted, so
     /// the figure is a lower bound on the work done.
     public static func modelFLOPsPerToken(_ config: RunConfig) throws -> Double {
-        let model = config.model
+        guard let model = config.model.as(TransformerXL.Config.self) else {
+            throw ConfigError("the benchmark's FLOP count is defined for Transformer-XL models")
+        }
         let embedding = model.vocabularySize * model.modelWidth
         let parameters = try TransformerXL(config: model).parameterCount
         let s = config.training.memoryLength + config.training.segmentLength

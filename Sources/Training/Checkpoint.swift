@@ -5,24 +5,32 @@ import Models
 import Tensor
 
 /// Checkpoints as safetensors files (Docs/checkpoint-format.md): every parameter under its
-/// model name; for training checkpoints also the AdamW moments (`optimizer.exp_avg.NAME`,
-/// `optimizer.exp_avg_sq.NAME`), the Transformer-XL memory (`memory.layers.L`, [B, M, d]) and
-/// the dropout generator state (`rng.state`, U64 [4]); the resolved config and the counters
-/// in the header metadata.
+/// model name and the model's non-trained state; for training checkpoints also the optimiser
+/// state per parameter (`optimizer.exp_avg.NAME`, `optimizer.exp_avg_sq.NAME`), the state the
+/// model carries between segments (the Transformer-XL memory, `memory.layers.L` [B, M, d]) and
+/// the dropout generator state (`rng.state`, U64 [4]); the resolved config and the counters in
+/// the header metadata.
 public enum Checkpoint {
     public static let format = "lmtrain-checkpoint-1"
 
     /// The training state beside the parameters.
     public struct TrainingState {
         public var step: Int
-        public var optimizer: AdamW
-        public var memory: ModelMemory
+        public var optimizer: any Optimizer
+        public var state: (any CarriedState)?
         public var rng: RandomGenerator
+
+        public init(step: Int, optimizer: any Optimizer, state: (any CarriedState)?, rng: RandomGenerator) {
+            self.step = step
+            self.optimizer = optimizer
+            self.state = state
+            self.rng = rng
+        }
     }
 
     /// Writes a checkpoint atomically.
     public static func save(
-        model: TransformerXL, config: RunConfig, corpusFingerprint: String,
+        model: any SequenceModel, config: RunConfig, dataFingerprint: String,
         vocabulary: String, training: TrainingState?, to url: URL
     ) throws {
         let arena = model.arena
@@ -33,51 +41,44 @@ public enum Checkpoint {
         for view in model.layout.views {
             entries.append(.init(name: view.name, dtype: .f32, shape: view.shape, bytes: floats(arena.value(view), view.count)))
         }
-        // Buffers that must outlive the write (non-trained state, packed memory).
-        var keepAlive: [FloatBuffer] = []
-        // Non-trained state of the blocks (PKM batch-norm running statistics).
-        for block in model.blocks {
-            for (name, values) in block.feedForward.state.sorted(by: { $0.key < $1.key }) {
-                let copy = FloatBuffer(count: values.count)
-                copy.pointer.update(from: values, count: values.count)
-                keepAlive.append(copy)
-                entries.append(.init(name: name, dtype: .f32, shape: [values.count], bytes: floats(copy.pointer, values.count)))
-            }
+        // Tensors copied out of the model and its state.
+        var copies = model.persistentState.sorted { $0.key < $1.key }.map {
+            NamedTensor(name: $0.key, shape: [$0.value.count], values: $0.value)
         }
         var metadata: [String: String] = [
             "format": format,
             "config": String(decoding: ConfigResolution.compactJSON(config), as: UTF8.self),
-            "data_fingerprint": corpusFingerprint,
+            "data_fingerprint": dataFingerprint,
             "vocabulary": vocabulary,
-            "parameters": String(model.parameterCount),
+            "parameters": String(model.layout.count),
         ]
         var rngState: [UInt64] = []
         if let training {
             metadata["step"] = String(training.step)
             metadata["optimizer_step"] = String(training.optimizer.stepCount)
-            metadata["memory_length"] = String(training.memory.length)
-            for view in model.layout.views {
-                entries.append(.init(name: "optimizer.exp_avg.\(view.name)", dtype: .f32, shape: view.shape, bytes: floats(training.optimizer.firstMoment + view.offset, view.count)))
-                entries.append(.init(name: "optimizer.exp_avg_sq.\(view.name)", dtype: .f32, shape: view.shape, bytes: floats(training.optimizer.secondMoment + view.offset, view.count)))
-            }
-            let memory = training.memory
-            if memory.length > 0 {
-                for layer in 0..<memory.layers {
-                    let packed = FloatBuffer(count: memory.batch * memory.length * memory.width)
-                    memory.copy(layer: layer, into: packed.pointer)
-                    keepAlive.append(packed)
-                    entries.append(.init(name: "memory.layers.\(layer)", dtype: .f32, shape: [memory.batch, memory.length, memory.width], bytes: floats(packed.pointer, memory.batch * memory.length * memory.width)))
+            for (prefix, values) in training.optimizer.stateArrays {
+                for view in model.layout.views {
+                    entries.append(.init(name: "\(prefix).\(view.name)", dtype: .f32, shape: view.shape, bytes: floats(values + view.offset, view.count)))
                 }
             }
+            copies += training.state?.checkpointTensors() ?? []
             rngState = training.rng.state
         }
-        try rngState.withUnsafeBytes { rngBytes in
-            if training != nil {
-                entries.append(.init(name: "rng.state", dtype: .u64, shape: [4], bytes: rngBytes))
-            }
-            try SafeTensors.write(entries, metadata: metadata, to: url)
+        // Stable storage for the copied tensors until the file is written.
+        let buffers = copies.map { tensor in
+            let buffer = FloatBuffer(count: tensor.values.count)
+            buffer.pointer.update(from: tensor.values, count: tensor.values.count)
+            entries.append(.init(name: tensor.name, dtype: .f32, shape: tensor.shape, bytes: floats(buffer.pointer, tensor.values.count)))
+            return buffer
         }
-        withExtendedLifetime(keepAlive) {}
+        try withExtendedLifetime(buffers) {
+            try rngState.withUnsafeBytes { rngBytes in
+                if training != nil {
+                    entries.append(.init(name: "rng.state", dtype: .u64, shape: [4], bytes: rngBytes))
+                }
+                try SafeTensors.write(entries, metadata: metadata, to: url)
+            }
+        }
     }
 
     /// A checkpoint file opened for reading.
@@ -91,54 +92,59 @@ public enum Checkpoint {
         public var isTrainingCheckpoint: Bool { file.tensors["rng.state"] != nil }
 
         /// Builds the model of the saved config and loads its parameters.
-        public func makeModel() throws -> TransformerXL {
-            let model = try TransformerXL(config: config.model)
+        public func makeModel() throws -> any SequenceModel {
+            let model = try config.model.makeModel()
             try loadParameters(into: model)
             return model
         }
 
         /// Copies every parameter, checking names and shapes against the model's layout, and
-        /// the blocks' non-trained state.
-        public func loadParameters(into model: TransformerXL) throws {
+        /// the model's non-trained state.
+        public func loadParameters(into model: any SequenceModel) throws {
             for view in model.layout.views {
                 guard file.tensors[view.name] != nil else {
                     throw DataError("\(url.path): has no tensor \(view.name): it is a checkpoint of another model config")
                 }
                 try file.read(view.name, dtype: .f32, shape: view.shape, into: model.arena.value(view))
             }
-            for block in model.blocks {
-                let names = block.feedForward.state.keys
-                guard !names.isEmpty else { continue }
-                var state: [String: [Float]] = [:]
-                for name in names { state[name] = try file.array(name, dtype: .f32, as: Float.self) }
-                do { try block.feedForward.loadState(state) } catch { throw DataError("\(url.path): \(error)") }
+            do {
+                try model.loadPersistentState { name in
+                    file.tensors[name] == nil ? nil : try file.array(name, dtype: .f32, as: Float.self)
+                }
+            } catch let error as DataError {
+                throw error
+            } catch {
+                throw DataError("\(url.path): \(error)")
             }
         }
 
-        /// Restores optimiser moments, memory and generator for `--resume`.
-        public func restoreTraining(model: TransformerXL, optimizer: AdamW, memory: ModelMemory) throws -> (step: Int, rng: RandomGenerator) {
-            guard isTrainingCheckpoint, let step, let optimizerStep = file.metadata["optimizer_step"].flatMap(Int.init),
-                let memoryLength = file.metadata["memory_length"].flatMap(Int.init)
-            else {
+        /// Restores parameters, optimiser state, carried state and generator for `--resume`.
+        public func restoreTraining(
+            model: any SequenceModel, optimizer: any Optimizer, state: (any CarriedState)?
+        ) throws -> (step: Int, rng: RandomGenerator) {
+            guard isTrainingCheckpoint, let step, let optimizerStep = file.metadata["optimizer_step"].flatMap(Int.init) else {
                 throw DataError("\(url.path): holds weights only (no optimiser state); it cannot be resumed")
             }
             try loadParameters(into: model)
-            for view in model.layout.views {
-                try file.read("optimizer.exp_avg.\(view.name)", dtype: .f32, shape: view.shape, into: optimizer.firstMoment + view.offset)
-                try file.read("optimizer.exp_avg_sq.\(view.name)", dtype: .f32, shape: view.shape, into: optimizer.secondMoment + view.offset)
-            }
-            optimizer.stepCount = optimizerStep
-            memory.reset()
-            if memoryLength > 0 {
-                let packed = FloatBuffer(count: memory.batch * memoryLength * memory.width)
-                for layer in 0..<memory.layers {
-                    try file.read("memory.layers.\(layer)", dtype: .f32, shape: [memory.batch, memoryLength, memory.width], into: packed.pointer)
-                    memory.restore(layer: layer, length: memoryLength, from: packed.pointer)
+            for (prefix, values) in optimizer.stateArrays {
+                for view in model.layout.views {
+                    try file.read("\(prefix).\(view.name)", dtype: .f32, shape: view.shape, into: values + view.offset)
                 }
             }
-            let state = try file.array("rng.state", dtype: .u64, as: UInt64.self)
-            guard state.count == 4 else { throw DataError("\(url.path): rng.state must hold 4 words") }
-            return (step, RandomGenerator(state: state))
+            optimizer.stepCount = optimizerStep
+            do {
+                try state?.restore { name in
+                    guard let info = file.tensors[name] else { return nil }
+                    return NamedTensor(name: name, shape: info.shape, values: try file.array(name, dtype: .f32, as: Float.self))
+                }
+            } catch let error as DataError {
+                throw error
+            } catch {
+                throw DataError("\(url.path): \(error)")
+            }
+            let rngState = try file.array("rng.state", dtype: .u64, as: UInt64.self)
+            guard rngState.count == 4 else { throw DataError("\(url.path): rng.state must hold 4 words") }
+            return (step, RandomGenerator(state: rngState))
         }
     }
 

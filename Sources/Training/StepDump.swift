@@ -6,7 +6,7 @@ import Models
 import Tensor
 
 /// `lmtrain step`: one forward and backward pass of a checkpoint's model with dropout off and
-/// an empty memory, on token ids from a safetensors file, dumping the loss, the logits and
+/// no carried state (an empty memory), on token ids from a safetensors file, dumping the loss, the logits and
 /// every parameter gradient (Docs/verification.md).
 public enum StepDump {
     /// The result of one verification step.
@@ -32,7 +32,7 @@ public enum StepDump {
         let (b, columns) = (tensor.shape[0], tensor.shape[1])
         let t = columns - 1
         let ids = try file.array("tokens", dtype: .i32, as: Int32.self)
-        let v = model.config.vocabularySize
+        let v = model.outputClasses
         if let bad = ids.first(where: { $0 < 0 || Int($0) >= v }) {
             throw DataError("\(tokensURL.path): token id \(bad) is outside the model's vocabulary 0..<\(v)")
         }
@@ -44,9 +44,14 @@ public enum StepDump {
         let shape = TokenShape(batch: b, length: t)
         var context = ForwardContext(training: true, dropout: false, rng: RandomGenerator(seed: 0))
         model.arena.zeroGradients()
-        let (ce, auxiliary) = model.forward(inputs: inputs, targets: targets, shape: shape, memory: nil, context: &context)
+        let loss = inputs.withUnsafeBufferPointer { i in
+            targets.withUnsafeBufferPointer { t in
+                model.forward(
+                    TokenBatch(shape: shape, inputs: i.baseAddress!, targets: t.baseAddress!), state: nil,
+                    context: &context)
+            }
+        }.objective
         model.backward()
-        let loss = ce / Double(shape.rows) + auxiliary
         var lossValue = Float(loss)
         try withUnsafeBytes(of: &lossValue) { lossBytes in
             var entries: [SafeTensors.Entry] = [

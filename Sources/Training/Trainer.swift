@@ -22,7 +22,7 @@ public struct StepRecord: Sendable, Equatable {
 
 /// Receives progress; the CLI prints it, tests collect it.
 public protocol TrainingObserver: AnyObject {
-    func didStep(_ record: StepRecord, totalSteps: Int, unit: TokenUnit)
+    func didStep(_ record: StepRecord, totalSteps: Int)
     func didEvaluate(_ result: EvaluationResult, atStep step: Int)
     func didSaveCheckpoint(_ url: URL, atStep step: Int)
 }
@@ -32,109 +32,118 @@ public struct TrainingError: Error, CustomStringConvertible {
     public let description: String
 }
 
-/// Runs the training loop of DESIGN.md: ordered batches with memory, loss + regularisers,
-/// backward, global-norm clipping, AdamW with the warmup + cosine schedule, periodic
-/// validation, atomic checkpoints, metrics as JSON lines.
+/// The training loop, for any model and task: the task's batches, loss + regularisers,
+/// backward, global-norm clipping, the optimiser with its schedule, periodic validation,
+/// atomic checkpoints, metrics as JSON lines, and the final evaluation and report.
 public final class Trainer {
     public let config: RunConfig
-    public let corpus: Corpus
-    public let model: TransformerXL
-    public let optimizer: AdamW
-    /// The training memory (validation uses its own).
-    public let memory: ModelMemory
+    public let task: any TrainingTask
+    public let model: any SequenceModel
+    public let optimizer: any Optimizer
+    public let schedule: any LearningRateSchedule
+    /// The state the model carries between training batches (validation uses its own).
+    public let state: (any CarriedState)?
     public let runDirectory: URL
     public private(set) var rng: RandomGenerator
     /// Optimiser steps completed.
     public private(set) var step: Int
-    public let batcher: OrderedBatcher
-    public let schedule: LearningRateSchedule
     private let metrics: MetricsLog
-    private let inputs: Buffer<Int32>
-    private let targets: Buffer<Int32>
     public private(set) var lastCheckpoint: URL?
     /// Selection counts of the sparse blocks (one entry per layer that has them) over training
     /// passes only: the current log interval, and the whole run in this process.
     public private(set) var intervalUsage: [UsageCounts] = []
     public private(set) var runUsage: [UsageCounts] = []
+    /// Training throughput of the steps this process ran (for the final report).
+    private var trainedPositions = 0
+    private var trainingSeconds = 0.0
 
     public var checkpointDirectory: URL { runDirectory.appendingPathComponent("checkpoints") }
 
-    /// A fresh run: checks the data against the config, creates the run directory (refusing
-    /// one that already holds a run), writes `config.json`, initialises the model from the seed.
-    /// `restarting` starts a run directory over that holds a config but no checkpoint yet (a
-    /// run stopped before its first checkpoint), from step 0 with that config.
-    public convenience init(config: RunConfig, corpus: Corpus, runDirectory: URL, restarting: Bool = false) throws {
+    /// A fresh run: checks the config, creates the run directory (refusing one that already
+    /// holds a run), writes `config.json`, initialises the model from the seed. `restarting`
+    /// starts a run directory over that holds a config but no checkpoint yet (a run stopped
+    /// before its first checkpoint), from step 0 with that config.
+    public convenience init(
+        config: RunConfig, task: any TrainingTask, runDirectory: URL, restarting: Bool = false
+    ) throws {
         var config = config
-        config.model.vocabularySize = corpus.vocabularySize
+        config.model.vocabularySize = task.outputClasses
         try config.validate()
         let configURL = runDirectory.appendingPathComponent("config.json")
         if FileManager.default.fileExists(atPath: configURL.path) && !(restarting && Self.checkpoints(in: runDirectory).isEmpty) {
             throw TrainingError(description: "run directory \(runDirectory.path) already holds a run: resume it with --resume \(runDirectory.path) or choose another --run-dir")
         }
         try AtomicFile.write(ConfigResolution.prettyJSON(config), to: configURL)
-        try self.init(config: config, corpus: corpus, runDirectory: runDirectory, resumeStep: restarting ? 0 : nil)
+        try self.init(config: config, task: task, runDirectory: runDirectory, resumeStep: restarting ? 0 : nil)
         model.initialize(seed: config.training.seed)
     }
 
     /// Continues the run saved in `checkpoint`, with exactly the state it had.
-    public convenience init(resuming checkpoint: Checkpoint.Loaded, corpus: Corpus, runDirectory: URL) throws {
-        guard checkpoint.dataFingerprint == corpus.fingerprint else {
-            throw TrainingError(description: "\(checkpoint.url.path) was trained on other data (fingerprint \(checkpoint.dataFingerprint), this data \(corpus.fingerprint)): pass the same --data")
+    public convenience init(resuming checkpoint: Checkpoint.Loaded, task: any TrainingTask, runDirectory: URL) throws {
+        guard checkpoint.dataFingerprint == task.dataFingerprint else {
+            throw TrainingError(description: "\(checkpoint.url.path) was trained on other data (fingerprint \(checkpoint.dataFingerprint), this data \(task.dataFingerprint)): pass the same --data")
         }
-        try self.init(config: checkpoint.config, corpus: corpus, runDirectory: runDirectory, resumeStep: checkpoint.step ?? 0)
-        let restored = try checkpoint.restoreTraining(model: model, optimizer: optimizer, memory: memory)
+        try self.init(config: checkpoint.config, task: task, runDirectory: runDirectory, resumeStep: checkpoint.step ?? 0)
+        let restored = try checkpoint.restoreTraining(model: model, optimizer: optimizer, state: state)
         step = restored.step
         rng = restored.rng
         lastCheckpoint = checkpoint.url
     }
 
-    private init(config: RunConfig, corpus: Corpus, runDirectory: URL, resumeStep: Int?) throws {
-        self.config = config
-        self.corpus = corpus
-        self.runDirectory = runDirectory
-        let t = config.training
-        batcher = OrderedBatcher(tokens: corpus.train, batch: t.batchSize, segmentLength: t.segmentLength)
-        guard batcher.fullChunks > 0 else {
-            throw DataError("the train split of \(corpus.name) has \(corpus.train.count) tokens: batch \(t.batchSize) x (segment \(t.segmentLength) + 1) needs at least \(t.batchSize * (t.segmentLength + 1)); lower --batch-size or --segment-length")
-        }
-        model = try TransformerXL(config: config.model)
-        optimizer = AdamW(count: model.parameterCount, beta1: t.adamBeta1, beta2: t.adamBeta2, epsilon: t.adamEpsilon, weightDecay: t.weightDecay)
-        memory = model.makeMemory(batch: t.batchSize, capacity: t.memoryLength)
-        rng = RandomGenerator(seed: t.seed ^ 0x5EED_D80F)
-        step = 0
-        schedule = LearningRateSchedule(baseRate: t.learningRate, warmupSteps: t.warmupSteps, totalSteps: t.steps)
-        metrics = try MetricsLog(url: runDirectory.appendingPathComponent("metrics.jsonl"), keepingStepsUpTo: resumeStep)
-        inputs = Buffer(count: t.batchSize * t.segmentLength)
-        targets = Buffer(count: t.batchSize * t.segmentLength)
+    /// A fresh language-modelling run on `corpus` (`LanguageModelingTask`).
+    public convenience init(config: RunConfig, corpus: Corpus, runDirectory: URL, restarting: Bool = false) throws {
+        try self.init(
+            config: config, task: LanguageModelingTask(corpus: corpus, config: config),
+            runDirectory: runDirectory, restarting: restarting)
     }
 
-    /// One optimiser step on the next chunk; throws on a non-finite loss or gradient before
+    /// Continues a language-modelling run on `corpus`.
+    public convenience init(resuming checkpoint: Checkpoint.Loaded, corpus: Corpus, runDirectory: URL) throws {
+        try self.init(
+            resuming: checkpoint, task: LanguageModelingTask(corpus: corpus, config: checkpoint.config),
+            runDirectory: runDirectory)
+    }
+
+    private init(config: RunConfig, task: any TrainingTask, runDirectory: URL, resumeStep: Int?) throws {
+        self.config = config
+        self.task = task
+        self.runDirectory = runDirectory
+        let t = config.training
+        model = try config.model.makeModel()
+        optimizer = t.makeOptimizer(parameters: model.layout.count)
+        schedule = t.makeSchedule()
+        state = model.makeState(batch: t.batchSize, capacity: t.memoryLength)
+        rng = RandomGenerator(seed: t.seed ^ 0x5EED_D80F)
+        step = 0
+        metrics = try MetricsLog(url: runDirectory.appendingPathComponent("metrics.jsonl"), keepingStepsUpTo: resumeStep)
+    }
+
+    /// One optimiser step on the next batch; throws on a non-finite loss or gradient before
     /// anything is updated, so the last checkpoint stays the last good state.
     public func trainStep() throws -> StepRecord {
         let t = config.training
         let started = Date()
-        let chunk = step % batcher.fullChunks
-        if chunk == 0 { memory.reset() }  // epoch start: memory of the previous epoch's end is stale
-        batcher.chunk(chunk, inputs: inputs.pointer, targets: targets.pointer)
-        let shape = TokenShape(batch: t.batchSize, length: t.segmentLength)
+        let (batch, restartsState) = task.trainingBatch(step: step)
+        if restartsState { state?.reset() }
         model.arena.zeroGradients()
         var context = ForwardContext(training: true, rng: rng)
-        let (ceSum, auxiliary) = model.forward(inputs: inputs.pointer, targets: targets.pointer, shape: shape, memory: memory, context: &context)
-        let crossEntropy = ceSum / Double(shape.rows)
-        let loss = crossEntropy + auxiliary
+        let result = model.forward(batch, state: state, context: &context)
+        let loss = result.objective
         guard loss.isFinite else { throw nonFinite("loss is \(loss)") }
         model.backward()
         let norm = clipGradientNorm(model.arena, maximum: t.gradientClip)
         guard norm.isFinite else { throw nonFinite("gradient norm is \(norm)") }
         let rate = schedule.rate(at: step)
         optimizer.step(model.arena, learningRate: rate)
-        model.advance(memory)
+        if let state { model.advance(state) }
         rng = context.rng
         step += 1
         let seconds = Date().timeIntervalSince(started)
+        trainedPositions += batch.shape.rows
+        trainingSeconds += seconds
         return StepRecord(
-            step: step, loss: loss, crossEntropy: crossEntropy, auxiliaryLoss: auxiliary,
-            learningRate: rate, gradientNorm: norm, tokensPerSecond: Double(shape.rows) / seconds,
+            step: step, loss: loss, crossEntropy: result.crossEntropy, auxiliaryLoss: result.auxiliaryLoss,
+            learningRate: rate, gradientNorm: norm, tokensPerSecond: Double(batch.shape.rows) / seconds,
             elapsedSeconds: seconds)
     }
 
@@ -143,16 +152,16 @@ public final class Trainer {
         return TrainingError(description: "step \(step + 1): \(what); training stopped, \(kept) (try a lower --lr or stronger --clip)")
     }
 
-    /// Moves the blocks' counts into `intervalUsage` and `runUsage` and resets them.
+    /// Moves the model's counts into `intervalUsage` and `runUsage` and resets them.
     private func collectUsage() {
-        let current = model.blocks.compactMap { $0.feedForward.usage }
+        let current = model.usage
         if intervalUsage.isEmpty { intervalUsage = current.map { UsageCounts(unit: $0.unit, counts: [Int](repeating: 0, count: $0.counts.count)) } }
         if runUsage.isEmpty { runUsage = intervalUsage }
         for i in current.indices {
             intervalUsage[i].add(current[i])
             runUsage[i].add(current[i])
         }
-        for block in model.blocks { block.feedForward.resetUsage() }
+        model.resetUsage()
     }
 
     /// Metrics fields for the usage of the current interval, then a new interval.
@@ -167,15 +176,12 @@ public final class Trainer {
         return [("usage", layers)]
     }
 
-    /// Validation on (part of) the valid split with the evaluation protocol.
-    public func validate(maximumChunks: Int?) throws -> EvaluationResult {
-        // Training-pass counts are kept apart; the evaluation's own selections are dropped.
+    /// Evaluates on `split` (the task's validation split by default), keeping the training
+    /// passes' selection counts apart from the evaluation's own.
+    public func evaluate(split: String? = nil, maximumBatches: Int? = nil) throws -> EvaluationResult {
         collectUsage()
-        defer { for block in model.blocks { block.feedForward.resetUsage() } }
-        return try Evaluator.evaluate(
-            model: model, tokens: corpus.valid, split: "valid", unit: corpus.unit,
-            batchSize: config.evaluation.batchSize, segmentLength: config.training.segmentLength,
-            memorySegments: config.evaluation.memorySegments, maximumChunks: maximumChunks)
+        defer { model.resetUsage() }
+        return try task.evaluate(model, split: split ?? task.validationSplit, maximumBatches: maximumBatches, progress: nil)
     }
 
     /// Writes `checkpoints/step-NNNNNNN.safetensors` and deletes the oldest beyond the limit.
@@ -183,9 +189,9 @@ public final class Trainer {
     public func saveCheckpoint() throws -> URL {
         let url = checkpointDirectory.appendingPathComponent(String(format: "step-%07d.safetensors", step))
         try Checkpoint.save(
-            model: model, config: config, corpusFingerprint: corpus.fingerprint,
-            vocabulary: corpus.vocabularyDescription,
-            training: .init(step: step, optimizer: optimizer, memory: memory, rng: rng), to: url)
+            model: model, config: config, dataFingerprint: task.dataFingerprint,
+            vocabulary: task.vocabularyDescription,
+            training: .init(step: step, optimizer: optimizer, state: state, rng: rng), to: url)
         lastCheckpoint = url
         let all = Self.checkpoints(in: runDirectory)
         for old in all.dropLast(config.training.keepCheckpoints) { try? FileManager.default.removeItem(at: old) }
@@ -212,7 +218,7 @@ public final class Trainer {
         let runStart = Date()
         while step < end {
             var record = try trainStep()
-            intervalTokens += t.batchSize * t.segmentLength
+            intervalTokens += task.positionsPerStep
             if step % t.logInterval == 0 || step == end {
                 let now = Date()
                 record.tokensPerSecond = Double(intervalTokens) / now.timeIntervalSince(intervalStart)
@@ -228,9 +234,9 @@ public final class Trainer {
             }
             record.elapsedSeconds = Date().timeIntervalSince(runStart)
             records.append(record)
-            observer?.didStep(record, totalSteps: t.steps, unit: corpus.unit)
+            observer?.didStep(record, totalSteps: t.steps)
             if t.validationInterval > 0 && step % t.validationInterval == 0 && step < t.steps {
-                let result = try validate(maximumChunks: t.validationBatches == 0 ? nil : t.validationBatches)
+                let result = try evaluate(maximumBatches: t.validationBatches == 0 ? nil : t.validationBatches)
                 writeEvaluation(result)
                 observer?.didEvaluate(result, atStep: step)
             }
@@ -245,22 +251,30 @@ public final class Trainer {
 
     /// Appends an evaluation record to the metrics log.
     public func writeEvaluation(_ result: EvaluationResult, type: String = "valid") {
-        var fields: [(String, Any)] = [
-            ("type", type), ("step", step), ("split", result.split), ("loss", result.loss),
-            ("tokens", result.tokens),
-        ]
-        if let bpc = result.bitsPerCharacter { fields.append(("bpc", bpc)) }
-        if let ppl = result.perplexity { fields.append(("perplexity", ppl)) }
-        if let words = result.wordPerplexity { fields.append(("word_perplexity", words)) }
-        metrics.write(fields)
+        metrics.write([("type", type), ("step", step)] + result.logFields)
+    }
+
+    /// Training positions per second over the steps this process ran.
+    public var trainingTokensPerSecond: Double { trainingSeconds > 0 ? Double(trainedPositions) / trainingSeconds : 0 }
+
+    /// The end of a finished run: evaluates every final split with the task's protocol, logs
+    /// the results (`final` records), and writes `report.json`.
+    @discardableResult
+    public func finish(progress: ((String, Int, Int) -> Void)? = nil) throws -> RunReport {
+        var results: [EvaluationResult] = []
+        collectUsage()
+        for split in task.finalSplits {
+            let result = try task.evaluate(model, split: split, maximumBatches: nil) { progress?(split, $0, $1) }
+            writeEvaluation(result, type: "final")
+            results.append(result)
+        }
+        model.resetUsage()
+        let report = RunReport(
+            config: config, parameters: model.layout.count, steps: step, results: results,
+            checkpoint: lastCheckpoint?.path, trainingTokensPerSecond: trainingTokensPerSecond,
+            peakResidentBytes: RunReport.peakResidentBytes(),
+            usage: runUsage.enumerated().map { RunReport.Usage(layer: $0.offset, $0.element) })
+        try report.write(to: runDirectory.appendingPathComponent("report.json"))
+        return report
     }
 }
-
-extension Corpus {
-    /// How the vocabulary is recorded in checkpoints: the byte values for byte corpora.
-    public var vocabularyDescription: String {
-        if let bytes = byteVocabulary { return "bytes:" + bytes.symbols.map { String($0) }.joined(separator: ",") }
-        return "tokens:\(vocabularySize):\(fingerprint)"
-    }
-}
-

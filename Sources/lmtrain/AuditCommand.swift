@@ -23,7 +23,7 @@ struct Audit: ParsableCommand {
     }
 
     func run() throws {
-        let audit = try Accounting.Audit(try entries.map { Accounting.Audit.Entry(name: $0, config: try Self.resolve($0)) })
+        let audit = try Accounting.Audit(try entries.map { try Accounting.Audit.Entry(name: $0, config: try Self.resolve($0)) })
         print(audit.table())
         let spread = 100 * audit.parameterSpread
         if audit.passes(tolerance: tolerance / 100) {

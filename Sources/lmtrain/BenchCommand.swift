@@ -1,9 +1,10 @@
 import ArgumentParser
+import Configuration
 import Datasets
 import Foundation
+import Layers
 import Models
 import Tensor
-import Configuration
 import Training
 
 struct Bench: ParsableCommand {
@@ -49,17 +50,17 @@ struct Bench: ParsableCommand {
 
         // The bench preset with a σ-MoE block of 16 experts x 64, K = 4.
         var moeConfig = config
-        moeConfig.model.feedForward = .sigmaMoE(.init(experts: 16, expertSize: 64, k: 4))
+        moeConfig.model.feedForward = FeedForwardConfig(MixtureOfExperts.SigmaConfig(experts: 16, expertSize: 64, k: 4))
         let moeSeconds = try Benchmark.trainingStepSeconds(moeConfig, warmup: 2, steps: steps)
         let moeMedian = Benchmark.median(moeSeconds)
         print(String(format: "bench preset with --ffn moe --experts 16 --expert-size 64 --k 4: %.3f s/step (median of %d) = %.2f x dense", moeMedian, steps, moeMedian / median))
 
         // Feedforward blocks alone: 8192 tokens, d_model 512, forward + backward.
         let blocks: [(String, FeedForwardConfig)] = [
-            ("dense d_ff 2048", .dense(.init(hiddenSize: 2048))),
-            ("σ-MoE 16 x 128, K 4", .sigmaMoE(.init(experts: 16, expertSize: 128, k: 4))),
-            ("PKM 4 heads, 62^2 values, knn 128, dense path", .productKeyMemory(.init(keysPerHalf: 62, heads: 4, knn: 128, path: .dense))),
-            ("PKM 4 heads, 62^2 values, knn 128, sparse path", .productKeyMemory(.init(keysPerHalf: 62, heads: 4, knn: 128, path: .sparse))),
+            ("dense d_ff 2048", FeedForwardConfig(DenseFeedForward.Config(hiddenSize: 2048))),
+            ("σ-MoE 16 x 128, K 4", FeedForwardConfig(MixtureOfExperts.SigmaConfig(experts: 16, expertSize: 128, k: 4))),
+            ("PKM 4 heads, 62^2 values, knn 128, dense path", FeedForwardConfig(ProductKeyMemory.Config(keysPerHalf: 62, heads: 4, knn: 128, path: .dense))),
+            ("PKM 4 heads, 62^2 values, knn 128, sparse path", FeedForwardConfig(ProductKeyMemory.Config(keysPerHalf: 62, heads: 4, knn: 128, path: .sparse))),
         ]
         var blockMedians: [String: Double] = [:]
         for (name, block) in blocks {

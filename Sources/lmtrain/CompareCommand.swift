@@ -29,7 +29,7 @@ struct Compare: ParsableCommand {
         guard let base = Preset(name: options.preset), base.variant == nil else {
             throw ValidationError("compare --preset takes a size (\(Preset.sizeNames)); the variants come from --variants")
         }
-        guard options.feedForward.isEmpty else {
+        guard options.feedForward.change.isEmpty else {
             throw ValidationError("compare sets the feedforward block of each variant: drop --ffn and the block options")
         }
         let names = variants.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
@@ -54,7 +54,7 @@ struct Compare: ParsableCommand {
         let corpus = try CorpusLoader.load(configs[0].1.data)
         for i in configs.indices { configs[i].1.model.vocabularySize = corpus.vocabularySize }
 
-        let audit = try Accounting.Audit(configs.map { Accounting.Audit.Entry(name: $0.0.rawValue, config: $0.1) })
+        let audit = try Accounting.Audit(configs.map { try Accounting.Audit.Entry(name: $0.0.rawValue, config: $0.1) })
         print(audit.table())
         let spread = 100 * audit.parameterSpread
         let equal = audit.passes(tolerance: tolerance / 100)
@@ -69,7 +69,7 @@ struct Compare: ParsableCommand {
         try AtomicFile.write(Data(), to: folder.appendingPathComponent(".lmtrain-compare"))
         var rows: [ComparisonReport.Row] = []
         for ((variant, config), entry) in zip(configs, audit.entries) {
-            print("\n== \(variant.rawValue): \(config.model.feedForward.summary) ==")
+            print("\n== \(variant.rawValue): \(config.model.summary) ==")
             let configFile = folder.appendingPathComponent("configs/\(variant.rawValue).json")
             try AtomicFile.write(ConfigResolution.prettyJSON(config), to: configFile)
             let runDirectory = folder.appendingPathComponent(variant.rawValue)
@@ -105,7 +105,7 @@ struct Compare: ParsableCommand {
 
     /// Reads a finished run back: report.json and the validation lines of metrics.jsonl.
     static func row(variant: String, entry: Accounting.Audit.Entry, runDirectory: URL) throws -> ComparisonReport.Row {
-        let report = try JSONDecoder().decode(Train.FinalReport.self, from: Data(contentsOf: runDirectory.appendingPathComponent("report.json")))
+        let report = try RunReport.read(runDirectory.appendingPathComponent("report.json"))
         var validation: [[Double]] = []
         let log = (try? String(contentsOf: runDirectory.appendingPathComponent("metrics.jsonl"), encoding: .utf8)) ?? ""
         for line in log.split(separator: "\n") {
@@ -118,10 +118,10 @@ struct Compare: ParsableCommand {
         }
         let account = entry.account
         return ComparisonReport.Row(
-            variant: variant, feedForward: entry.config.model.feedForward.summary,
+            variant: variant, feedForward: entry.config.model.feedForward?.summary ?? entry.config.model.summary,
             parameters: account.parameters.total, activeParameters: account.parameters.activePerToken,
-            feedForwardShareUsed: account.parameters.feedForwardShareUsed, flopsPerToken: account.flops.forwardPerToken,
-            valid: report.results.first { $0.split == "valid" }, test: report.results.first { $0.split == "test" },
+            feedForwardShareUsed: account.parameters.feedForwardShareUsed ?? 1, flopsPerToken: account.flops.forwardPerToken,
+            valid: report.result("valid"), test: report.result("test"),
             trainingTokensPerSecond: report.trainingTokensPerSecond, peakResidentBytes: report.peakResidentBytes,
             predictedPeakBytes: account.memory.peakTraining, runDirectory: runDirectory.path,
             validation: validation, usagePerplexity: report.usage.map(\.relativePerplexity), usageUnit: report.usage.first?.unit)

@@ -13,13 +13,14 @@ import Glibc
 final class ConsoleObserver: TrainingObserver {
     let interactive = isatty(STDOUT_FILENO) != 0
     let logInterval: Int
+    /// The task's headline measure of a mean loss ("bpc 1.2345").
+    let describe: (Double) -> String
     private var lastLive = Date.distantPast
     private var smoothedRate: Double = 0
 
-    init(logInterval: Int) { self.logInterval = logInterval }
-
-    static func metric(_ loss: Double, unit: TokenUnit) -> String {
-        unit == .bytes ? String(format: "bpc %.4f", loss / log(2.0)) : String(format: "ppl %.2f", exp(loss))
+    init(logInterval: Int, describe: @escaping (Double) -> String) {
+        self.logInterval = logInterval
+        self.describe = describe
     }
 
     static func duration(_ seconds: Double) -> String {
@@ -28,16 +29,16 @@ final class ConsoleObserver: TrainingObserver {
         return s >= 3600 ? "\(s / 3600)h\(String(format: "%02d", s % 3600 / 60))m" : s >= 60 ? "\(s / 60)m\(String(format: "%02d", s % 60))s" : "\(s)s"
     }
 
-    func line(_ r: StepRecord, total: Int, unit: TokenUnit) -> String {
+    func line(_ r: StepRecord, total: Int) -> String {
         smoothedRate = smoothedRate == 0 ? r.tokensPerSecond : 0.9 * smoothedRate + 0.1 * r.tokensPerSecond
         let width = String(total).count
         let stepText = String(repeating: " ", count: width - String(r.step).count) + "\(r.step)/\(total)"
         let secondsPerStep = r.elapsedSeconds / Double(max(1, r.step))
-        return "step \(stepText) | loss \(String(format: "%.4f", r.loss)) | \(Self.metric(r.crossEntropy, unit: unit)) | lr \(String(format: "%.2e", r.learningRate)) | \(String(format: "%.0f", smoothedRate)) tok/s | ETA \(Self.duration(secondsPerStep * Double(total - r.step)))"
+        return "step \(stepText) | loss \(String(format: "%.4f", r.loss)) | \(describe(r.crossEntropy)) | lr \(String(format: "%.2e", r.learningRate)) | \(String(format: "%.0f", smoothedRate)) tok/s | ETA \(Self.duration(secondsPerStep * Double(total - r.step)))"
     }
 
-    func didStep(_ record: StepRecord, totalSteps: Int, unit: TokenUnit) {
-        let text = line(record, total: totalSteps, unit: unit)
+    func didStep(_ record: StepRecord, totalSteps: Int) {
+        let text = line(record, total: totalSteps)
         if record.step % logInterval == 0 || record.step == totalSteps {
             emit(text, permanent: true)
         } else if interactive && Date().timeIntervalSince(lastLive) > 0.2 {
@@ -64,16 +65,3 @@ final class ConsoleObserver: TrainingObserver {
     }
 }
 
-/// Writes `value` as pretty JSON to `url` atomically.
-func writeJSON<T: Encodable>(_ value: T, to url: URL) throws {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-    try AtomicFile.write(try encoder.encode(value), to: url)
-}
-
-/// Peak resident set size of this process in bytes (Linux reports ru_maxrss in KiB).
-func peakResidentBytes() -> Int {
-    var usage = rusage()
-    getrusage(RUSAGE_SELF.rawValue, &usage)
-    return Int(usage.ru_maxrss) * 1024
-}

@@ -13,7 +13,7 @@ struct Count: ParsableCommand {
 
     func run() throws {
         let (config, note) = try options.resolveWithNote()
-        let account = Accountant.account(config)
+        let account = try Accountant.account(config)
         if let note, !json { print(note) }
         if json {
             let encoder = JSONEncoder()

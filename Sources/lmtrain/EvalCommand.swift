@@ -36,8 +36,8 @@ struct Eval: ParsableCommand {
         let model = try loaded.makeModel()
         let length = segmentLength ?? loaded.config.training.segmentLength
         let start = Date()
-        let result = try Evaluator.evaluate(
-            model: model, tokens: corpus.split(Split(rawValue: split)!), split: split, unit: corpus.unit,
+        let result = try LanguageModelingTask.evaluate(
+            model, tokens: corpus.split(Split(rawValue: split)!), unit: corpus.unit, split: split,
             batchSize: batchSize, segmentLength: length, memorySegments: memorySegments)
         print("\(split): loss \(String(format: "%.4f", result.loss)) | \(result.metricText) | \(result.tokens) tokens | batch \(batchSize), segment \(length), memory \(memorySegments) segments | \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
         let url = output.map { URL(fileURLWithPath: $0) }

@@ -1,18 +1,22 @@
 import ArgumentParser
+import Configuration
 import Datasets
 import Foundation
+import Layers
 import Models
 import Tensor
-import Configuration
 import Training
 
 /// The flags that build a run config: a preset, an optional JSON file, then single fields.
-struct ConfigOptions: ParsableArguments {
+/// Public so that tests parse and resolve them in-process.
+public struct ConfigOptions: ParsableArguments {
+    public init() {}
+
     @Option(help: "Starting configuration: a size (\(Preset.sizeNames)), optionally with a variant suffix (\(Preset.Variant.allCases.filter { $0 != .dense }.map { "-" + $0.rawValue }.joined(separator: ", "))).")
-    var preset: String = "quickstart"
+    public var preset: String = "quickstart"
 
     @Option(help: "JSON file whose fields override the preset (same keys as config.json).")
-    var config: String?
+    public var config: String?
 
     @Option(help: "Training data: kjv (default), enwik8, wikitext-103, wikitext-103-raw, wikitext-2, wikitext-2-raw (found in Data/ as the official .zip or its folder), or a path to a text file, folder or .zip.")
     var data: String?
@@ -20,77 +24,42 @@ struct ConfigOptions: ParsableArguments {
     @Option(help: "Train,valid,test fractions for plain text files, e.g. 0.9,0.05,0.05.")
     var split: String?
 
-    @Option(help: "Tokenizer: bytes (default), words (Transformer-XL words + <eos>), or bpe:N (SentencePiece BPE with N pieces trained on the train split). Token data is cached in Data/cache/ (see lmtrain prepare).")
-    var tokenizer: String?
+    @Option(help: "Tokenizer: bytes (the default), words (Transformer-XL words + <eos>), or bpe:N (SentencePiece BPE with N pieces trained on the train split). Token data is cached in Data/cache/ (see lmtrain prepare).")
+    var tokenizer: TokenizerArgument?
 
     @Option(name: .customLong("d-model"), help: "Model width.") var dModel: Int?
     @Option(help: "Number of layers.") var layers: Int?
     @Option(help: "Attention heads.") var heads: Int?
     @Option(help: "Size of each head (default d_model / heads).") var headSize: Int?
-    @Option(help: "Feedforward block: dense, topk, pkm, moe (σ-MoE), switch, sbase.") var ffn: String?
-    @Option(name: .customLong("d-ff"), help: "Hidden size of the dense or top-K block.") var dFF: Int?
-    @Option(help: "Hidden units kept per token (topk).") var topk: Int?
-    @Option(help: "PKM heads.") var pkmHeads: Int?
-    @Option(help: "PKM sub-keys per half n (n^2 values; default: matched to the replaced block's parameters).") var pkmKeys: Int?
-    @Option(help: "PKM top-k per head.") var pkmKnn: Int?
-    @Option(help: "PKM activation: softmax, relu, softmax-per-head.") var pkmActivation: String?
-    @Option(help: "PKM query: identity (official σ-MoE code) or mlp-bn (XLM).") var pkmQuery: String?
-    @Option(help: "PKM path: auto (dense when n <= knn, like the official code), sparse, dense.") var pkmPath: String?
-    @Option(help: "PKM value init: default N(0, (2/L)/d) or dense N(0, (2/L)/n^2) (the paper's +init).") var pkmValueInit: String?
-    @Option(help: "Experts (moe, switch, sbase).") var experts: Int?
-    @Option(help: "Expert size G (default: matched to the parameters of the block it replaces).") var expertSize: Int?
-    @Option(help: "Experts per token K (moe, sbase).") var k: Int?
-    @Option(help: "Expert dropout δ (moe, sbase).") var expertDropout: Float?
-    @Option(help: "Entropy regulariser γ (moe, sbase).") var moeReg: Double?
-    @Option(help: "σ-MoE selection: sigmoid, softmax-before, softmax-after.") var selection: String?
-    @Option(help: "Switch balancing-loss γ.") var balance: Double?
     @Option(help: "Dropout rate.") var dropout: Float?
+    @OptionGroup public var feedForward: FeedForwardFlags
 
     @Option(help: "Optimiser steps.") var steps: Int?
     @Option(help: "Streams per batch (B).") var batchSize: Int?
     @Option(help: "Tokens per segment (T).") var segmentLength: Int?
     @Option(help: "Memory rows per stream in training (M).") var memoryLength: Int?
+    @Option(help: "Optimiser: adamw (decoupled weight decay; the default) or adam (L2 weight decay).")
+    var optimizer: OptimizerKind?
+    @Option(help: "Learning rate after the warmup: cosine (decays to 0; the default) or constant.")
+    var schedule: ScheduleKind?
     @Option(help: "Learning rate.") var lr: Double?
     @Option(help: "Linear warmup steps.") var warmup: Int?
     @Option(help: "Gradient-norm clipping threshold (0: off).") var clip: Double?
-    @Option(help: "AdamW weight decay.") var weightDecay: Double?
+    @Option(help: "Weight decay (decoupled for adamw, L2 for adam).") var weightDecay: Double?
+    @Option(help: "Adam β1.") var adamBeta1: Double?
+    @Option(help: "Adam β2.") var adamBeta2: Double?
+    @Option(help: "Adam ε.") var adamEpsilon: Double?
     @Option(help: "Random seed (initialisation and dropout).") var seed: UInt64?
     @Option(help: "Steps between metric lines.") var logEvery: Int?
     @Option(help: "Steps between validations (0: at the end only).") var evalEvery: Int?
     @Option(help: "Segments of the valid split per periodic validation (0: all).") var evalBatches: Int?
     @Option(help: "Steps between checkpoints (0: at the end only).") var checkpointEvery: Int?
     @Option(help: "Checkpoints kept in the run directory.") var keepCheckpoints: Int?
-    @Option(help: "auto: a sparse block without its size gets the size matching the block it replaces; none: fixed defaults.")
-    var match: String = "auto"
     @Option(help: "Evaluation batch size.") var evalBatchSize: Int?
     @Option(help: "Evaluation memory in segments.") var evalMemory: Int?
 
     /// True when any field-changing flag is given (not allowed with --resume).
-    var changesConfig: Bool { !overrides().isEmpty || config != nil || !feedForward.isEmpty }
-
-    /// `--ffn` and the feedforward options.
-    var feedForward: FeedForwardOverrides {
-        var o = FeedForwardOverrides()
-        o.kind = ffn
-        o.hiddenSize = dFF
-        o.experts = experts
-        o.expertSize = expertSize
-        o.k = k
-        o.expertDropout = expertDropout
-        o.regularization = moeReg
-        o.selection = selection
-        o.balance = balance
-        o.topK = topk
-        o.pkmHeads = pkmHeads
-        o.pkmKeys = pkmKeys
-        o.pkmKnn = pkmKnn
-        o.pkmActivation = pkmActivation
-        o.pkmQuery = pkmQuery
-        o.pkmPath = pkmPath
-        o.pkmValueInit = pkmValueInit
-        o.matching = match != "none"
-        return o
-    }
+    var changesConfig: Bool { !overrides().isEmpty || config != nil || !feedForward.change.isEmpty }
 
     /// The flag values as a partial config object.
     func overrides() -> ConfigResolution.Object {
@@ -105,10 +74,15 @@ struct ConfigOptions: ParsableArguments {
         if let batchSize { training["batch_size"] = batchSize }
         if let segmentLength { training["segment_length"] = segmentLength }
         if let memoryLength { training["memory_length"] = memoryLength }
+        if let optimizer { training["optimizer"] = optimizer.rawValue }
+        if let schedule { training["schedule"] = schedule.rawValue }
         if let lr { training["learning_rate"] = lr }
         if let warmup { training["warmup_steps"] = warmup }
         if let clip { training["gradient_clip"] = clip }
         if let weightDecay { training["weight_decay"] = weightDecay }
+        if let adamBeta1 { training["adam_beta1"] = adamBeta1 }
+        if let adamBeta2 { training["adam_beta2"] = adamBeta2 }
+        if let adamEpsilon { training["adam_epsilon"] = adamEpsilon }
         if let seed { training["seed"] = seed }
         if let logEvery { training["log_interval"] = logEvery }
         if let evalEvery { training["validation_interval"] = evalEvery }
@@ -119,7 +93,7 @@ struct ConfigOptions: ParsableArguments {
         if let evalMemory { evaluation["memory_segments"] = evalMemory }
         if let source = self.data { data["source"] = source }
         if let split { data["split"] = split.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) ?? .nan } }
-        if let tokenizer { data["tokenizer"] = tokenizer }
+        if let tokenizer { data["tokenizer"] = tokenizer.choice.description }
         var object: ConfigResolution.Object = [:]
         if !model.isEmpty { object["model"] = model }
         if !training.isEmpty { object["training"] = training }
@@ -129,30 +103,142 @@ struct ConfigOptions: ParsableArguments {
     }
 
     /// Preset, then `--config`, then flags.
-    func resolve() throws -> RunConfig { try resolveWithNote().config }
+    public func resolve() throws -> RunConfig { try resolveWithNote().config }
 
     /// The config and, when a sparse block's size was matched, the line saying so.
-    func resolveWithNote() throws -> (config: RunConfig, note: String?) {
-        guard match == "auto" || match == "none" else {
-            throw ValidationError("--match \(match) is unknown: use auto or none")
-        }
+    public func resolveWithNote() throws -> (config: RunConfig, note: String?) {
         guard let preset = Preset(name: preset) else {
             throw ValidationError("unknown preset '\(preset)': use one of \(Preset.allNames.joined(separator: ", "))")
         }
         if let split, split.split(separator: ",").count != 3 || split.split(separator: ",").contains(where: { Double($0.trimmingCharacters(in: .whitespaces)) == nil }) {
             throw ValidationError("--split '\(split)' must be three fractions train,valid,test such as 0.9,0.05,0.05")
         }
-        var object = ConfigResolution.encode(preset.config)
-        if let config {
-            object = try ConfigResolution.merge(object, ConfigResolution.readObject(URL(fileURLWithPath: config)), source: "--config \(config)")
+        do {
+            return try ConfigResolution.resolve(
+                preset: preset, configFile: config.map { URL(fileURLWithPath: $0) },
+                overrides: overrides(), feedForward: feedForward.change)
+        } catch let error as FeedForwardOptionError {
+            throw ValidationError(feedForward.message(for: error))
         }
-        object = try ConfigResolution.merge(object, overrides(), source: "flags")
-        var resolved = try ConfigResolution.decode(object, source: config.map { "--config \($0) with flags" } ?? "flags")
-        let note = try feedForward.apply(to: &resolved.model)
-        try resolved.validate()
-        return (resolved, note)
     }
 }
+
+/// `--ffn`, the feedforward block's options and `--match`. The flag names live here; what each
+/// option means and which variants take it, in the variants' configs (Docs/feedforward.md).
+public struct FeedForwardFlags: ParsableArguments {
+    public init() {}
+
+    @Option(help: "Feedforward block (moe is σ-MoE; Docs/feedforward.md).")
+    var ffn: FeedForwardKindArgument?
+    @Option(name: .customLong("d-ff"), help: "Hidden size of the dense or top-K block.") var dFF: Int?
+    @Option(help: "Hidden units kept per token (topk).") var topk: Int?
+    @Option(help: "Experts (moe, switch, sbase).") var experts: Int?
+    @Option(help: "Expert size G (default: matched to the parameters of the block it replaces).") var expertSize: Int?
+    @Option(help: "Experts per token K (moe, sbase).") var k: Int?
+    @Option(help: "Expert dropout δ (moe, sbase).") var expertDropout: Float?
+    @Option(help: "Entropy regulariser γ (moe, sbase).") var moeReg: Double?
+    @Option(help: "σ-MoE selection.") var selection: MixtureOfExperts.Selection?
+    @Option(help: "Switch balancing-loss γ.") var balance: Double?
+    @Option(help: "PKM heads.") var pkmHeads: Int?
+    @Option(help: "PKM sub-keys per half n (n^2 values; default: matched to the replaced block's parameters).") var pkmKeys: Int?
+    @Option(help: "PKM top-k per head.") var pkmKnn: Int?
+    @Option(help: "PKM activation.") var pkmActivation: ProductKeyMemory.Activation?
+    @Option(help: "PKM query: identity (official σ-MoE code) or mlp-bn (XLM).") var pkmQuery: ProductKeyMemory.Query?
+    @Option(help: "PKM path: auto (dense when n <= knn, like the official code), sparse, dense.") var pkmPath: ProductKeyMemory.Path?
+    @Option(help: "PKM value init: default N(0, (2/L)/d) or dense N(0, (2/L)/n^2) (the paper's +init).") var pkmValueInit: ProductKeyMemory.ValueInit?
+    @Option(help: "auto: a sparse block without its size gets the size matching the block it replaces; none: fixed defaults.")
+    var match: MatchMode = .auto
+
+    /// Whether a changed block's free size is matched to the block it replaces.
+    enum MatchMode: String, CaseIterable, ExpressibleByArgument {
+        case auto, none
+    }
+
+    /// The flag of each option.
+    static func flag(_ option: FeedForwardOption) -> String {
+        switch option {
+        case .hiddenSize: "--d-ff"
+        case .topK: "--topk"
+        case .experts: "--experts"
+        case .expertSize: "--expert-size"
+        case .k: "--k"
+        case .expertDropout: "--expert-dropout"
+        case .regularization: "--moe-reg"
+        case .selection: "--selection"
+        case .balance: "--balance"
+        case .pkmHeads: "--pkm-heads"
+        case .pkmKeys: "--pkm-keys"
+        case .pkmKnn: "--pkm-knn"
+        case .pkmActivation: "--pkm-activation"
+        case .pkmQuery: "--pkm-query"
+        case .pkmPath: "--pkm-path"
+        case .pkmValueInit: "--pkm-value-init"
+        }
+    }
+
+    var options: FeedForwardOptions {
+        var o = FeedForwardOptions()
+        o.hiddenSize = dFF
+        o.topK = topk
+        o.experts = experts
+        o.expertSize = expertSize
+        o.k = k
+        o.expertDropout = expertDropout
+        o.regularization = moeReg
+        o.selection = selection
+        o.balance = balance
+        o.pkmHeads = pkmHeads
+        o.pkmKeys = pkmKeys
+        o.pkmKnn = pkmKnn
+        o.pkmActivation = pkmActivation
+        o.pkmQuery = pkmQuery
+        o.pkmPath = pkmPath
+        o.pkmValueInit = pkmValueInit
+        return o
+    }
+
+    /// What the flags ask of the config's feedforward block.
+    public var change: ConfigResolution.FeedForwardChange {
+        .init(kind: ffn?.variant, options: options, matching: match == .auto)
+    }
+
+    /// "--experts applies to --ffn moe|switch|sbase, not dense".
+    func message(for error: FeedForwardOptionError) -> String {
+        "\(Self.flag(error.option)) applies to --ffn \(error.acceptingKinds.joined(separator: "|")), not \(error.kind)"
+    }
+}
+
+/// `--ffn`: a registered feedforward variant.
+struct FeedForwardKindArgument: ExpressibleByArgument {
+    let variant: any FeedForwardVariant.Type
+
+    init?(argument: String) {
+        guard let variant = FeedForwardConfig.variant(kind: argument) else { return nil }
+        self.variant = variant
+    }
+
+    static var allValueStrings: [String] { FeedForwardConfig.kinds }
+}
+
+/// `--tokenizer`: bytes, words or bpe:N.
+struct TokenizerArgument: ExpressibleByArgument {
+    let choice: TokenizerChoice
+
+    init?(argument: String) {
+        guard let choice = try? TokenizerChoice(argument) else { return nil }
+        self.choice = choice
+    }
+
+    static var allValueStrings: [String] { ["bytes", "words", "bpe:N"] }
+}
+
+extension MixtureOfExperts.Selection: ExpressibleByArgument {}
+extension ProductKeyMemory.Activation: ExpressibleByArgument {}
+extension ProductKeyMemory.Query: ExpressibleByArgument {}
+extension ProductKeyMemory.Path: ExpressibleByArgument {}
+extension ProductKeyMemory.ValueInit: ExpressibleByArgument {}
+extension OptimizerKind: ExpressibleByArgument {}
+extension ScheduleKind: ExpressibleByArgument {}
 
 /// `--threads`: compute threads shared by OpenBLAS and lmtrain's parallel loops.
 struct ThreadOptions: ParsableArguments {

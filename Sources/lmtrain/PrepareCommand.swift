@@ -20,7 +20,7 @@ struct Prepare: ParsableCommand {
     var data: String
 
     @Option(help: "Tokenizer: bpe:N (SentencePiece BPE, N pieces), words, or bytes (WikiText only).")
-    var tokenizer: String = "bpe:8000"
+    var tokenizer: TokenizerArgument = TokenizerArgument(argument: "bpe:8000")!
 
     @Option(help: "Train,valid,test fractions for plain text files, e.g. 0.9,0.05,0.05.")
     var split: String?
@@ -32,7 +32,7 @@ struct Prepare: ParsableCommand {
 
     func run() throws {
         try threads.apply()
-        var config = DataConfig(source: data, tokenizer: tokenizer)
+        var config = DataConfig(source: data, tokenizer: tokenizer.choice.description)
         if let split {
             let fractions = split.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
             guard fractions.count == 3, fractions.allSatisfy({ $0 != nil }) else {

@@ -1,9 +1,10 @@
 import ArgumentParser
+import Configuration
 import Datasets
 import Foundation
+import Layers
 import Models
 import Tensor
-import Configuration
 import Training
 
 struct Train: ParsableCommand {
@@ -52,93 +53,38 @@ struct Train: ParsableCommand {
             trainer = try Trainer(config: config, corpus: corpus, runDirectory: directory)
         }
         let config = trainer.config
+        let t = config.training
         print("run \(trainer.runDirectory.path)")
-        print("data \(trainer.corpus.name): train \(trainer.corpus.train.count), valid \(trainer.corpus.valid.count), test \(trainer.corpus.test.count) tokens")
-        print("model \(config.model.layers) layers, d_model \(config.model.modelWidth), \(config.model.heads) heads x \(config.model.resolvedHeadSize), ffn \(config.model.feedForward.kind), \(trainer.model.parameterCount) parameters")
-        print("training \(config.training.steps) steps of \(config.training.batchSize) x \(config.training.segmentLength) tokens (memory \(config.training.memoryLength)), lr \(config.training.learningRate), \(Threads.count) threads")
-        let observer = ConsoleObserver(logInterval: config.training.logInterval)
-        let started = Date()
-        let startStep = trainer.step
+        print(trainer.task.dataSummary)
+        print("model \(config.model.kind): \(config.model.summary), \(trainer.model.layout.count) parameters")
+        print("training \(t.steps) steps of \(t.batchSize) x \(t.segmentLength) tokens (memory \(t.memoryLength)), \(t.optimizer.rawValue), lr \(t.learningRate) \(t.schedule.rawValue), \(Threads.count) threads")
+        let observer = ConsoleObserver(logInterval: t.logInterval, describe: trainer.task.describe(loss:))
         try trainer.run(stopAt: stopAt, observer: observer)
-        let throughput = Double((trainer.step - startStep) * config.training.batchSize * config.training.segmentLength) / Date().timeIntervalSince(started)
-        Self.printUsage(trainer)
-        guard trainer.step >= config.training.steps else {
+        Self.printUsage(trainer.runUsage)
+        guard trainer.step >= t.steps else {
             print("stopped at step \(trainer.step); continue with: lmtrain train --resume \(trainer.runDirectory.path)")
             return
         }
-        try Self.finalReport(trainer, trainingTokensPerSecond: throughput)
-    }
-
-    /// Full valid and test evaluation with the configured protocol, printed and saved.
-    static func finalReport(_ trainer: Trainer, trainingTokensPerSecond: Double) throws {
-        let config = trainer.config
-        var results: [EvaluationResult] = []
-        for split in [Split.valid, .test] {
-            let result = try Evaluator.evaluate(
-                model: trainer.model, tokens: trainer.corpus.split(split), split: split.rawValue,
-                unit: trainer.corpus.unit, batchSize: config.evaluation.batchSize,
-                segmentLength: config.training.segmentLength, memorySegments: config.evaluation.memorySegments)
-            trainer.writeEvaluation(result, type: "final")
-            results.append(result)
-        }
-        let initial = log(Double(trainer.corpus.vocabularySize))
+        let report = try trainer.finish()
         print("")
-        print("evaluation (batch \(config.evaluation.batchSize), memory \(config.evaluation.memorySegments) x \(config.training.segmentLength)):")
-        for r in results {
+        print("evaluation (batch \(config.evaluation.batchSize), memory \(config.evaluation.memorySegments) x \(t.segmentLength)):")
+        for r in report.results {
             print("  \(r.split.padding(toLength: 6, withPad: " ", startingAt: 0)) loss \(String(format: "%.4f", r.loss)) | \(r.metricText) | \(r.tokens) tokens")
         }
-        let initialText = trainer.corpus.unit == .bytes ? String(format: "bpc %.4f", initial / log(2.0)) : String(format: "ppl %.1f", exp(initial))
-        print("  (a uniform prediction scores \(initialText))")
-        let usage = trainer.runUsage.enumerated().map { layer, u in
-            FinalReport.Usage(layer: layer, unit: u.unit, relativePerplexity: u.relativePerplexity, deadFraction: u.deadFraction, usedFraction: u.usedFraction, counts: u.counts)
-        }
-        let report = FinalReport(
-            config: config, parameters: trainer.model.parameterCount, steps: trainer.step,
-            results: results, checkpoint: trainer.lastCheckpoint?.path,
-            trainingTokensPerSecond: trainingTokensPerSecond,
-            peakResidentBytes: peakResidentBytes(), usage: usage)
-        let url = trainer.runDirectory.appendingPathComponent("report.json")
-        try writeJSON(report, to: url)
-        print("report \(url.path)")
+        print("  (a uniform prediction scores \(trainer.task.uniformPredictionText))")
+        print("report \(trainer.runDirectory.appendingPathComponent("report.json").path)")
     }
 
     /// Expert (or value-row) usage over the training steps of this process, per layer.
-    static func printUsage(_ trainer: Trainer) {
-        guard !trainer.runUsage.isEmpty else { return }
-        let unit = trainer.runUsage[0].unit
+    static func printUsage(_ runUsage: [UsageCounts]) {
+        guard !runUsage.isEmpty else { return }
+        let unit = runUsage[0].unit
         print("\(unit) usage over the training steps run here (relative perplexity exp(H)/N, \(unit == "value" ? "share of value rows used" : "dead \(unit)s")):")
-        for (layer, usage) in trainer.runUsage.enumerated() {
+        for (layer, usage) in runUsage.enumerated() {
             let share = unit == "value"
                 ? String(format: "%.1f%% used", 100 * usage.usedFraction)
                 : "\(usage.counts.filter { $0 == 0 }.count)/\(usage.counts.count) dead"
             print("  layer \(layer): perplexity \(String(format: "%.3f", usage.relativePerplexity)), \(share)")
-        }
-    }
-
-    /// `report.json` of a finished run (read back by `lmtrain compare`).
-    struct FinalReport: Codable {
-        let config: RunConfig
-        let parameters: Int
-        let steps: Int
-        let results: [EvaluationResult]
-        let checkpoint: String?
-        /// Training tokens per second over the steps this process ran (resumed runs: the last part).
-        let trainingTokensPerSecond: Double
-        /// Peak resident set size of the process (getrusage).
-        let peakResidentBytes: Int
-        let usage: [Usage]
-
-        struct Usage: Codable {
-            let layer: Int, unit: String, relativePerplexity: Double, deadFraction: Double, usedFraction: Double, counts: [Int]
-            enum CodingKeys: String, CodingKey {
-                case layer, unit, counts
-                case relativePerplexity = "relative_perplexity", deadFraction = "dead_fraction", usedFraction = "used_fraction"
-            }
-        }
-
-        enum CodingKeys: String, CodingKey {
-            case config, parameters, steps, results, checkpoint, usage
-            case trainingTokensPerSecond = "training_tokens_per_second", peakResidentBytes = "peak_resident_bytes"
         }
     }
 

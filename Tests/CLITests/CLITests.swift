@@ -90,7 +90,7 @@ let tinyFlags = ["--d-model", "16", "--layers", "1", "--heads", "2", "--d-ff", "
             (["train", "--data", empty.path], "the corpus is empty"),
             (["train", "--data", short.path], "lower --batch-size or --segment-length"),
             (["train", "--config", badConfig.path], "unknown key 'training.stepz'"),
-            (["train", "--ffn", "nosuch"], "--ffn nosuch is unknown"),
+            (["train", "--ffn", "nosuch"], "'nosuch' is invalid for '--ffn <ffn>'"),
             (["train", "--ffn", "dense", "--experts", "16"], "--experts applies to --ffn moe|switch|sbase, not dense"),
             (["train", "--ffn", "moe", "--k", "20"], "k = 20 must be between 1 and the number of experts 16"),
             (["train", "--ffn", "moe", "--experts", "100000"], "cannot match"),

@@ -156,7 +156,7 @@ func jsonObject(_ url: URL) throws -> [String: Any] {
             // The paper presets read WikiText-103 through this pipeline.
             (["train", "--preset", "wt-s", "--steps", "1"], "wikitext-103 is not in \(folder.path)/Data"),
             (["train", "--data", enwik8.path, "--tokenizer", "bpe:50"], "use --tokenizer bytes"),
-            (["train", "--data", corpus.path, "--tokenizer", "bpe:0"], "use bytes, words or bpe:PIECES"),
+            (["train", "--data", corpus.path, "--tokenizer", "bpe:0"], "'bpe:0' is invalid for '--tokenizer <tokenizer>'"),
             (["prepare", "--data", text.path, "--tokenizer", "bytes"], "need no preparation"),
         ]
         for (arguments, fragment) in cases {

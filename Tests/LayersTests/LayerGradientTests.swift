@@ -8,12 +8,13 @@ import TestSupport
 /// sum(output * random upstream), parameters and inputs are perturbed one coordinate at a time.
 @Suite(.serialized) struct LayerGradientTests {
     @Test func layerNorm() {
-        var layout = ParameterLayout()
-        let norm = LayerNorm(name: "norm", width: 6, layout: &layout)
-        let arena = ParameterArena(layout: layout)
+        let scope = ParameterScope()
+        let norm = LayerNorm(scope.child("norm"), width: 6)
+        let arena = ParameterArena(layout: scope.layout)
         var rng = RandomGenerator(seed: 1)
         Initializer.normal(arena.values, count: arena.count, std: 0.5, mean: 1, rng: &rng)
         let rows = 5
+        BufferPlan.reserve { norm.declareBuffers(rows: rows, training: true, in: &$0) }
         var x = randomArray(rows * 6, seed: 2)
         let upstream = randomArray(rows * 6, seed: 3)
         var y = [Float](repeating: 0, count: rows * 6)
@@ -37,12 +38,13 @@ import TestSupport
     }
 
     @Test(arguments: [true, false]) func linear(bias: Bool) {
-        var layout = ParameterLayout()
-        let linear = Linear(name: "l", inputWidth: 4, outputWidth: 3, bias: bias, layout: &layout)
-        let arena = ParameterArena(layout: layout)
+        let scope = ParameterScope()
+        let linear = Linear(scope.child("l"), inputWidth: 4, outputWidth: 3, bias: bias)
+        let arena = ParameterArena(layout: scope.layout)
         var rng = RandomGenerator(seed: 4)
         Initializer.normal(arena.values, count: arena.count, std: 1, rng: &rng)
         let rows = 5
+        BufferPlan.reserve { linear.declareBuffers(rows: rows, training: true, in: &$0) }
         var x = randomArray(rows * 4, seed: 5)
         let upstream = randomArray(rows * 3, seed: 6)
         var y = [Float](repeating: 0, count: rows * 3)
@@ -67,11 +69,11 @@ import TestSupport
     }
 
     @Test func embeddingAccumulatesRepeatedTokens() {
-        var layout = ParameterLayout()
-        let embedding = Embedding(name: "e", vocabularySize: 5, width: 3, layout: &layout)
-        let arena = ParameterArena(layout: layout)
-        var rng = RandomGenerator(seed: 7)
-        embedding.initialize(arena, rng: &rng)
+        let scope = ParameterScope()
+        let embedding = Embedding(scope.child("e"), vocabularySize: 5, width: 3)
+        let arena = ParameterArena(layout: scope.layout)
+        var initialization = InitializationContext(seed: 7, layerCount: 1)
+        embedding.initialize(arena, &initialization)
         let tokens: [Int32] = [1, 3, 1, 0]
         let upstream = randomArray(4 * 3, seed: 8)
         var y = [Float](repeating: 0, count: 12)
@@ -92,6 +94,9 @@ import TestSupport
         let dropout = Dropout(rate: 0.25)
         var context = ForwardContext(training: true, rng: RandomGenerator(seed: 9))
         let n = 100_000
+        BufferPlan.reserve {
+            dropout.declareBuffers(count: n, for: PassShape(tokens: TokenShape(batch: 1, length: n), context: context), in: &$0)
+        }
         var x = [Float](repeating: 1, count: n)
         dropout.forward(&x, count: n, context: &context)
         let kept = x.filter { $0 != 0 }
@@ -110,6 +115,7 @@ import TestSupport
     @Test func crossEntropy() {
         let (rows, v) = (4, 7)
         let ce = SoftmaxCrossEntropy(vocabularySize: v)
+        BufferPlan.reserve { ce.declareBuffers(rows: rows, in: &$0) }
         var z = randomArray(rows * v, std: 2, seed: 10)
         let targets: [Int32] = [0, 6, 3, 3]
         var dz = [Float](repeating: 0, count: rows * v)
@@ -121,27 +127,66 @@ import TestSupport
                 let mismatches = checkGradients([
                     CheckedTensor("logits", values: zp.baseAddress!, gradient: dzp.baseAddress!, count: rows * v)
                 ], samples: 28) {
-                    ce.forward(logits: zp.baseAddress!, targets: targets, rows: rows) / Double(rows)
+                    ce.forward(logits: zp.baseAddress!, targets: targets, rows: rows).sum / Double(rows)
                 }
                 #expect(mismatches.isEmpty, "\(mismatches)")
             }
         }
         // Uniform logits give ln(V).
         let flat = [Float](repeating: 0.3, count: rows * v)
-        #expect(abs(ce.forward(logits: flat, targets: targets, rows: rows) / Double(rows) - log(7.0)) < 1e-6)
+        #expect(abs(ce.forward(logits: flat, targets: targets, rows: rows).sum / Double(rows) - log(7.0)) < 1e-6)
+    }
+
+    /// Padded positions (negative targets) are neither scored nor given a gradient; the mean
+    /// is over the scored rows only.
+    @Test func crossEntropySkipsIgnoredTargets() {
+        let (rows, v) = (5, 6)
+        let ce = SoftmaxCrossEntropy(vocabularySize: v)
+        BufferPlan.reserve { ce.declareBuffers(rows: rows, in: &$0) }
+        var z = randomArray(rows * v, std: 2, seed: 14)
+        let targets: [Int32] = [2, SoftmaxCrossEntropy.ignoredTarget, 5, 0, SoftmaxCrossEntropy.ignoredTarget]
+        let (sum, scored) = ce.forward(logits: z, targets: targets, rows: rows)
+        #expect(scored == 3)
+        // Each scored row alone, in Double.
+        var expected = 0.0
+        for r in [0, 2, 3] {
+            let row = (0..<v).map { Double(z[r * v + $0]) }
+            let m = row.max()!
+            expected += m + log(row.reduce(0) { $0 + exp($1 - m) }) - row[Int(targets[r])]
+        }
+        #expect(abs(sum - expected) < 1e-5)
+        #expect(ce.lastRowLosses[1] == 0 && ce.lastRowLosses[4] == 0)
+        var dz = [Float](repeating: 7, count: rows * v)
+        ce.backward(logits: z, targets: targets, rows: rows, lossScale: 1 / Float(scored), dLogits: &dz)
+        #expect(dz[v..<(2 * v)].allSatisfy { $0 == 0 } && dz[(4 * v)...].allSatisfy { $0 == 0 })
+        let dzCopy = dz
+        z.withUnsafeMutableBufferPointer { zp in
+            dzCopy.withUnsafeBufferPointer { dzp in
+                let mismatches = checkGradients([
+                    CheckedTensor("logits", values: zp.baseAddress!, gradient: dzp.baseAddress!, count: rows * v)
+                ], samples: 30) {
+                    let (sum, scored) = ce.forward(logits: zp.baseAddress!, targets: targets, rows: rows)
+                    return sum / Double(scored)
+                }
+                #expect(mismatches.isEmpty, "\(mismatches)")
+            }
+        }
     }
 
     /// Dense FFN with hidden dropout: the same seed each evaluation gives the same mask.
     @Test func denseFeedForward() {
-        var layout = ParameterLayout()
-        let ffn = DenseFeedForward(name: "ffn", config: .init(hiddenSize: 9), width: 4, layerCount: 2, dropout: 0.3, layout: &layout)
+        let scope = ParameterScope()
+        let ffn = DenseFeedForward.Config(hiddenSize: 9).makeLayer(scope.child("ffn"), modelWidth: 4, dropout: 0.3) as! DenseFeedForward
+        let layout = scope.layout
         let arena = ParameterArena(layout: layout)
-        var rng = RandomGenerator(seed: 11)
-        ffn.initialize(arena, rng: &rng)
+        var initialization = InitializationContext(seed: 11, layerCount: 2)
+        ffn.initialize(arena, &initialization)
+        var rng = initialization.rng
         // Biases are initialised to 0; make them nonzero so their gradients are tested.
         Initializer.normal(arena.value(ffn.up.bias!), count: 9, std: 0.3, rng: &rng)
         Initializer.normal(arena.value(ffn.down.bias!), count: 4, std: 0.3, rng: &rng)
         let shape = TokenShape(batch: 2, length: 3)
+        BufferPlan.reserve { ffn.declareBuffers(for: PassShape(tokens: shape, training: true, dropout: true), in: &$0) }
         var x = randomArray(shape.rows * 4, seed: 12)
         let upstream = randomArray(shape.rows * 4, seed: 13)
         var y = [Float](repeating: 0, count: shape.rows * 4)

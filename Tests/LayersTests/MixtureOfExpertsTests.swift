@@ -11,18 +11,25 @@ import TestSupport
     static let d = 6, experts = 5, expertSize = 4
     static let shape = TokenShape(batch: 2, length: 3)
 
-    static func make(_ build: (inout ParameterLayout) -> MixtureOfExperts, seed: UInt64 = 1) -> (MixtureOfExperts, ParameterArena, ParameterLayout) {
-        var layout = ParameterLayout()
-        let layer = build(&layout)
+    /// Builds a block of `config` under the scope "moe" at width `width`.
+    static func block(_ config: some FeedForwardVariant, width: Int = d, _ scope: ParameterScope) -> MixtureOfExperts {
+        config.makeLayer(scope.child("moe"), modelWidth: width, dropout: 0) as! MixtureOfExperts
+    }
+
+    static func make(_ build: (ParameterScope) -> MixtureOfExperts, seed: UInt64 = 1) -> (MixtureOfExperts, ParameterArena, ParameterLayout) {
+        let scope = ParameterScope()
+        let layer = build(scope)
+        let layout = scope.layout
         let arena = ParameterArena(layout: layout)
+        reserveBuffers(layer, shape)
         var rng = RandomGenerator(seed: seed)
         // Larger weights than the init so gates and regulariser gradients are not tiny.
         Initializer.normal(arena.values, count: arena.count, std: 0.6, rng: &rng)
         return (layer, arena, layout)
     }
 
-    static func sigma(_ selection: MixtureOfExperts.Selection, k: Int = 2, dropout: Float = 0, gamma: Double = 0.1) -> (inout ParameterLayout) -> MixtureOfExperts {
-        { MixtureOfExperts(name: "moe", config: .init(experts: experts, expertSize: expertSize, k: k, expertDropout: dropout, regularization: gamma, selection: selection), width: d, layerCount: 2, layout: &$0) }
+    static func sigma(_ selection: MixtureOfExperts.Selection, k: Int = 2, dropout: Float = 0, gamma: Double = 0.1) -> @Sendable (ParameterScope) -> MixtureOfExperts {
+        { block(MixtureOfExperts.SigmaConfig(experts: experts, expertSize: expertSize, k: k, expertDropout: dropout, regularization: gamma, selection: selection), $0) }
     }
 
     /// The whole layer written densely: every expert computed, masked by the routing.
@@ -119,18 +126,22 @@ import TestSupport
         #expect(layer.usage?.total == Self.shape.rows * 2)
     }
 
-    nonisolated(unsafe) static let variants: [(String, (inout ParameterLayout) -> MixtureOfExperts)] = [
-        ("sigmoid", sigma(.sigmoid, k: 2, dropout: 0.3)),
-        ("softmax-before", sigma(.softmaxBeforeTopK, k: 2, dropout: 0.3)),
-        ("softmax-after", sigma(.softmaxAfterTopK, k: 3, dropout: 0.3)),
-        ("switch", { MixtureOfExperts(name: "moe", config: MixtureOfExperts.SwitchConfig(experts: experts, expertSize: expertSize, balance: 0.5, initScale: 0.1), width: d, layerCount: 2, layout: &$0) }),
-        ("sbase", { MixtureOfExperts(name: "moe", config: MixtureOfExperts.SBaseConfig(experts: experts, expertSize: expertSize, k: 2, expertDropout: 0.2, regularization: 0.1), width: d, layerCount: 2, layout: &$0) }),
+    /// Every gate of the sparse kernel: the three σ-MoE selections, Switch and S-BASE.
+    static let variants: [String: @Sendable (ParameterScope) -> MixtureOfExperts] = [
+        "sigmoid": sigma(.sigmoid, k: 2, dropout: 0.3),
+        "softmax-before": sigma(.softmaxBeforeTopK, k: 2, dropout: 0.3),
+        "softmax-after": sigma(.softmaxAfterTopK, k: 3, dropout: 0.3),
+        "switch": { block(MixtureOfExperts.SwitchConfig(experts: experts, expertSize: expertSize, balance: 0.5, initScale: 0.1), $0) },
+        "sbase": { block(MixtureOfExperts.SBaseConfig(experts: experts, expertSize: expertSize, k: 2, expertDropout: 0.2, regularization: 0.1), $0) },
     ]
 
     /// Every variant in training (expert dropout with a fixed mask, regulariser included).
-    @Test(arguments: 0..<5) func gradientsMatchFiniteDifferences(variant: Int) {
-        let (name, build) = Self.variants[variant]
-        let (layer, arena, layout) = Self.make(build, seed: UInt64(10 + variant))
+    static let variantNames = ["sigmoid", "softmax-before", "softmax-after", "switch", "sbase"]
+
+    @Test(arguments: variantNames)
+    func gradientsMatchFiniteDifferences(name: String) {
+        let build = Self.variants[name]!
+        let (layer, arena, layout) = Self.make(build, seed: UInt64(10 + Self.variantNames.firstIndex(of: name)!))
         var x = randomArray(Self.shape.rows * Self.d, seed: 20)
         let upstream = randomArray(Self.shape.rows * Self.d, seed: 21)
         var y = [Float](repeating: 0, count: x.count), dx = [Float](repeating: 0, count: x.count)
@@ -156,17 +167,18 @@ import TestSupport
     /// The regulariser and the balancing loss on cases computed by hand.
     @Test func auxiliaryLossesOnHandComputedCases() {
         // d = N = 2 and W3 = I, so z = x.
-        func layer(_ build: (inout ParameterLayout) -> MixtureOfExperts) -> (MixtureOfExperts, ParameterArena) {
-            var layout = ParameterLayout()
-            let l = build(&layout)
-            let arena = ParameterArena(layout: layout)
+        func layer(_ build: (ParameterScope) -> MixtureOfExperts) -> (MixtureOfExperts, ParameterArena) {
+            let scope = ParameterScope()
+            let l = build(scope)
+            let arena = ParameterArena(layout: scope.layout)
+            reserveBuffers(l, TokenShape(batch: 1, length: 2))
             let w3 = arena.value(l.selector)
             (w3[0], w3[1], w3[2], w3[3]) = (1, 0, 0, 1)
             return (l, arena)
         }
         let shape = TokenShape(batch: 1, length: 2)
         var y = [Float](repeating: 0, count: 4)
-        let (entropy, arenaE) = layer { MixtureOfExperts(name: "m", config: MixtureOfExperts.SigmaConfig(experts: 2, expertSize: 1, k: 1, regularization: 1), width: 2, layerCount: 1, layout: &$0) }
+        let (entropy, arenaE) = layer { Self.block(MixtureOfExperts.SigmaConfig(experts: 2, expertSize: 1, k: 1, regularization: 1), width: 2, $0) }
         // softmax rows [0.5, 0.5] and [0.75, 0.25]: pbar = [0.625, 0.375].
         var context = ForwardContext(training: true, rng: RandomGenerator(seed: 0))
         entropy.forward([0, 0, Float(log(3.0)), 0], shape: shape, output: &y, arena: arenaE, context: &context)
@@ -177,7 +189,7 @@ import TestSupport
         entropy.forward([0, 0, Float(log(3.0)), 0], shape: shape, output: &y, arena: arenaE, context: &evaluation)
         #expect(entropy.auxiliaryLoss == 0)
 
-        let (balance, arenaS) = layer { MixtureOfExperts(name: "m", config: MixtureOfExperts.SwitchConfig(experts: 2, expertSize: 1, balance: 1), width: 2, layerCount: 1, layout: &$0) }
+        let (balance, arenaS) = layer { Self.block(MixtureOfExperts.SwitchConfig(experts: 2, expertSize: 1, balance: 1), width: 2, $0) }
         // Rows routed to experts 0 and 1: f = [0.5, 0.5], P = [0.5, 0.5]: (1/2)(0.25 + 0.25).
         balance.forward([Float(log(3.0)), 0, 0, Float(log(3.0))], shape: shape, output: &y, arena: arenaS, context: &context)
         #expect(abs(balance.auxiliaryLoss - 0.25) < 1e-6)
@@ -212,9 +224,10 @@ import TestSupport
             for e in 0..<n { a[e] = log(Double(n)) - lse((0..<t).map { Double(z[$0 * n + e]) - b[$0] }) }
         }
         // Through the layer: an S-BASE layer in training with W3 = I picks the top-K of r.
-        var layout = ParameterLayout()
-        let layer = MixtureOfExperts(name: "m", config: MixtureOfExperts.SBaseConfig(experts: n, expertSize: 1, k: 1), width: n, layerCount: 1, layout: &layout)
-        let arena = ParameterArena(layout: layout)
+        let scope = ParameterScope()
+        let layer = Self.block(MixtureOfExperts.SBaseConfig(experts: n, expertSize: 1, k: 1), width: n, scope)
+        let arena = ParameterArena(layout: scope.layout)
+        reserveBuffers(layer, TokenShape(batch: 1, length: t))
         for e in 0..<n { arena.value(layer.selector)[e * n + e] = 1 }
         var y = [Float](repeating: 0, count: t * n)
         var context = ForwardContext(training: true, rng: RandomGenerator(seed: 0))
@@ -234,16 +247,16 @@ import TestSupport
         #expect(layer.usage?.counts == plainCounts)
     }
 
-    /// DESIGN.md init: std within 5% of the formula on a large layer, equal-norm selector rows.
+    /// The initialisation: std within 5% of the formula on a large layer, equal-norm selector rows.
     @Test func initialisationStatistics() {
         let (d, n, g, layers) = (512, 16, 128, 4)
-        var layout = ParameterLayout()
-        let moe = MixtureOfExperts(name: "m", config: MixtureOfExperts.SigmaConfig(experts: n, expertSize: g, k: 4), width: d, layerCount: layers, layout: &layout)
-        let sw = MixtureOfExperts(name: "s", config: MixtureOfExperts.SwitchConfig(experts: n, expertSize: g), width: d, layerCount: layers, layout: &layout)
-        let arena = ParameterArena(layout: layout)
-        var rng = RandomGenerator(seed: 7)
-        moe.initialize(arena, rng: &rng)
-        sw.initialize(arena, rng: &rng)
+        let scope = ParameterScope()
+        let moe = Self.block(MixtureOfExperts.SigmaConfig(experts: n, expertSize: g, k: 4), width: d, scope.child("m"))
+        let sw = Self.block(MixtureOfExperts.SwitchConfig(experts: n, expertSize: g), width: d, scope.child("s"))
+        let arena = ParameterArena(layout: scope.layout)
+        var initialization = InitializationContext(seed: 7, layerCount: layers)
+        moe.initialize(arena, &initialization)
+        sw.initialize(arena, &initialization)
         func std(_ v: ParameterView) -> Double { Initializer.standardDeviation(arena.value(v), count: v.count) }
         func within(_ actual: Double, _ formula: Double) -> Bool { abs(actual / formula - 1) < 0.05 }
         let base = 2.0 / Double(layers)

@@ -5,7 +5,7 @@ import Tensor
 import TestSupport
 
 /// Product-key memory: finite-difference gradients of every variant, both paths against plain
-/// Double implementations of their formulas (written here from DESIGN.md, not from the layer),
+/// Double implementations of their formulas (written here from Docs/feedforward.md, not from the layer),
 /// the case where the two paths must agree, the selection kernel against its naive reference,
 /// sparsity of the value gradient, thread-count independence, usage counts, batch-norm state,
 /// initialisation statistics and config errors.
@@ -27,11 +27,14 @@ import TestSupport
     static func setup(
         _ config: Config, width: Int = 6, rows: Int = 5, seed: UInt64, std: Double = 0.7
     ) -> Setup {
-        var layout = ParameterLayout()
-        let layer = ProductKeyMemory(name: "pkm", config: config, width: width, layerCount: 2, layout: &layout)
+        let scope = ParameterScope()
+        let layer = config.makeLayer(scope.child("pkm"), modelWidth: width, dropout: 0) as! ProductKeyMemory
+        let layout = scope.layout
         let arena = ParameterArena(layout: layout)
-        var rng = RandomGenerator(seed: seed)
-        layer.initialize(arena, rng: &rng)
+        var initialization = InitializationContext(seed: seed, layerCount: 2)
+        layer.initialize(arena, &initialization)
+        var rng = initialization.rng
+        reserveBuffers(layer, TokenShape(batch: 1, length: rows))
         Initializer.normal(arena.values, count: arena.count, std: std, rng: &rng)
         if let w = layer.queryNormWeight {
             Initializer.normal(arena.value(w), count: w.count, std: 0.2, mean: 1, rng: &rng)
@@ -47,7 +50,7 @@ import TestSupport
         return y
     }
 
-    /// What the formulas of DESIGN.md give, in Double.
+    /// What the formulas of Docs/feedforward.md give, in Double.
     struct Reference {
         var y: [Double]
         /// Value rows read by the sparse path, [R, H, k]; empty for the dense path.
@@ -484,18 +487,18 @@ import TestSupport
     @Test func initialStatisticsFollowTheFormulas() {
         let (d, n, heads, layers) = (128, 32, 4, 16)
         for valueInit in ProductKeyMemory.ValueInit.allCases {
-            var layout = ParameterLayout()
-            let layer = ProductKeyMemory(
-                name: "ffn", config: Config(keysPerHalf: n, heads: heads, knn: 32, query: .mlpBatchNorm, valueInit: valueInit, path: .sparse),
-                width: d, layerCount: layers, layout: &layout)
+            let scope = ParameterScope()
+            let layer = Config(keysPerHalf: n, heads: heads, knn: 32, query: .mlpBatchNorm, valueInit: valueInit, path: .sparse)
+                .makeLayer(scope.child("ffn"), modelWidth: d, dropout: 0) as! ProductKeyMemory
+            let layout = scope.layout
             #expect(layout.views.map(\.name) == [
                 "ffn.keys", "ffn.values", "ffn.query.weight", "ffn.query.bias", "ffn.query_norm.weight", "ffn.query_norm.bias",
             ])
             #expect(layer.keys.shape == [2, heads, n, d / 2])
             #expect(layer.values.shape == [n * n, d])
             let arena = ParameterArena(layout: layout)
-            var rng = RandomGenerator(seed: 81)
-            layer.initialize(arena, rng: &rng)
+            var initialization = InitializationContext(seed: 81, layerCount: layers)
+            layer.initialize(arena, &initialization)
             func std(_ v: ParameterView) -> Double { Initializer.standardDeviation(arena.value(v), count: v.count) }
             let keyStd = (2.0 / Double(layers) / Double(d)).squareRoot()
             let valueStd = (2.0 / Double(layers) / Double(valueInit == .dense ? n * n : d)).squareRoot()

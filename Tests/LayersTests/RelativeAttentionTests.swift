@@ -4,20 +4,25 @@ import Layers
 import Tensor
 import TestSupport
 
-/// Relative attention: against a naive O(T (T + M)) implementation of DESIGN.md's formula,
+/// Relative attention: against a naive O(T (T + M)) implementation of the formula,
 /// and by finite differences, with memory present and H x D different from d.
 @Suite(.serialized) struct RelativeAttentionTests {
     let d = 8, heads = 3, headSize = 5
     let batch = 2, length = 4, memory = 3
 
     func makeLayer() -> (RelativeAttention, ParameterArena, ParameterLayout) {
-        var layout = ParameterLayout()
+        let scope = ParameterScope()
         let layer = RelativeAttention(
-            name: "attention", config: .init(heads: heads, headSize: headSize), width: d,
-            layerCount: 2, scratch: AttentionScratch(), layout: &layout)
+            scope.child("attention"), config: .init(heads: heads, headSize: headSize), width: d,
+            scratch: AttentionScratch())
+        let layout = scope.layout
         let arena = ParameterArena(layout: layout)
-        var rng = RandomGenerator(seed: 21)
-        layer.initialize(arena, rng: &rng)
+        var initialization = InitializationContext(seed: 21, layerCount: 2)
+        layer.initialize(arena, &initialization)
+        var rng = initialization.rng
+        // Buffers for passes with the test's memory (which covers passes without).
+        let pass = PassShape(tokens: TokenShape(batch: batch, length: length), memoryCapacity: memory, training: true, dropout: false)
+        BufferPlan.reserve { layer.declareBuffers(for: pass, in: &$0) }
         // u and v start at 0 and s at 1/sqrt(D); move them so every term is exercised.
         Initializer.normal(arena.value(layer.contentBias), count: heads * headSize, std: 0.5, rng: &rng)
         Initializer.normal(arena.value(layer.positionBias), count: heads * headSize, std: 0.5, rng: &rng)
@@ -129,13 +134,12 @@ import TestSupport
     }
 
     @Test func initialisationFollowsPrenormRule() {
-        var layout = ParameterLayout()
+        let scope = ParameterScope()
         let layer = RelativeAttention(
-            name: "a", config: .init(heads: 4, headSize: 16), width: 48, layerCount: 3,
-            scratch: AttentionScratch(), layout: &layout)
-        let arena = ParameterArena(layout: layout)
-        var rng = RandomGenerator(seed: 1)
-        layer.initialize(arena, rng: &rng)
+            scope.child("a"), config: .init(heads: 4, headSize: 16), width: 48, scratch: AttentionScratch())
+        let arena = ParameterArena(layout: scope.layout)
+        var initialization = InitializationContext(seed: 1, layerCount: 3)
+        layer.initialize(arena, &initialization)
         for (view, fanIn) in [(layer.query, 48), (layer.keyValue, 48), (layer.position, 48), (layer.output, 64)] {
             let std = Initializer.standardDeviation(arena.value(view), count: view.count)
             #expect(abs(std - (2.0 / Double(3 * fanIn)).squareRoot()) < 1e-6, "\(view.name)")

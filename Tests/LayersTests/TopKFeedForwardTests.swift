@@ -22,14 +22,22 @@ import TestSupport
     static let dropoutSeed: UInt64 = 99
 
     static func setup(_ config: Config, width: Int, rows: Int, dropout: Float, seed: UInt64) -> Setup {
-        var layout = ParameterLayout()
-        let ffn = TopKFeedForward(name: "ffn", config: config, width: width, layerCount: 2, dropout: dropout, layout: &layout)
+        let scope = ParameterScope()
+        let ffn = topK(config, width: width, dropout: dropout, scope)
+        let layout = scope.layout
         let arena = ParameterArena(layout: layout)
-        var rng = RandomGenerator(seed: seed)
-        ffn.initialize(arena, rng: &rng)
+        var initialization = InitializationContext(seed: seed, layerCount: 2)
+        ffn.initialize(arena, &initialization)
+        var rng = initialization.rng
+        reserveBuffers(ffn, TokenShape(batch: 1, length: rows))
         // Larger weights and nonzero biases, so every gradient is exercised and scores spread out.
         Initializer.normal(arena.values, count: arena.count, std: 0.6, rng: &rng)
         return Setup(ffn: ffn, layout: layout, arena: arena, rows: rows, dropout: dropout, x: randomArray(rows * width, seed: seed &+ 500))
+    }
+
+    /// A top-K block under the scope "ffn".
+    static func topK(_ config: Config, width: Int, dropout: Float, _ scope: ParameterScope) -> TopKFeedForward {
+        config.makeLayer(scope.child("ffn"), modelWidth: width, dropout: dropout) as! TopKFeedForward
     }
 
     static func forward(_ s: Setup, x: UnsafePointer<Float>, training: Bool) -> [Float] {
@@ -136,10 +144,11 @@ import TestSupport
         #expect(ref.prunedRows >= 5)  // the top-K really removes units in most rows
         #expect(Self.maxRelativeError(y, ref.y) < 1e-5)
         // k = d_ff keeps everything: the block is the dense block.
-        var layout = ParameterLayout()
-        let dense = DenseFeedForward(name: "ffn", config: .init(hiddenSize: 24), width: 6, layerCount: 2, dropout: 0.25, layout: &layout)
+        let scope = ParameterScope()
+        let dense = DenseFeedForward.Config(hiddenSize: 24).makeLayer(scope.child("ffn"), modelWidth: 6, dropout: 0.25)
         let all = Self.setup(Config(hiddenSize: 24, k: 24), width: 6, rows: 9, dropout: 0.25, seed: 3)
-        #expect(layout.views == all.layout.views)
+        #expect(scope.layout.views == all.layout.views)
+        reserveBuffers(dense, TokenShape(batch: 1, length: 9))
         var yd = [Float](repeating: 0, count: 9 * 6)
         var context = ForwardContext(training: training, rng: RandomGenerator(seed: Self.dropoutSeed))
         dense.forward(all.x, shape: TokenShape(batch: 1, length: 9), output: &yd, arena: all.arena, context: &context)
@@ -148,9 +157,10 @@ import TestSupport
 
     /// Equal values at the threshold are all kept: hidden [3, 2, 2, 1, 0.5] with K = 2 keeps 3.
     @Test func tiesAtTheThresholdKeepMoreThanK() {
-        var layout = ParameterLayout()
-        let ffn = TopKFeedForward(name: "ffn", config: Config(hiddenSize: 5, k: 2), width: 2, layerCount: 1, dropout: 0, layout: &layout)
-        let arena = ParameterArena(layout: layout)
+        let scope = ParameterScope()
+        let ffn = Self.topK(Config(hiddenSize: 5, k: 2), width: 2, dropout: 0, scope)
+        let arena = ParameterArena(layout: scope.layout)
+        reserveBuffers(ffn, TokenShape(batch: 1, length: 1))
         let w1: [Float] = [3, 0, 2, 0, 2, 0, 1, 0, 0.5, 0]  // [F, d]: h = x0 * [3, 2, 2, 1, 0.5]
         arena.value(ffn.up.weight).update(from: w1, count: 10)
         arena.value(ffn.down.weight).update(from: [1, 10, 100, 1000, 10000, 0, 0, 0, 0, 1], count: 10)
@@ -188,13 +198,14 @@ import TestSupport
     }
 
     @Test func parametersAndInitialisationAreTheDenseBlocks() {
-        var layout = ParameterLayout()
-        let ffn = TopKFeedForward(name: "ffn", config: Config(hiddenSize: 64, k: 8), width: 32, layerCount: 4, dropout: 0.1, layout: &layout)
+        let scope = ParameterScope()
+        let ffn = Self.topK(Config(hiddenSize: 64, k: 8), width: 32, dropout: 0.1, scope)
+        let layout = scope.layout
         #expect(layout.views.map(\.name) == ["ffn.up.weight", "ffn.up.bias", "ffn.down.weight", "ffn.down.bias"])
         #expect(layout.views.map(\.shape) == [[64, 32], [64], [32, 64], [32]])
         let arena = ParameterArena(layout: layout)
-        var rng = RandomGenerator(seed: 5)
-        ffn.initialize(arena, rng: &rng)
+        var initialization = InitializationContext(seed: 5, layerCount: 4)
+        ffn.initialize(arena, &initialization)
         let upStd = Initializer.standardDeviation(arena.value(ffn.up.weight), count: 64 * 32)
         let downStd = Initializer.standardDeviation(arena.value(ffn.down.weight), count: 64 * 32)
         #expect(abs(upStd / (2.0 / (4 * 32)).squareRoot() - 1) < 1e-4)

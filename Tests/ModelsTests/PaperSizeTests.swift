@@ -4,7 +4,7 @@ import Tensor
 import Testing
 import TestSupport
 
-/// The paper configurations of DESIGN.md build for every feedforward variant, and the counts
+/// The paper configurations build for every feedforward variant, and the counts
 /// match the table (layouts only: nothing of the up to 263M parameters is allocated).
 struct PaperSizeTests {
     struct Shape {
@@ -21,50 +21,64 @@ struct PaperSizeTests {
         Shape(name: "E8", vocabulary: 205, width: 512, layers: 12, heads: 8, headSize: 64, denseFF: 2053, experts: 16, expertSize: 128, dense: 41.23, moe: 41.24, pkmKeys: (46, 62), pkm: (30.11, 41.12)),
     ]
 
-    func config(_ s: Shape, _ ff: FeedForwardConfig) -> ModelConfig {
-        ModelConfig(vocabularySize: s.vocabulary, modelWidth: s.width, layers: s.layers, heads: s.heads, headSize: s.headSize, feedForward: ff, dropout: 0.1)
+    func config(_ s: Shape, _ ff: some FeedForwardVariant) -> TransformerXL.Config {
+        TransformerXL.Config(vocabularySize: s.vocabulary, modelWidth: s.width, layers: s.layers, heads: s.heads, headSize: s.headSize, feedForward: FeedForwardConfig(ff), dropout: 0.1)
     }
+
+    /// The layout of `config` (nothing is allocated: the arena comes on first use).
+    func layout(_ config: TransformerXL.Config) throws -> ParameterLayout { try TransformerXL(config: config).layout }
 
     func millions(_ layout: ParameterLayout) -> Double { (Double(layout.count) / 1e4).rounded() / 100 }
 
     @Test(arguments: 0..<4) func countsMatchThePaperTable(index: Int) throws {
         let s = Self.shapes[index]
-        let dense = try TransformerXL.parameterLayout(for: config(s, .dense(.init(hiddenSize: s.denseFF))))
-        let moe = try TransformerXL.parameterLayout(for: config(s, .sigmaMoE(.init(experts: s.experts, expertSize: s.expertSize, k: 4))))
+        let dense = try layout(config(s, DenseFeedForward.Config(hiddenSize: s.denseFF)))
+        let moe = try layout(config(s, MixtureOfExperts.SigmaConfig(experts: s.experts, expertSize: s.expertSize, k: 4)))
         #expect(millions(dense) == s.dense, "\(s.name) dense \(dense.count)")
         #expect(millions(moe) == s.moe, "\(s.name) σ-MoE \(moe.count)")
         if let pkm = s.pkm {
-            let valueMatched = try TransformerXL.parameterLayout(for: config(s, .productKeyMemory(.init(keysPerHalf: s.pkmKeys.0))))
-            let parameterMatched = try TransformerXL.parameterLayout(for: config(s, .productKeyMemory(.init(keysPerHalf: s.pkmKeys.1))))
+            let valueMatched = try layout(config(s, ProductKeyMemory.Config(keysPerHalf: s.pkmKeys.0)))
+            let parameterMatched = try layout(config(s, ProductKeyMemory.Config(keysPerHalf: s.pkmKeys.1)))
             #expect(millions(valueMatched) == pkm.0, "\(s.name) PKM \(valueMatched.count)")
             #expect(millions(parameterMatched) == pkm.1, "\(s.name) PKM matched \(parameterMatched.count)")
         }
     }
 
-    /// Every variant at every paper size: it builds, and the per-block formula that parameter
-    /// matching uses equals the allocated layout.
-    @Test(arguments: 0..<4) func everyVariantBuildsAndItsFormulaMatchesTheLayout(index: Int) throws {
+    /// Every variant at every paper size: it builds, and its block count (the one matching
+    /// uses) equals its share of the model's layout.
+    @Test(arguments: 0..<4) func everyVariantBuildsAndItsCountMatchesTheLayout(index: Int) throws {
         let s = Self.shapes[index]
         let variants: [FeedForwardConfig] = [
-            .dense(.init(hiddenSize: s.denseFF)),
-            .sigmaMoE(.init(experts: s.experts, expertSize: s.expertSize, k: 4, selection: .softmaxAfterTopK)),
-            .switchMoE(.init(experts: s.experts / 2, expertSize: 2 * s.expertSize)),
-            .sBase(.init(experts: s.experts, expertSize: s.expertSize, k: 4)),
-            .topK(.init(hiddenSize: s.denseFF, k: 128)),
-            .productKeyMemory(.init(keysPerHalf: s.pkmKeys.0)),
-            .productKeyMemory(.improved(keysPerHalf: s.pkmKeys.1)),
+            FeedForwardConfig(DenseFeedForward.Config(hiddenSize: s.denseFF)),
+            FeedForwardConfig(MixtureOfExperts.SigmaConfig(experts: s.experts, expertSize: s.expertSize, k: 4, selection: .softmaxAfterTopK)),
+            FeedForwardConfig(MixtureOfExperts.SwitchConfig(experts: s.experts / 2, expertSize: 2 * s.expertSize)),
+            FeedForwardConfig(MixtureOfExperts.SBaseConfig(experts: s.experts, expertSize: s.expertSize, k: 4)),
+            FeedForwardConfig(TopKFeedForward.Config(hiddenSize: s.denseFF, k: 128)),
+            FeedForwardConfig(ProductKeyMemory.Config(keysPerHalf: s.pkmKeys.0)),
+            FeedForwardConfig(ProductKeyMemory.Config.improved(keysPerHalf: s.pkmKeys.1)),
         ]
+        #expect(Set(variants.map(\.kind)) == Set(FeedForwardConfig.kinds), "every registered kind at the paper sizes")
         for variant in variants {
-            let layout = try TransformerXL.parameterLayout(for: config(s, variant))
-            let block = layout.views.filter { $0.name.hasPrefix("layers.0.feedforward.") }.reduce(0) { $0 + $1.count }
+            var model = config(s, DenseFeedForward.Config(hiddenSize: 1))
+            model.feedForward = variant
+            let layout = try layout(model)
+            let block = layout.count { $0.hasPrefix("layers.0.feedforward.") }
             #expect(block == variant.parameterCount(modelWidth: s.width), "\(s.name) \(variant.kind)")
         }
     }
 
-    @Test func matchedExpertSizeReproducesThePaperChoice() {
+    @Test func matchedExpertSizeReproducesThePaperChoice() throws {
         // E8: 16 experts matched to d_ff 2053 at d 512 gives the paper's 128.
-        let dense = FeedForwardConfig.dense(.init(hiddenSize: 2053)).parameterCount(modelWidth: 512)
-        #expect(FeedForwardConfig.matchedExpertSize(target: dense, experts: 16, modelWidth: 512) == 128)
-        #expect(FeedForwardConfig.matchedExpertSize(target: 100, experts: 16, modelWidth: 512) == nil)
+        var e8 = ModelConfig(config(Self.shapes[3], DenseFeedForward.Config(hiddenSize: 2053)))
+        var options = FeedForwardOptions()
+        options.experts = 16
+        let note = try e8.changeFeedForward(to: MixtureOfExperts.SigmaConfig.self, options: options)
+        #expect(e8.feedForward == FeedForwardConfig(MixtureOfExperts.SigmaConfig(experts: 16, expertSize: 128, k: 4)))
+        #expect(note == "matched expert size 128 (16 experts) to the 2104837 parameters per layer of the block it replaces: 2105344 (+507, +0.02%)")
+        // A block too small for 16 experts of size 1 cannot be matched.
+        var tiny = ModelConfig(config(Self.shapes[3], DenseFeedForward.Config(hiddenSize: 1)))
+        #expect { try tiny.changeFeedForward(to: MixtureOfExperts.SigmaConfig.self, options: options) } throws: {
+            "\($0)".contains("cannot match")
+        }
     }
 }

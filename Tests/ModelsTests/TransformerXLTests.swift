@@ -7,9 +7,9 @@ import TestSupport
 
 @Suite(.serialized) struct TransformerXLTests {
     /// H x D (2 x 3) differs from d (8) on purpose; dropout is on with a fixed mask.
-    static let tiny = ModelConfig(
+    static let tiny = TransformerXL.Config(
         vocabularySize: 11, modelWidth: 8, layers: 2, heads: 2, headSize: 3,
-        feedForward: .dense(.init(hiddenSize: 12)), dropout: 0.1)
+        feedForward: FeedForwardConfig(DenseFeedForward.Config(hiddenSize: 12)), dropout: 0.1)
 
     static func batch(seed: UInt64, shape: TokenShape, vocabulary: Int) -> ([Int32], [Int32]) {
         var rng = RandomGenerator(seed: seed)
@@ -31,40 +31,36 @@ import TestSupport
         let memory = model.makeMemory(batch: 2, capacity: 4)
         let (firstInputs, firstTargets) = Self.batch(seed: 5, shape: shape, vocabulary: 11)
         var warmup = ForwardContext(training: true, rng: RandomGenerator(seed: 6))
-        _ = model.forward(inputs: firstInputs, targets: firstTargets, shape: shape, memory: memory, context: &warmup)
+        _ = model.forward(inputs: firstInputs, targets: firstTargets, shape: shape, state: memory, context: &warmup)
         model.advance(memory)
         #expect(memory.length == 4)
 
         let (inputs, targets) = Self.batch(seed: 7, shape: shape, vocabulary: 11)
         func loss() -> Double {
             var context = ForwardContext(training: true, rng: RandomGenerator(seed: 8))
-            let (ce, aux) = model.forward(inputs: inputs, targets: targets, shape: shape, memory: memory, context: &context)
-            return ce / Double(shape.rows) + aux
+            return model.forward(inputs: inputs, targets: targets, shape: shape, state: memory, context: &context).objective
         }
         model.arena.zeroGradients()
         _ = loss()
         model.backward()
-        let tensors = model.layout.views.map {
-            CheckedTensor($0.name, values: model.arena.value($0), gradient: model.arena.gradient($0), count: $0.count)
-        }
-        let mismatches = checkGradients(tensors, samples: 6, step: 1e-3, loss: loss)
+        let mismatches = checkGradients(model.checkedTensors, samples: 6, step: 1e-3, loss: loss)
         #expect(mismatches.isEmpty, "\(mismatches)")
         // The memory must matter: without it the loss differs.
         var context = ForwardContext(training: true, rng: RandomGenerator(seed: 8))
-        let withoutMemory = model.forward(inputs: inputs, targets: targets, shape: shape, memory: nil, context: &context).crossEntropySum
-        #expect(abs(withoutMemory / Double(shape.rows) - loss()) > 1e-6)
+        let withoutMemory = model.forward(inputs: inputs, targets: targets, shape: shape, context: &context).crossEntropy
+        #expect(abs(withoutMemory - loss()) > 1e-6)
     }
 
     @Test func lossAtInitialisationIsNearLogVocabulary() throws {
-        let config = ModelConfig(
+        let config = TransformerXL.Config(
             vocabularySize: 64, modelWidth: 32, layers: 2, heads: 4,
-            feedForward: .dense(.init(hiddenSize: 64)), dropout: 0)
+            feedForward: FeedForwardConfig(DenseFeedForward.Config(hiddenSize: 64)), dropout: 0)
         let model = try TransformerXL(config: config)
         model.initialize(seed: 1)
         let shape = TokenShape(batch: 4, length: 16)
         let (inputs, targets) = Self.batch(seed: 2, shape: shape, vocabulary: 64)
         var context = ForwardContext(training: false, rng: RandomGenerator(seed: 0))
-        let loss = model.forward(inputs: inputs, targets: targets, shape: shape, memory: nil, context: &context).crossEntropySum / Double(shape.rows)
+        let loss = model.forward(inputs: inputs, targets: targets, shape: shape, context: &context).crossEntropy
         #expect(abs(loss - log(64.0)) < 0.25, "initial loss \(loss), ln V = \(log(64.0))")
     }
 
@@ -94,37 +90,36 @@ import TestSupport
 }
 
 @Suite(.serialized) struct SparseModelTests {
-    static let blocks: [FeedForwardConfig] = [
-        .sigmaMoE(.init(experts: 4, expertSize: 3, k: 2, expertDropout: 0.2, regularization: 0.05)),
-        .switchMoE(.init(experts: 3, expertSize: 4, balance: 0.5)),
-        .sBase(.init(experts: 4, expertSize: 3, k: 2, regularization: 0.05)),
-        .topK(.init(hiddenSize: 12, k: 5)),
-        .productKeyMemory(.init(keysPerHalf: 3, heads: 2, knn: 4, activation: .relu)),
-    ]
-
-    /// The whole model with each sparse block: expert dropout and auxiliary losses included.
-    @Test(arguments: 0..<5) func wholeModelWithSparseBlockGradients(index: Int) throws {
+    /// The whole model with every feedforward example: expert dropout and auxiliary losses
+    /// included.
+    @Test(arguments: FeedForwardExamples.all(width: 8))
+    func wholeModelWithEveryBlockGradients(block: FeedForwardConfig) throws {
         var config = TransformerXLTests.tiny
-        config.feedForward = Self.blocks[index]
+        config.feedForward = block
         let model = try TransformerXL(config: config)
         model.initialize(seed: 3)
         let shape = TokenShape(batch: 2, length: 4)
         let (inputs, targets) = TransformerXLTests.batch(seed: 7, shape: shape, vocabulary: 11)
         func loss() -> Double {
             var context = ForwardContext(training: true, rng: RandomGenerator(seed: 8))
-            let (ce, aux) = model.forward(inputs: inputs, targets: targets, shape: shape, memory: nil, context: &context)
-            return ce / Double(shape.rows) + aux
+            return model.forward(inputs: inputs, targets: targets, shape: shape, context: &context).objective
         }
         model.arena.zeroGradients()
-        _ = loss()
         var context = ForwardContext(training: true, rng: RandomGenerator(seed: 8))
-        let auxiliary = model.forward(inputs: inputs, targets: targets, shape: shape, memory: nil, context: &context).auxiliaryLoss
-        if case .sigmaMoE = config.feedForward { #expect(auxiliary < 0) }
+        let auxiliary = model.forward(inputs: inputs, targets: targets, shape: shape, context: &context).auxiliaryLoss
+        if block.kind == MixtureOfExperts.SigmaConfig.kind { #expect(auxiliary < 0) }
         model.backward()
-        let tensors = model.layout.views.map {
-            CheckedTensor($0.name, values: model.arena.value($0), gradient: model.arena.gradient($0), count: $0.count)
-        }
-        let mismatches = checkGradients(tensors, samples: 6, step: 1e-3, loss: loss)
-        #expect(mismatches.isEmpty, "\(config.feedForward.kind): \(mismatches)")
+        let mismatches = checkGradients(model.checkedTensors, samples: 6, step: 1e-3, loss: loss)
+        #expect(mismatches.isEmpty, "\(block.summary): \(mismatches)")
     }
+
+    /// A new registered kind fails here until it has an example (and so every variant test
+    /// covers it).
+    @Test func examplesCoverEveryRegisteredKind() {
+        #expect(Set(FeedForwardExamples.all(width: 8).map(\.kind)) == Set(FeedForwardConfig.kinds))
+    }
+}
+
+extension FeedForwardConfig: CustomTestStringConvertible {
+    public var testDescription: String { summary }
 }

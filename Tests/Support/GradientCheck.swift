@@ -30,7 +30,7 @@ public struct GradientMismatch: CustomStringConvertible {
     }
 }
 
-/// Central finite differences against the analytic gradient (STYLE.md "Gradient checks").
+/// Central finite differences against the analytic gradient.
 ///
 /// `loss` must recompute the scalar from the current values (accumulated in Double, with the
 /// same dropout masks each time). At most `samples` coordinates per tensor are checked

@@ -51,7 +51,7 @@ import Training
         #expect(loaded.config == trainer.config)
         #expect(loaded.step == 3)
         let model = try loaded.makeModel()
-        #expect(memcmp(model.arena.values, trainer.model.arena.values, model.parameterCount * 4) == 0)
+        #expect(memcmp(model.arena.values, trainer.model.arena.values, model.layout.count * 4) == 0)
     }
 
     @Test func checkpointOfAnotherConfigIsRejected() throws {
@@ -59,7 +59,7 @@ import Training
         let trainer = try Trainer(config: Fixtures.tinyConfig(steps: 2), corpus: Fixtures.textCorpus(), runDirectory: directory)
         try trainer.run()
         let loaded = try Checkpoint.load(Trainer.checkpoints(in: directory).last!)
-        var config = loaded.config.model
+        var config = loaded.config.model.as(TransformerXL.Config.self)!
         config.modelWidth = 32
         let other = try TransformerXL(config: config)
         #expect { try loaded.loadParameters(into: other) } throws: { "\($0)".contains("expected") && "\($0)".contains("another config") }
@@ -69,14 +69,13 @@ import Training
     @Test func stepDumpGradientsMatchFiniteDifferences() throws {
         let directory = Fixtures.temporaryDirectory("step")
         var config = Fixtures.tinyConfig(steps: 2)
-        config.model.modelWidth = 8
-        config.model.heads = 2
-        config.model.headSize = 3
-        config.model.feedForward = .dense(.init(hiddenSize: 12))
+        config.model = ModelConfig(TransformerXL.Config(
+            vocabularySize: 0, modelWidth: 8, layers: 2, heads: 2, headSize: 3,
+            feedForward: FeedForwardConfig(DenseFeedForward.Config(hiddenSize: 12)), dropout: 0.1))
         let trainer = try Trainer(config: config, corpus: Fixtures.textCorpus(), runDirectory: directory)
         try trainer.run()
         let checkpoint = try Checkpoint.load(Trainer.checkpoints(in: directory).last!)
-        let v = trainer.config.model.vocabularySize
+        let v = trainer.model.outputClasses
         var rng = RandomGenerator(seed: 3)
         let (b, t) = (2, 5)
         let tokens = (0..<(b * (t + 1))).map { _ in Int32(rng.integer(below: v)) }
@@ -98,7 +97,7 @@ import Training
         let shape = TokenShape(batch: b, length: t)
         func loss() -> Double {
             var context = ForwardContext(training: true, dropout: false, rng: RandomGenerator(seed: 0))
-            return model.forward(inputs: inputs, targets: targets, shape: shape, memory: nil, context: &context).crossEntropySum / Double(shape.rows)
+            return model.forward(inputs: inputs, targets: targets, shape: shape, context: &context).crossEntropy
         }
         #expect(abs(loss() - result.loss) < 1e-9)
         var dumped: [String: [Float]] = [:]
@@ -111,90 +110,5 @@ import Training
         let mismatches = checkGradients(tensors, samples: 5, step: 1e-3, loss: loss)
         withExtendedLifetime(dumped) {}
         #expect(mismatches.isEmpty, "\(mismatches)")
-    }
-}
-
-struct ConfigResolutionTests {
-    @Test func overridesReplaceOnlyTheFieldsTheyName() throws {
-        var object = ConfigResolution.encode(Preset.quickstart.config)
-        object = try ConfigResolution.merge(object, ["training": ["steps": 7], "model": ["feed_forward": ["d_ff": 99]]], source: "test")
-        let config = try ConfigResolution.decode(object, source: "test")
-        #expect(config.training.steps == 7)
-        #expect(config.model.feedForward == .dense(.init(hiddenSize: 99)))
-        #expect(config.training.batchSize == Preset.quickstart.config.training.batchSize)
-    }
-
-    @Test func unknownKeysAndBadTypesNameTheField() {
-        let base = ConfigResolution.encode(Preset.quickstart.config)
-        #expect { _ = try ConfigResolution.merge(base, ["training": ["stepz": 1]], source: "x.json") } throws: {
-            "\($0)".contains("x.json: unknown key 'training.stepz'")
-        }
-        #expect {
-            let merged = try ConfigResolution.merge(base, ["model": ["layers": "four"]], source: "x.json")
-            _ = try ConfigResolution.decode(merged, source: "x.json")
-        } throws: { "\($0)".contains("x.json: model.layers must be an integer") }
-    }
-
-    @Test func everyPresetBuildsAndE8HasThePaperCount() throws {
-        for name in Preset.allNames { try Preset(name: name)!.config.validate() }
-        let e8 = try TransformerXL(config: Preset.e8.config.model)
-        #expect(e8.parameterCount == 41_234_721)  // DESIGN.md: 41.23M
-    }
-}
-
-struct FeedForwardOverrideTests {
-    @Test func changingTheKindMatchesTheReplacedBlock() throws {
-        var model = Preset.quickstart.config.model
-        var overrides = FeedForwardOverrides()
-        overrides.kind = "moe"
-        overrides.experts = 16
-        try overrides.apply(to: &model)
-        // Dense 2 * 128 * 512 + 512 + 128 = 131712; 16 experts of 32: 2*16*32*128 + 16*128 = 133120.
-        #expect(model.feedForward == .sigmaMoE(.init(experts: 16, expertSize: 32, k: 4)))
-    }
-
-    @Test func optionsOfAnotherKindAreRejected() {
-        func failure(_ build: (inout FeedForwardOverrides) -> Void) -> String {
-            var model = Preset.quickstart.config.model
-            var overrides = FeedForwardOverrides()
-            build(&overrides)
-            do {
-                try overrides.apply(to: &model)
-                try model.validate()
-                return "no error"
-            } catch { return "\(error)" }
-        }
-        #expect(failure { $0.experts = 4 } == "--experts applies to --ffn moe|switch|sbase, not dense")
-        #expect(failure { $0.kind = "switch"; $0.k = 2 } == "--k applies to --ffn moe|sbase, not switch")
-        #expect(failure { $0.kind = "moe"; $0.k = 20 }.contains("k = 20 must be between 1 and the number of experts 16"))
-        #expect(failure { $0.kind = "moe"; $0.selection = "argmax" }.contains("--selection argmax is unknown"))
-        #expect(failure { $0.kind = "moe"; $0.experts = 100_000 }.contains("cannot match"))
-        #expect(failure { $0.kind = "sbase"; $0.expertDropout = 1.5 }.contains("expert_dropout must be in [0, 1)"))
-    }
-}
-
-struct MatchingTests {
-    @Test func matchingPrintsTheResidualAndCanBeTurnedOff() throws {
-        var model = Preset.e8.config.model
-        var overrides = FeedForwardOverrides()
-        overrides.kind = "moe"
-        overrides.experts = 16
-        let note = try overrides.apply(to: &model)
-        #expect(note == "matched expert size 128 (16 experts) to the 2104837 parameters per layer of the block it replaces: 2105344 (+507, +0.02%)")
-        var pkmModel = Preset.e8.config.model
-        var pkm = FeedForwardOverrides()
-        pkm.kind = "pkm"
-        #expect(try pkm.apply(to: &pkmModel)?.contains("n_keys 62 (4 heads)") == true)
-        // --match none: fixed defaults, nothing solved.
-        var unmatched = Preset.quickstart.config.model
-        overrides.matching = false
-        #expect(try overrides.apply(to: &unmatched) == nil)
-        #expect(unmatched.feedForward == .sigmaMoE(.init(experts: 16, expertSize: FeedForwardOverrides.unmatchedExpertSize, k: 4)))
-        // A given size is used as it is.
-        var given = Preset.e8.config.model
-        var sized = FeedForwardOverrides()
-        sized.kind = "moe"
-        sized.expertSize = 64
-        #expect(try sized.apply(to: &given) == nil)
     }
 }

@@ -1,6 +1,8 @@
 import Datasets
 import Foundation
+import Layers
 import Models
+import Testing
 import Configuration
 import Training
 
@@ -27,9 +29,9 @@ enum Fixtures {
 
     static func tinyConfig(steps: Int = 20) -> RunConfig {
         var config = Preset.quickstart.config
-        config.model = ModelConfig(
+        config.model = ModelConfig(TransformerXL.Config(
             vocabularySize: 0, modelWidth: 16, layers: 2, heads: 2, headSize: 8,
-            feedForward: .dense(.init(hiddenSize: 32)), dropout: 0.1)
+            feedForward: FeedForwardConfig(DenseFeedForward.Config(hiddenSize: 32)), dropout: 0.1))
         config.training.steps = steps
         config.training.batchSize = 4
         config.training.segmentLength = 8
@@ -41,6 +43,22 @@ enum Fixtures {
         config.training.checkpointInterval = 10
         config.evaluation = EvaluationConfig(batchSize: 2, memorySegments: 2)
         return config
+    }
+
+    /// `config` with `block` as every layer's feedforward block.
+    static func with(_ config: RunConfig, _ block: some FeedForwardVariant) -> RunConfig {
+        var config = config
+        config.model.feedForward = FeedForwardConfig(block)
+        return config
+    }
+
+    /// A file of Tests/TrainingTests/Fixtures/FOLDER, copied into the test bundle.
+    static func file(_ name: String, in folder: String) throws -> URL {
+        let base = (name as NSString).deletingPathExtension
+        let ext = (name as NSString).pathExtension
+        return try #require(
+            Bundle.module.url(forResource: base, withExtension: ext, subdirectory: folder),
+            "missing fixture \(folder)/\(name) (its README.md says how it was made)")
     }
 
     static func temporaryDirectory(_ name: String) -> URL {

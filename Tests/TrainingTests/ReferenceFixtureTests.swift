@@ -15,15 +15,15 @@ import Training
 
     @Test(arguments: ["dense", "moe"])
     func stepMatchesThePyTorchReference(model: String) throws {
-        let checkpoint = try Checkpoint.load(try ReferenceFixture.url("\(model).safetensors"))
+        let checkpoint = try Checkpoint.load(try Fixtures.file("\(model).safetensors", in: "reference"))
         let directory = Fixtures.temporaryDirectory("reference-\(model)")
         defer { try? FileManager.default.removeItem(at: directory) }
         let dumpURL = directory.appendingPathComponent("step.safetensors")
         try StepDump.run(
-            checkpoint: checkpoint, tokensURL: try ReferenceFixture.url("tokens.safetensors"),
+            checkpoint: checkpoint, tokensURL: try Fixtures.file("tokens.safetensors", in: "reference"),
             dumpURL: dumpURL)
         let actual = try SafeTensors.File(url: dumpURL)
-        let expected = try SafeTensors.File(url: try ReferenceFixture.url("\(model)-step.safetensors"))
+        let expected = try SafeTensors.File(url: try Fixtures.file("\(model)-step.safetensors", in: "reference"))
 
         // Both sides hold exactly loss, logits and one gradient per parameter.
         let parameterNames = try checkpoint.makeModel().layout.views.map(\.name)
@@ -49,16 +49,5 @@ import Training
                 #expect(relative <= Self.relativeTolerance, "\(model) \(name): relative difference \(relative)")
             }
         }
-    }
-}
-
-/// The files of Tests/TrainingTests/Fixtures/reference, copied into the test bundle.
-enum ReferenceFixture {
-    static func url(_ name: String) throws -> URL {
-        let base = (name as NSString).deletingPathExtension
-        let ext = (name as NSString).pathExtension
-        return try #require(
-            Bundle.module.url(forResource: base, withExtension: ext, subdirectory: "reference"),
-            "missing fixture \(name) (Scripts/fixtures/make-reference-step.py makes it)")
     }
 }

@@ -10,12 +10,12 @@ import Training
 
 @Suite(.serialized) struct TrainingLoopTests {
     @Test func overfitsOneBatch() throws {
-        let config = ModelConfig(
+        let config = TransformerXL.Config(
             vocabularySize: 20, modelWidth: 16, layers: 2, heads: 2,
-            feedForward: .dense(.init(hiddenSize: 32)), dropout: 0)
+            feedForward: FeedForwardConfig(DenseFeedForward.Config(hiddenSize: 32)), dropout: 0)
         let model = try TransformerXL(config: config)
         model.initialize(seed: 1)
-        let optimizer = AdamW(count: model.parameterCount, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0)
+        let optimizer = Adam(count: model.parameterCount, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: .decoupled(0))
         var rng = RandomGenerator(seed: 2)
         let shape = TokenShape(batch: 2, length: 12)
         let inputs = (0..<shape.rows).map { _ in Int32(rng.integer(below: 20)) }
@@ -24,7 +24,7 @@ import Training
         for step in 0..<200 {
             model.arena.zeroGradients()
             var context = ForwardContext(training: true, rng: rng)
-            let loss = model.forward(inputs: inputs, targets: targets, shape: shape, memory: nil, context: &context).crossEntropySum / Double(shape.rows)
+            let loss = model.forward(inputs: inputs, targets: targets, shape: shape, context: &context).crossEntropy
             model.backward()
             optimizer.step(model.arena, learningRate: 3e-3)
             if step == 0 { first = loss }
@@ -49,12 +49,12 @@ import Training
 
     @Test(arguments: [false, true]) func trainingStepAllocatesNothingAfterTheFirst(sparse: Bool) throws {
         var config = Fixtures.tinyConfig()
-        if sparse { config.model.feedForward = .sigmaMoE(.init(experts: 4, expertSize: 8, k: 2, expertDropout: 0.1)) }
+        if sparse { config = Fixtures.with(config, MixtureOfExperts.SigmaConfig(experts: 4, expertSize: 8, k: 2, expertDropout: 0.1)) }
         let trainer = try Trainer(config: config, corpus: Fixtures.textCorpus(), runDirectory: Fixtures.temporaryDirectory("alloc"))
         _ = try trainer.trainStep()
         let after = BufferStatistics.allocations
         for _ in 0..<4 { _ = try trainer.trainStep() }
-        #expect(trainer.memory.length == 8, "memory filled after the first step")
+        #expect((trainer.state as! TransformerXLMemory).length == 8, "memory filled after the first step")
         #expect(BufferStatistics.allocations == after)
     }
 
@@ -63,8 +63,8 @@ import Training
     @Test(arguments: [0, 1, 2]) func resumedRunMatchesUninterruptedBitForBit(variant: Int) throws {
         let corpus = Fixtures.textCorpus()
         var config = Fixtures.tinyConfig(steps: 20)
-        if variant == 1 { config.model.feedForward = .sigmaMoE(.init(experts: 4, expertSize: 8, k: 2, expertDropout: 0.1)) }
-        if variant == 2 { config.model.feedForward = .productKeyMemory(.init(keysPerHalf: 4, heads: 2, knn: 4, query: .mlpBatchNorm)) }
+        if variant == 1 { config = Fixtures.with(config, MixtureOfExperts.SigmaConfig(experts: 4, expertSize: 8, k: 2, expertDropout: 0.1)) }
+        if variant == 2 { config = Fixtures.with(config, ProductKeyMemory.Config(keysPerHalf: 4, heads: 2, knn: 4, query: .mlpBatchNorm)) }
         let straight = try Trainer(config: config, corpus: corpus, runDirectory: Fixtures.temporaryDirectory("straight"))
         let expected = try straight.run()
 
@@ -127,14 +127,16 @@ import Training
 }
 
 struct OptimiserTests {
-    /// Two updates of PyTorch's AdamW written out by hand.
-    @Test func adamWMatchesTheReferenceFormula() {
-        var layout = ParameterLayout()
-        _ = layout.add("p", shape: [2])
-        let arena = ParameterArena(layout: layout)
+    /// Two updates of PyTorch's AdamW and Adam written out by hand: decoupled decay shrinks
+    /// the parameter, L2 decay enters the gradient (and so the moments).
+    @Test(arguments: [true, false]) func adamMatchesTheReferenceFormula(decoupled: Bool) {
+        let scope = ParameterScope()
+        _ = scope.tensor("p", shape: [2])
+        let arena = ParameterArena(layout: scope.layout)
         arena.values[0] = 0.5
         arena.values[1] = -1
-        let optimizer = AdamW(count: 2, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0.1)
+        let (b1, b2, eps, wd) = (0.9, 0.995, 1e-9, 0.1)
+        let optimizer = Adam(count: 2, beta1: b1, beta2: b2, epsilon: eps, weightDecay: decoupled ? .decoupled(Float(wd)) : .l2(Float(wd)))
         var p: [Double] = [0.5, -1], m: [Double] = [0, 0], v: [Double] = [0, 0]
         let grads: [[Float]] = [[0.2, -0.3], [0.1, 0.4]]
         for (t, g) in grads.enumerated() {
@@ -142,21 +144,34 @@ struct OptimiserTests {
             arena.gradients[1] = g[1]
             optimizer.step(arena, learningRate: 0.01)
             for i in 0..<2 {
-                p[i] *= 1 - 0.01 * 0.1
-                m[i] = 0.9 * m[i] + 0.1 * Double(g[i])
-                v[i] = 0.999 * v[i] + 0.001 * Double(g[i]) * Double(g[i])
-                let mHat = m[i] / (1 - pow(0.9, Double(t + 1)))
-                let denominator = (v[i] / (1 - pow(0.999, Double(t + 1)))).squareRoot() + 1e-8
+                var grad = Double(g[i])
+                if decoupled { p[i] *= 1 - 0.01 * wd } else { grad += wd * p[i] }
+                m[i] = b1 * m[i] + (1 - b1) * grad
+                v[i] = b2 * v[i] + (1 - b2) * grad * grad
+                let mHat = m[i] / (1 - pow(b1, Double(t + 1)))
+                let denominator = (v[i] / (1 - pow(b2, Double(t + 1)))).squareRoot() + eps
                 p[i] -= 0.01 * mHat / denominator
                 #expect(abs(Double(arena.values[i]) - p[i]) < 1e-6)
             }
         }
+        #expect(optimizer.stepCount == 2)
+    }
+
+    @Test func configChoosesTheOptimiserAndSchedule() {
+        var training = Fixtures.tinyConfig().training
+        training.weightDecay = 0.5
+        #expect((training.makeOptimizer(parameters: 3) as! Adam).weightDecay == .decoupled(0.5))
+        #expect(training.makeSchedule() is WarmupCosineSchedule)
+        training.optimizer = .adam
+        training.schedule = .constant
+        #expect((training.makeOptimizer(parameters: 3) as! Adam).weightDecay == .l2(0.5))
+        #expect(training.makeSchedule() is ConstantSchedule)
     }
 
     @Test func clippingScalesToTheThreshold() {
-        var layout = ParameterLayout()
-        _ = layout.add("p", shape: [2])
-        let arena = ParameterArena(layout: layout)
+        let scope = ParameterScope()
+        _ = scope.tensor("p", shape: [2])
+        let arena = ParameterArena(layout: scope.layout)
         arena.gradients[0] = 3
         arena.gradients[1] = 4
         let norm = clipGradientNorm(arena, maximum: 0.5)
@@ -166,12 +181,19 @@ struct OptimiserTests {
         #expect(abs(arena.gradientNorm() - 0.5) < 1e-6)
     }
 
+    @Test func constantScheduleWarmsUpThenHolds() {
+        let plain = ConstantSchedule(baseRate: 0.5)
+        #expect([0, 1, 999].map(plain.rate(at:)) == [0.5, 0.5, 0.5])
+        let warm = ConstantSchedule(baseRate: 2, warmupSteps: 4)
+        #expect([0, 3, 4, 100].map(warm.rate(at:)) == [0.5, 2, 2, 2])
+    }
+
     @Test func scheduleIsWarmupThenOfficialCosine() {
-        let plain = LearningRateSchedule(baseRate: 1, warmupSteps: 0, totalSteps: 100)
+        let plain = WarmupCosineSchedule(baseRate: 1, warmupSteps: 0, totalSteps: 100)
         #expect(plain.rate(at: 0) == 1)
         #expect(abs(plain.rate(at: 50) - 0.5) < 1e-12)
         #expect(abs(plain.rate(at: 100)) < 1e-12)
-        let warm = LearningRateSchedule(baseRate: 2, warmupSteps: 10, totalSteps: 100)
+        let warm = WarmupCosineSchedule(baseRate: 2, warmupSteps: 10, totalSteps: 100)
         #expect(abs(warm.rate(at: 0) - 0.2) < 1e-12)
         #expect(abs(warm.rate(at: 9) - 2) < 1e-12)
         // After warmup the cosine is stepped with (step - warmup) over T_max = steps.
