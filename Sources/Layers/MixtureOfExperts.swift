@@ -34,7 +34,7 @@ public final class MixtureOfExperts: FeedForwardLayer {
     }
 
     /// σ-MoE (`--ffn moe`) and its selection ablations.
-    public struct SigmaConfig: FeedForwardVariant {
+    public struct SigmaConfig: RegularizedExperts {
         public var experts: Int
         public var expertSize: Int
         public var k: Int
@@ -63,31 +63,16 @@ public final class MixtureOfExperts: FeedForwardLayer {
             .experts, .expertSize, .k, .expertDropout, .regularization, .selection,
         ]
 
-        /// 16 experts, K = 4, the expert size matched to the replaced block.
-        public static func replacing(
-            _ replaced: ReplacedBlock, options: FeedForwardOptions
-        ) throws -> (block: Self, note: String?) {
-            let (experts, size, note) = try matchedExperts(replaced, options) { n, g in
-                SigmaConfig(experts: n, expertSize: g, k: 1)
-            }
-            return (SigmaConfig(experts: experts, expertSize: size, k: 4), note)
+        static func make(experts: Int, expertSize: Int, k: Int) -> Self {
+            SigmaConfig(experts: experts, expertSize: expertSize, k: k)
         }
 
         public mutating func apply(_ options: FeedForwardOptions) {
-            if let v = options.experts { experts = v }
-            if let v = options.expertSize { expertSize = v }
-            if let v = options.k { k = v }
-            if let v = options.expertDropout { expertDropout = v }
-            if let v = options.regularization { regularization = v }
+            applyExpertOptions(options)
             if let v = options.selection { selection = v }
         }
 
-        public func validate(modelWidth: Int) throws {
-            try validateExperts(experts, expertSize, k, expertDropout)
-            if !(regularization >= 0 && regularization.isFinite) {
-                throw FeedForwardConfigError(description: "regularization must be >= 0 (got \(regularization))")
-            }
-        }
+        public func validate(modelWidth: Int) throws { try validateExpertFields() }
 
         public func makeLayer(_ scope: ParameterScope, modelWidth: Int, dropout: Float) -> any FeedForwardLayer {
             let gate: Gate = switch selection {
@@ -182,7 +167,7 @@ public final class MixtureOfExperts: FeedForwardLayer {
 
     /// S-BASE (`--ffn sbase`): σ-MoE's init and regulariser with Sinkhorn routing in training,
     /// sigmoid gates.
-    public struct SBaseConfig: FeedForwardVariant {
+    public struct SBaseConfig: RegularizedExperts {
         public var experts: Int
         public var expertSize: Int
         public var k: Int
@@ -210,29 +195,14 @@ public final class MixtureOfExperts: FeedForwardLayer {
             .experts, .expertSize, .k, .expertDropout, .regularization,
         ]
 
-        /// 16 experts, K = 4, the expert size matched to the replaced block.
-        public static func replacing(
-            _ replaced: ReplacedBlock, options: FeedForwardOptions
-        ) throws -> (block: Self, note: String?) {
-            let (experts, size, note) = try matchedExperts(replaced, options) { n, g in
-                SBaseConfig(experts: n, expertSize: g, k: 1)
-            }
-            return (SBaseConfig(experts: experts, expertSize: size, k: 4), note)
+        static func make(experts: Int, expertSize: Int, k: Int) -> Self {
+            SBaseConfig(experts: experts, expertSize: expertSize, k: k)
         }
 
-        public mutating func apply(_ options: FeedForwardOptions) {
-            if let v = options.experts { experts = v }
-            if let v = options.expertSize { expertSize = v }
-            if let v = options.k { k = v }
-            if let v = options.expertDropout { expertDropout = v }
-            if let v = options.regularization { regularization = v }
-        }
+        public mutating func apply(_ options: FeedForwardOptions) { applyExpertOptions(options) }
 
         public func validate(modelWidth: Int) throws {
-            try validateExperts(experts, expertSize, k, expertDropout)
-            if !(regularization >= 0 && regularization.isFinite) {
-                throw FeedForwardConfigError(description: "regularization must be >= 0 (got \(regularization))")
-            }
+            try validateExpertFields()
             if sinkhornIterations < 1 {
                 throw FeedForwardConfigError(description: "sinkhorn_iterations must be at least 1 (got \(sinkhornIterations))")
             }
@@ -255,6 +225,17 @@ public final class MixtureOfExperts: FeedForwardLayer {
         public var summary: String { "S-BASE \(experts) x \(expertSize), K \(k)" }
     }
 
+    /// σ-MoE and S-BASE: K of N experts per token, expert dropout and the entropy regulariser.
+    protocol RegularizedExperts: FeedForwardVariant {
+        var experts: Int { get set }
+        var expertSize: Int { get set }
+        var k: Int { get set }
+        var expertDropout: Float { get set }
+        var regularization: Double { get set }
+        /// The block with the other fields at their defaults.
+        static func make(experts: Int, expertSize: Int, k: Int) -> Self
+    }
+
     /// The expert count (given, or 16) and expert size (given, matched to the replaced block,
     /// or the paper's 128 without matching) of an expert block replacing another block.
     static func matchedExperts<T: FeedForwardVariant>(
@@ -275,7 +256,7 @@ public final class MixtureOfExperts: FeedForwardLayer {
         return (n, size, note)
     }
 
-    /// Shared checks of the expert variants.
+    /// Shared checks of the expert variants (`validate` of each).
     static func validateExperts(_ experts: Int, _ size: Int, _ k: Int, _ dropout: Float) throws {
         func fail(_ message: String) throws { throw FeedForwardConfigError(description: message) }
         if experts < 1 { try fail("experts must be at least 1 (got \(experts))") }
@@ -849,6 +830,33 @@ public final class MixtureOfExperts: FeedForwardLayer {
                 let e = gate == .softmaxAfter ? Int(chosen.pointer[row * kk + column]) : column
                 dz[row * n + e] += probabilities[column] * (w[column] - inner)
             }
+        }
+    }
+}
+
+extension MixtureOfExperts.RegularizedExperts {
+    /// 16 experts, K = 4, the expert size matched to the replaced block.
+    public static func replacing(
+        _ replaced: ReplacedBlock, options: FeedForwardOptions
+    ) throws -> (block: Self, note: String?) {
+        let (experts, size, note) = try MixtureOfExperts.matchedExperts(replaced, options) { n, g in
+            make(experts: n, expertSize: g, k: 1)
+        }
+        return (make(experts: experts, expertSize: size, k: 4), note)
+    }
+
+    mutating func applyExpertOptions(_ options: FeedForwardOptions) {
+        if let v = options.experts { experts = v }
+        if let v = options.expertSize { expertSize = v }
+        if let v = options.k { k = v }
+        if let v = options.expertDropout { expertDropout = v }
+        if let v = options.regularization { regularization = v }
+    }
+
+    func validateExpertFields() throws {
+        try MixtureOfExperts.validateExperts(experts, expertSize, k, expertDropout)
+        if !(regularization >= 0 && regularization.isFinite) {
+            throw FeedForwardConfigError(description: "regularization must be >= 0 (got \(regularization))")
         }
     }
 }

@@ -9,7 +9,7 @@ struct Eval: ParsableCommand {
         abstract: "Evaluate a checkpoint on a split with the Transformer-XL test protocol.")
 
     @Option(help: "Checkpoint (.safetensors) to evaluate.") var checkpoint: String
-    @Option(help: "Split: valid or test.") var split: String = "test"
+    @Option(help: "Split.") var split: EvaluatedSplit = .test
     @Option(help: "Data (default: the data the checkpoint was trained on).") var data: String?
     @Option(help: "Streams per evaluation batch.") var batchSize: Int = 4
     @Option(help: "Memory length in segments (fills up 1, 2, ... at the start).") var memorySegments: Int = 4
@@ -18,10 +18,14 @@ struct Eval: ParsableCommand {
     @OptionGroup var threads: ThreadOptions
 
     func validate() throws {
-        guard split == "valid" || split == "test" else { throw ValidationError("--split must be valid or test (got \(split))") }
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
         guard memorySegments >= 0 else { throw ValidationError("--memory-segments must be >= 0") }
         if let segmentLength, segmentLength < 1 { throw ValidationError("--segment-length must be at least 1") }
+    }
+
+    /// The splits a checkpoint is evaluated on.
+    enum EvaluatedSplit: String, CaseIterable, ExpressibleByArgument {
+        case valid, test
     }
 
     func run() throws {
@@ -37,7 +41,7 @@ struct Eval: ParsableCommand {
         let length = segmentLength ?? loaded.config.training.segmentLength
         let start = Date()
         let result = try LanguageModelingTask.evaluate(
-            model, tokens: corpus.split(Split(rawValue: split)!), unit: corpus.unit, split: split,
+            model, tokens: corpus.split(Split(rawValue: split.rawValue)!), unit: corpus.unit, split: split.rawValue,
             batchSize: batchSize, segmentLength: length, memorySegments: memorySegments)
         print("\(split): loss \(String(format: "%.4f", result.loss)) | \(result.metricText) | \(result.tokens) tokens | batch \(batchSize), segment \(length), memory \(memorySegments) segments | \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
         let url = output.map { URL(fileURLWithPath: $0) }

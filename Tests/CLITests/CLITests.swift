@@ -98,7 +98,7 @@ let tinyFlags = ["--d-model", "16", "--layers", "1", "--heads", "2", "--d-ff", "
             (["train", "--data", corpus.path, "--run-dir", "/proc/lmtrain-cannot-write"] + tinyFlags, "/proc"),
             (["train", "--resume", folder.appendingPathComponent("no-run").path], "no such run directory"),
             (["eval", "--checkpoint", notCheckpoint.path], "not a valid safetensors file"),
-            (["eval", "--checkpoint", notCheckpoint.path, "--split", "train"], "--split must be valid or test"),
+            (["eval", "--checkpoint", notCheckpoint.path, "--split", "train"], "'train' is invalid for '--split <split>'"),
         ]
         // --help is not an error: the whole help, exit 0.
         let help = try lmtrain(["train", "--help"], in: folder)
