@@ -57,8 +57,14 @@ struct PaperSizeTests {
             FeedForwardConfig(ProductKeyMemory.Config(keysPerHalf: s.pkmKeys.0)),
             FeedForwardConfig(ProductKeyMemory.Config.improved(keysPerHalf: s.pkmKeys.1)),
         ]
-        #expect(Set(variants.map(\.kind)) == Set(FeedForwardConfig.kinds), "every registered kind at the paper sizes")
-        for variant in variants {
+        // Every registered kind, as `--ffn KIND` makes it from the dense block (matched).
+        var converted: [FeedForwardConfig] = []
+        for kind in FeedForwardConfig.variants {
+            var model = ModelConfig(config(s, DenseFeedForward.Config(hiddenSize: s.denseFF)))
+            try model.changeFeedForward(to: kind, options: FeedForwardOptions())
+            converted.append(model.feedForward!)
+        }
+        for variant in variants + converted {
             var model = config(s, DenseFeedForward.Config(hiddenSize: 1))
             model.feedForward = variant
             let layout = try layout(model)
