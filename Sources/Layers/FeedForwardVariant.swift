@@ -56,8 +56,9 @@ extension FeedForwardVariant {
         Double(activeParameters(modelWidth: modelWidth)) / Double(parameterCount(modelWidth: modelWidth))
     }
 
-    /// Parameters of one block at width `modelWidth`: the layer built into an empty layout
-    /// (nothing is allocated), so the count is exactly what a model registers.
+    /// Parameters of one block at width `modelWidth`: the layer built into an empty layout (no
+    /// parameter memory), so the count is exactly what a model registers. The config must
+    /// pass `validate(modelWidth:)`.
     public func parameterCount(modelWidth: Int) -> Int {
         let scope = ParameterScope()
         _ = makeLayer(scope, modelWidth: modelWidth, dropout: 0)
@@ -276,6 +277,7 @@ public struct FeedForwardConfig: Sendable {
         }
         var note: String?
         if let kind, kind.kind != self.kind {
+            try validate(modelWidth: modelWidth)  // the replaced block is built to be counted
             let replaced = ReplacedBlock(self, modelWidth: modelWidth, matching: matching)
             (variant, note) = try kind.erasedReplacing(replaced, options: options)
         }

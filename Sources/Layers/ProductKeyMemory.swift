@@ -249,8 +249,16 @@ public final class ProductKeyMemory: FeedForwardLayer {
     /// Candidates (i, j) with (i + 1)(j + 1) <= k among the m x m: the sums actually formed.
     let candidateCount: Int
 
-    /// [N] reads per value row since resetUsage(), kept across passes.
-    let usageTotals: UnsafeMutablePointer<Int>
+    /// [N] reads per value row since resetUsage(), kept across passes; allocated by the first
+    /// pass, so a layer built only to be counted allocates nothing of size N.
+    var usageTotals: UnsafeMutablePointer<Int> {
+        if let usageStorage { return usageStorage }
+        let totals = UnsafeMutablePointer<Int>.allocate(capacity: valueCount)
+        totals.initialize(repeating: 0, count: valueCount)
+        usageStorage = totals
+        return totals
+    }
+    private var usageStorage: UnsafeMutablePointer<Int>?
     private var lastRows = 0
 
     // Forward activations (kept for backward).
@@ -296,11 +304,9 @@ public final class ProductKeyMemory: FeedForwardLayer {
             queryProjection = nil
             queryNorm = nil
         }
-        usageTotals = .allocate(capacity: n * n)
-        usageTotals.initialize(repeating: 0, count: n * n)
     }
 
-    deinit { usageTotals.deallocate() }
+    deinit { usageStorage?.deallocate() }
 
     /// Keys N(0, (2/L)/d); values N(0, (2/L)/d) or, with "+init", N(0, (2/L)/N); the query
     /// projection by the prenorm init with zero bias (the official code re-initialises every

@@ -5,7 +5,7 @@ import Tensor
 //   t_r = K-th largest entry of h[r, :]
 //   y = W2 (h * [h >= t]) + b2                      [R, d]
 //   W1: [F, d], W2: [d, F], both with bias; weights by the prenorm init, biases 0.
-// As the official `TopkTransformer` (RobertCsordas/moe, layers/transformer/topk_transformer.py)
+// As the official σ-MoE code's top-K Transformer
 // with the paper's setting `topk_use_norm = 0`: the activation is ReLU, the hidden dropout comes
 // *before* the selection (so the dropped-out, rescaled values compete), ties at t_r keep more
 // than K entries, the mask carries no gradient, and everything is computed densely (the GEMMs
