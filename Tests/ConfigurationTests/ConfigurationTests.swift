@@ -63,6 +63,7 @@ struct ConfigResolutionTests {
 }
 
 struct FeedForwardChangeTests {
+    @discardableResult
     static func change(_ model: inout ModelConfig, to kind: (any FeedForwardVariant.Type)?, _ set: (inout FeedForwardOptions) -> Void = { _ in }, matching: Bool = true) throws -> String? {
         var options = FeedForwardOptions()
         set(&options)
