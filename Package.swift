@@ -5,6 +5,7 @@ import PackageDescription
 //   CBLAS, CZlib -> Tensor -> Layers -> Models -> Configuration -> Accounting -> Training -> lmtrain
 //   CZlib -> Datasets -> Configuration;  Accounting builds models to ask them (no parameter memory).
 //   Heaps (no dependencies) -> Layers, Tokenizers;  Tokenizers -> Datasets.
+//   Tensor -> FormalLanguages (only for its seeded random generator).
 let package = Package(
     name: "lmtrain",
     products: [
@@ -13,7 +14,7 @@ let package = Package(
             name: "LMTrain",
             targets: [
                 "Heaps", "Tensor", "Layers", "Models", "Tokenizers", "Datasets", "Configuration", "Accounting",
-                "Training",
+                "Training", "FormalLanguages",
             ]),
     ],
     dependencies: [
@@ -34,6 +35,8 @@ let package = Package(
         // Byte, word and SentencePiece-compatible BPE tokenizers (pure Swift).
         .target(name: "Tokenizers", dependencies: ["Heaps"]),
         .target(name: "Datasets", dependencies: ["CZlib", "Tensor", "Tokenizers"]),
+        // The formal-language recognition tasks: generators, target rules, checked files (pure Swift).
+        .target(name: "FormalLanguages", dependencies: ["Tensor"]),
         // Run configs, presets and their JSON/flag resolution (no tensors).
         .target(name: "Configuration", dependencies: ["Models", "Datasets", "Layers"]),
         // Parameters, FLOPs and memory of a config, parameter matching, audits (no tensors).
@@ -57,6 +60,7 @@ let package = Package(
         .testTarget(name: "LayersTests", dependencies: ["Layers", "Tensor", "TestSupport"]),
         .testTarget(
             name: "ModelsTests", dependencies: ["Models", "Layers", "Tensor", "TestSupport"]),
+        .testTarget(name: "FormalLanguagesTests", dependencies: ["FormalLanguages"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "CZlib", "TestSupport"]),
         .testTarget(
             name: "TrainingTests",
