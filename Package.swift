@@ -38,12 +38,12 @@ let package = Package(
         // The formal-language recognition tasks: generators, target rules, checked files (pure Swift).
         .target(name: "FormalLanguages", dependencies: ["Tensor"]),
         // Run configs, presets and their JSON/flag resolution (no tensors).
-        .target(name: "Configuration", dependencies: ["Models", "Datasets", "Layers"]),
+        .target(name: "Configuration", dependencies: ["Models", "Datasets", "Layers", "FormalLanguages"]),
         // Parameters, FLOPs and memory of a config, parameter matching, audits (no tensors).
         .target(name: "Accounting", dependencies: ["Configuration", "Models", "Layers", "Tensor"]),
         .target(
             name: "Training",
-            dependencies: ["Configuration", "Accounting", "Models", "Datasets", "Layers", "Tensor"]),
+            dependencies: ["Configuration", "Accounting", "Models", "Datasets", "FormalLanguages", "Layers", "Tensor"]),
         .executableTarget(
             name: "lmtrain",
             dependencies: [

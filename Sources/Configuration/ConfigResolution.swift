@@ -82,14 +82,14 @@ public enum ConfigResolution {
         public var isEmpty: Bool { kind == nil && options.isEmpty }
     }
 
-    /// A run config from a preset, then a JSON file's fields (`--config`), then single field
-    /// overrides (flags, as a partial config object), then the feedforward change; validated.
-    /// Also returns the line describing a matched block size, if one was matched.
+    /// A run config from a preset's config, then a JSON file's fields (`--config`), then single
+    /// field overrides (flags, as a partial config object), then the feedforward change;
+    /// validated. Also returns the line describing a matched block size, if one was matched.
     public static func resolve(
-        preset: Preset, configFile: URL? = nil, overrides: Object = [:],
+        preset: RunConfig, configFile: URL? = nil, overrides: Object = [:],
         feedForward: FeedForwardChange = .init()
     ) throws -> (config: RunConfig, note: String?) {
-        var object = encode(preset.config)
+        var object = encode(preset)
         if let configFile {
             object = try merge(object, readObject(configFile), source: "--config \(configFile.path)")
         }

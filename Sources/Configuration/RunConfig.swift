@@ -47,6 +47,9 @@ public enum ScheduleKind: String, Sendable, Codable, CaseIterable {
 public struct TrainingConfig: Sendable, Codable, Equatable {
     /// Total optimiser steps (the cosine schedule spans them).
     public var steps: Int
+    /// When set, the run lasts this many epochs: `steps` becomes epochs x the task's batches
+    /// per epoch when the run starts.
+    public var epochs: Int?
     /// B: parallel streams of the ordered batcher.
     public var batchSize: Int
     /// T: tokens per segment.
@@ -77,7 +80,7 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     public var keepCheckpoints: Int
 
     enum CodingKeys: String, CodingKey {
-        case steps, seed, optimizer, schedule
+        case steps, epochs, seed, optimizer, schedule
         case batchSize = "batch_size", segmentLength = "segment_length", memoryLength = "memory_length"
         case learningRate = "learning_rate", warmupSteps = "warmup_steps", gradientClip = "gradient_clip"
         case weightDecay = "weight_decay", adamBeta1 = "adam_beta1", adamBeta2 = "adam_beta2"
@@ -116,10 +119,11 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
         self.keepCheckpoints = keepCheckpoints
     }
 
-    /// Every key is required except `optimizer` and `schedule`, which configs written before
-    /// they existed lack: those runs used AdamW and the cosine schedule.
+    /// Every key is required except `optimizer`, `schedule` and `epochs`, which configs written
+    /// before they existed lack: those runs used AdamW, the cosine schedule and `steps`.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
+        let epochs = try c.decodeIfPresent(Int.self, forKey: .epochs)
         self.init(
             steps: try c.decode(Int.self, forKey: .steps),
             batchSize: try c.decode(Int.self, forKey: .batchSize),
@@ -140,11 +144,38 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
             validationBatches: try c.decode(Int.self, forKey: .validationBatches),
             checkpointInterval: try c.decode(Int.self, forKey: .checkpointInterval),
             keepCheckpoints: try c.decode(Int.self, forKey: .keepCheckpoints))
+        self.epochs = epochs
+    }
+
+    /// Every key, `epochs` as null when unset, so config files list all fields.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(steps, forKey: .steps)
+        try c.encode(epochs, forKey: .epochs)
+        try c.encode(batchSize, forKey: .batchSize)
+        try c.encode(segmentLength, forKey: .segmentLength)
+        try c.encode(memoryLength, forKey: .memoryLength)
+        try c.encode(optimizer, forKey: .optimizer)
+        try c.encode(schedule, forKey: .schedule)
+        try c.encode(learningRate, forKey: .learningRate)
+        try c.encode(warmupSteps, forKey: .warmupSteps)
+        try c.encode(gradientClip, forKey: .gradientClip)
+        try c.encode(weightDecay, forKey: .weightDecay)
+        try c.encode(adamBeta1, forKey: .adamBeta1)
+        try c.encode(adamBeta2, forKey: .adamBeta2)
+        try c.encode(adamEpsilon, forKey: .adamEpsilon)
+        try c.encode(seed, forKey: .seed)
+        try c.encode(logInterval, forKey: .logInterval)
+        try c.encode(validationInterval, forKey: .validationInterval)
+        try c.encode(validationBatches, forKey: .validationBatches)
+        try c.encode(checkpointInterval, forKey: .checkpointInterval)
+        try c.encode(keepCheckpoints, forKey: .keepCheckpoints)
     }
 
     public func validate() throws {
         func require(_ ok: Bool, _ message: String) throws { if !ok { throw ConfigError(message) } }
         try require(steps >= 1, "training.steps must be at least 1 (got \(steps))")
+        if let epochs { try require(epochs >= 1, "training.epochs must be at least 1 (got \(epochs))") }
         try require(batchSize >= 1, "training.batch_size must be at least 1 (got \(batchSize))")
         try require(segmentLength >= 1, "training.segment_length must be at least 1 (got \(segmentLength))")
         try require(memoryLength >= 0, "training.memory_length must be >= 0 (got \(memoryLength))")

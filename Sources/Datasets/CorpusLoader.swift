@@ -12,14 +12,28 @@ public struct DataConfig: Sendable, Codable, Equatable {
     /// `bytes`, `words` (Transformer-XL words) or `bpe:N` (SentencePiece BPE with N pieces);
     /// enwik8 takes bytes only.
     public var tokenizer: String
+    /// A formal-language task (`parity`, `dyck-1`, ... Docs/formal-languages.md) instead of a
+    /// corpus: its data are generated from `generator_seed`, or read from the benchmark's
+    /// `.src`/`.tgt` files in the folder `source` when that is given.
+    public var task: String?
+    /// The seed of the formal-language generator (the data are the same for every model).
+    public var generatorSeed: UInt64
 
-    public init(source: String? = nil, split: [Double] = [0.9, 0.05, 0.05], tokenizer: String = "bytes") {
+    public init(
+        source: String? = nil, split: [Double] = [0.9, 0.05, 0.05], tokenizer: String = "bytes",
+        task: String? = nil, generatorSeed: UInt64 = 1
+    ) {
         self.source = source
         self.split = split
         self.tokenizer = tokenizer
+        self.task = task
+        self.generatorSeed = generatorSeed
     }
 
-    enum CodingKeys: String, CodingKey { case source, split, tokenizer }
+    enum CodingKeys: String, CodingKey {
+        case source, split, tokenizer, task
+        case generatorSeed = "generator_seed"
+    }
 
     /// `bytes`, `words` or `bpe:N` with N >= 1.
     static func isTokenizerName(_ name: String) -> Bool {
@@ -33,6 +47,9 @@ public struct DataConfig: Sendable, Codable, Equatable {
         source = try c.decodeIfPresent(String.self, forKey: .source)
         split = try c.decode([Double].self, forKey: .split)
         tokenizer = try c.decode(String.self, forKey: .tokenizer)
+        // Absent in configs written before formal-language tasks existed.
+        task = try c.decodeIfPresent(String.self, forKey: .task)
+        generatorSeed = try c.decodeIfPresent(UInt64.self, forKey: .generatorSeed) ?? 1
     }
 
     /// Encodes `source` as null for the default corpus, so config files list every field.
@@ -41,6 +58,8 @@ public struct DataConfig: Sendable, Codable, Equatable {
         try c.encode(source, forKey: .source)
         try c.encode(split, forKey: .split)
         try c.encode(tokenizer, forKey: .tokenizer)
+        try c.encode(task, forKey: .task)
+        try c.encode(generatorSeed, forKey: .generatorSeed)
     }
 
     public func validate() throws {

@@ -59,7 +59,7 @@ public class DenseFeedForward: FeedForwardLayer {
     private let dHidden = FloatBuffer()
 
     /// Registers `up` [F, d] and `down` [d, F], each with a bias, under `scope`.
-    init(_ scope: ParameterScope, hiddenSize: Int, width: Int, dropout: Float) {
+    public init(_ scope: ParameterScope, hiddenSize: Int, width: Int, dropout: Float) {
         self.hiddenSize = hiddenSize
         self.width = width
         up = Linear(scope.child("up"), inputWidth: width, outputWidth: hiddenSize, bias: true)
@@ -72,6 +72,13 @@ public class DenseFeedForward: FeedForwardLayer {
             context.prenormInitialize(linear.weight, in: arena)
             arena.value(linear.bias!).update(repeating: 0, count: linear.outputWidth)
         }
+    }
+
+    /// PyTorch's default `nn.Linear` initialisation of both layers, U(±1/sqrt(fan_in)) for
+    /// weights and biases: the feedforward sublayers of the formal-language models.
+    public func initializeUniform(_ arena: ParameterArena, _ context: inout InitializationContext) {
+        up.initializeUniform(arena, &context)
+        down.initializeUniform(arena, &context)
     }
 
     public func declareBuffers(for pass: PassShape, in plan: inout BufferPlan) {

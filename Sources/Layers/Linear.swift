@@ -18,6 +18,13 @@ public final class Linear {
         bias = hasBias ? scope.tensor("bias", shape: [outputWidth]) : nil
     }
 
+    /// PyTorch's default `nn.Linear` initialisation: weight and bias U(±1/sqrt(I)).
+    public func initializeUniform(_ arena: ParameterArena, _ context: inout InitializationContext) {
+        let bound = 1 / Double(inputWidth).squareRoot()
+        Initializer.uniform(arena.value(weight), count: weight.count, bound: bound, rng: &context.rng)
+        if let bias { Initializer.uniform(arena.value(bias), count: outputWidth, bound: bound, rng: &context.rng) }
+    }
+
     /// The bias gradient of a training pass over `rows` rows sums columns with `Ones`.
     public func declareBuffers(rows: Int, training: Bool, in plan: inout BufferPlan) {
         if training && bias != nil { Ones.shared.declare(count: rows, in: &plan) }

@@ -6,8 +6,11 @@ import Tensor
 public protocol SequenceModelConfig: Sendable, Codable, Equatable {
     /// The architecture's name, the config key `model.kind`.
     static var kind: String { get }
-    /// Output classes (and input symbols): the data sets it.
+    /// Output classes: the data set it.
     var vocabularySize: Int { get set }
+    /// Input symbols (the same as the output classes unless the data say otherwise, as for
+    /// formal languages): the data set it.
+    var inputVocabularySize: Int { get set }
     /// Width of the hidden state, the input width of the feedforward block.
     var modelWidth: Int { get }
     /// The swappable feedforward block of every layer; nil for architectures without one
@@ -28,6 +31,9 @@ public struct ModelConfig: Sendable {
     /// `SequenceModelConfig`, and one line here.
     public static let architectures: [any SequenceModelConfig.Type] = [
         TransformerXL.Config.self,
+        FastWeightTransformer.Config.self,
+        SoftmaxTransformer.Config.self,
+        RecurrentNetwork.Config.self,
     ]
 
     /// The kind assumed for configs that name none (written before `model.kind` existed).
@@ -47,6 +53,11 @@ public struct ModelConfig: Sendable {
     public var vocabularySize: Int {
         get { architecture.vocabularySize }
         set { architecture.vocabularySize = newValue }
+    }
+
+    public var inputVocabularySize: Int {
+        get { architecture.inputVocabularySize }
+        set { architecture.inputVocabularySize = newValue }
     }
 
     public var feedForward: FeedForwardConfig? {

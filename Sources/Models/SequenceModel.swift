@@ -78,6 +78,10 @@ public protocol SequenceModel: AnyObject {
     /// Bytes of the state `makeState(batch:capacity:)` would allocate (nothing is allocated).
     func stateBytes(batch: Int, capacity: Int) -> Int
 
+    /// Reserves the buffers of passes up to `pass` now (the largest batch of a run), so that no
+    /// later pass allocates.
+    func reserveBuffers(for pass: PassShape)
+
     /// Declares every buffer a pass of shape `pass` uses; the model reserves the same plan
     /// before such a pass, so the accountant's inventory is exactly what is allocated.
     func declareBuffers(for pass: PassShape, in plan: inout BufferPlan)

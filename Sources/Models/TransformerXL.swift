@@ -24,8 +24,7 @@ public final class TransformerXL: SequenceModel {
 
     private var shape = TokenShape(batch: 0, length: 0)
     private var scoredPositions = 0
-    /// The pass the buffers were last planned for.
-    private var plannedPass: PassShape?
+    private let planner = PassPlanner()
     private let tokens = Buffer<Int32>()
     private let targets = Buffer<Int32>()
     private let hidden: [FloatBuffer]
@@ -129,15 +128,7 @@ public final class TransformerXL: SequenceModel {
         plan.declare(dHidden.1, "hidden-state gradient (second)", count: rows * d)
     }
 
-    /// Reserves the buffers of `pass` when it differs from the last pass planned (buffers only
-    /// grow, so alternating training and evaluation passes allocate once each).
-    private func prepare(_ pass: PassShape) {
-        guard pass != plannedPass else { return }
-        var plan = BufferPlan()
-        declareBuffers(for: pass, in: &plan)
-        plan.reserve()
-        plannedPass = pass
-    }
+    public func reserveBuffers(for pass: PassShape) { BufferPlan.reserve { declareBuffers(for: pass, in: &$0) } }
 
     // MARK: Forward and backward
 
@@ -151,7 +142,8 @@ public final class TransformerXL: SequenceModel {
         precondition(
             memory == nil || shape.batch == memory!.batch,
             "batch \(shape.batch) differs from the memory's batch \(memory!.batch)")
-        prepare(PassShape(tokens: shape, memoryCapacity: memory?.capacity ?? 0, context: context))
+        let pass = PassShape(tokens: shape, memoryCapacity: memory?.capacity ?? 0, context: context)
+        planner.prepare(pass) { declareBuffers(for: pass, in: &$0) }
         let memoryLength = memory?.length ?? 0
         self.shape = shape
         let rows = shape.rows, d = config.modelWidth, v = config.vocabularySize

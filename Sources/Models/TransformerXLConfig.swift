@@ -8,6 +8,12 @@ extension TransformerXL {
 
         /// Number of token ids (bytes: distinct byte values of the corpus).
         public var vocabularySize: Int
+
+        /// A language model reads the ids it predicts.
+        public var inputVocabularySize: Int {
+            get { vocabularySize }
+            set { vocabularySize = newValue }
+        }
         /// d_model.
         public var modelWidth: Int
         public var layers: Int

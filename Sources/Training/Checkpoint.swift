@@ -19,12 +19,24 @@ public enum Checkpoint {
         public var optimizer: any Optimizer
         public var state: (any CarriedState)?
         public var rng: RandomGenerator
+        /// The best periodic evaluation's score so far (tasks that select a best checkpoint).
+        public var bestScore: Double?
+        /// The task was solved: the run is over.
+        public var solved: Bool
+        /// Wall-clock seconds of training so far, over every session.
+        public var elapsedSeconds: Double
 
-        public init(step: Int, optimizer: any Optimizer, state: (any CarriedState)?, rng: RandomGenerator) {
+        public init(
+            step: Int, optimizer: any Optimizer, state: (any CarriedState)?, rng: RandomGenerator,
+            bestScore: Double? = nil, solved: Bool = false, elapsedSeconds: Double = 0
+        ) {
+            self.elapsedSeconds = elapsedSeconds
             self.step = step
             self.optimizer = optimizer
             self.state = state
             self.rng = rng
+            self.bestScore = bestScore
+            self.solved = solved
         }
     }
 
@@ -56,6 +68,9 @@ public enum Checkpoint {
         if let training {
             metadata["step"] = String(training.step)
             metadata["optimizer_step"] = String(training.optimizer.stepCount)
+            if let best = training.bestScore { metadata["best_score"] = "\(best)" }
+            if training.solved { metadata["solved"] = "true" }
+            metadata["elapsed_seconds"] = "\(training.elapsedSeconds)"
             for (prefix, values) in training.optimizer.stateArrays {
                 for view in model.layout.views {
                     entries.append(.init(name: "\(prefix).\(view.name)", dtype: .f32, shape: view.shape, bytes: floats(values + view.offset, view.count)))
@@ -90,6 +105,12 @@ public enum Checkpoint {
         public var dataFingerprint: String { file.metadata["data_fingerprint"] ?? "" }
         public var vocabulary: String { file.metadata["vocabulary"] ?? "" }
         public var isTrainingCheckpoint: Bool { file.tensors["rng.state"] != nil }
+        /// The best periodic evaluation's score when the checkpoint was written.
+        public var bestScore: Double? { file.metadata["best_score"].flatMap(Double.init) }
+        /// The run had solved its task.
+        public var solved: Bool { file.metadata["solved"] == "true" }
+        /// Wall-clock seconds of training before the checkpoint (0 for older checkpoints).
+        public var elapsedSeconds: Double { file.metadata["elapsed_seconds"].flatMap(Double.init) ?? 0 }
 
         /// Builds the model of the saved config and loads its parameters.
         public func makeModel() throws -> any SequenceModel {

@@ -47,7 +47,8 @@ public final class LanguageModelingTask: TrainingTask {
     public var outputClasses: Int { corpus.vocabularySize }
     public var dataFingerprint: String { corpus.fingerprint }
     public var vocabularyDescription: String { corpus.vocabularyDescription }
-    public var positionsPerStep: Int { training.batchSize * training.segmentLength }
+
+    public var batchesPerEpoch: Int { batcher.fullChunks }
 
     public func trainingBatch(step: Int) -> (batch: TokenBatch, restartsState: Bool) {
         let chunk = step % batcher.fullChunks
@@ -57,8 +58,15 @@ public final class LanguageModelingTask: TrainingTask {
         return (TokenBatch(shape: shape, inputs: inputs.pointer, targets: targets.pointer), chunk == 0)
     }
 
+    /// Every `validation_interval` steps (0: never), not after the last (the final evaluation
+    /// follows it).
+    public func evaluatesAfter(step: Int) -> Bool {
+        training.validationInterval > 0 && step % training.validationInterval == 0 && step < training.steps
+    }
+
+    public var validationSplits: [String] { [Split.valid.rawValue] }
+    public var validationBatches: Int? { training.validationBatches == 0 ? nil : training.validationBatches }
     public var finalSplits: [String] { [Split.valid.rawValue, Split.test.rawValue] }
-    public var validationSplit: String { Split.valid.rawValue }
 
     public func evaluate(
         _ model: any SequenceModel, split: String, maximumBatches: Int? = nil,
@@ -119,6 +127,14 @@ public final class LanguageModelingTask: TrainingTask {
         unit == .bytes
             ? Metric(name: "bpc", value: loss / Foundation.log(2.0), label: "bpc", decimals: 4)
             : Metric(name: "perplexity", value: Foundation.exp(loss), label: "ppl", decimals: 2)
+    }
+
+    public var batchDescription: String {
+        "\(training.batchSize) x \(training.segmentLength) tokens (memory \(training.memoryLength))"
+    }
+
+    public var evaluationDescription: String {
+        "batch \(evaluation.batchSize), memory \(evaluation.memorySegments) x \(training.segmentLength)"
     }
 
     public func describe(loss: Double) -> String { Self.headline(loss: loss, unit: corpus.unit).text }

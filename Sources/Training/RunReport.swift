@@ -19,6 +19,8 @@ public struct RunReport: Codable, Sendable {
     /// Training positions per second over the optimiser steps this process ran (a resumed
     /// run: its last part).
     public let trainingTokensPerSecond: Double
+    /// Wall-clock seconds of training over every session of the run (evaluations included).
+    public let trainingSeconds: Double?
     /// Peak resident set size of the process (getrusage).
     public let peakResidentBytes: Int
     public let usage: [Usage]
@@ -45,6 +47,7 @@ public struct RunReport: Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case config, parameters, steps, results, checkpoint, usage
         case trainingTokensPerSecond = "training_tokens_per_second", peakResidentBytes = "peak_resident_bytes"
+        case trainingSeconds = "training_seconds"
     }
 
     /// The result of `split`, if evaluated.

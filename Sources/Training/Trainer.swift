@@ -14,6 +14,8 @@ public struct StepRecord: Sendable, Equatable {
     public var crossEntropy: Double
     public var auxiliaryLoss: Double
     public var learningRate: Double
+    /// Positions of the step's batch (padding included).
+    public var positions: Int
     /// Global gradient norm before clipping.
     public var gradientNorm: Double
     public var tokensPerSecond: Double
@@ -56,8 +58,21 @@ public final class Trainer {
     /// Training throughput of the steps this process ran (for the final report).
     private var trainedPositions = 0
     private var trainingSeconds = 0.0
+    /// The best periodic evaluation's score so far, for tasks that select a best checkpoint.
+    public private(set) var bestScore: Double?
+    /// A periodic evaluation showed the task solved: the run is over.
+    public private(set) var solved = false
+    /// Wall-clock seconds of `run` over every session of the run (checkpoints carry it).
+    public private(set) var elapsedSeconds = 0.0
+    private var sessionStart: Date?
 
     public var checkpointDirectory: URL { runDirectory.appendingPathComponent("checkpoints") }
+
+    /// The best checkpoint (`checkpoints/best.safetensors`), for tasks that keep one.
+    public var bestCheckpoint: URL { checkpointDirectory.appendingPathComponent("best.safetensors") }
+
+    /// Whether the run has nothing left to train: every step done, or the task solved.
+    public var isFinished: Bool { solved || step >= config.training.steps }
 
     /// A fresh run: checks the config, creates the run directory (refusing one that already
     /// holds a run), writes `config.json`, initialises the model from the seed. `restarting`
@@ -68,6 +83,8 @@ public final class Trainer {
     ) throws {
         var config = config
         config.model.vocabularySize = task.outputClasses
+        config.model.inputVocabularySize = task.inputClasses
+        if let epochs = config.training.epochs { config.training.steps = epochs * task.batchesPerEpoch }
         try config.validate()
         let configURL = runDirectory.appendingPathComponent("config.json")
         if FileManager.default.fileExists(atPath: configURL.path) && !(restarting && Self.checkpoints(in: runDirectory).isEmpty) {
@@ -87,7 +104,17 @@ public final class Trainer {
         let restored = try checkpoint.restoreTraining(model: model, optimizer: optimizer, state: state)
         step = restored.step
         rng = restored.rng
+        bestScore = checkpoint.bestScore
+        solved = checkpoint.solved
+        elapsedSeconds = checkpoint.elapsedSeconds
         lastCheckpoint = checkpoint.url
+    }
+
+    /// The task a config trains on: a formal-language task when `data.task` names one, else
+    /// language modelling on the corpus `data` describes.
+    public static func task(for config: RunConfig) throws -> any TrainingTask {
+        if config.data.task != nil { return try FormalLanguageTask(config: config) }
+        return try LanguageModelingTask(corpus: CorpusLoader.load(config.data), config: config)
     }
 
     /// A fresh language-modelling run on `corpus` (`LanguageModelingTask`).
@@ -116,6 +143,9 @@ public final class Trainer {
         rng = RandomGenerator(seed: t.seed ^ 0x5EED_D80F)
         step = 0
         metrics = try MetricsLog(url: runDirectory.appendingPathComponent("metrics.jsonl"), keepingStepsUpTo: resumeStep)
+        if let largest = task.largestTrainingBatch {
+            model.reserveBuffers(for: PassShape(tokens: largest, memoryCapacity: t.memoryLength, training: true, dropout: true))
+        }
     }
 
     /// One optimiser step on the next batch; throws on a non-finite loss or gradient before
@@ -143,7 +173,8 @@ public final class Trainer {
         trainingSeconds += seconds
         return StepRecord(
             step: step, loss: loss, crossEntropy: result.crossEntropy, auxiliaryLoss: result.auxiliaryLoss,
-            learningRate: rate, gradientNorm: norm, tokensPerSecond: Double(batch.shape.rows) / seconds,
+            learningRate: rate, positions: batch.shape.rows, gradientNorm: norm,
+            tokensPerSecond: Double(batch.shape.rows) / seconds,
             elapsedSeconds: seconds)
     }
 
@@ -176,26 +207,41 @@ public final class Trainer {
         return [("usage", layers)]
     }
 
-    /// Evaluates on `split` (the task's validation split by default), keeping the training
-    /// passes' selection counts apart from the evaluation's own.
-    public func evaluate(split: String? = nil, maximumBatches: Int? = nil) throws -> EvaluationResult {
+    /// A periodic evaluation: every validation split of the task, keeping the training passes'
+    /// selection counts apart from the evaluation's own.
+    public func validate() throws -> [EvaluationResult] {
         collectUsage()
         defer { model.resetUsage() }
-        return try task.evaluate(model, split: split ?? task.validationSplit, maximumBatches: maximumBatches, progress: nil)
+        return try task.validationSplits.map {
+            try task.evaluate(model, split: $0, maximumBatches: task.validationBatches, progress: nil)
+        }
     }
 
     /// Writes `checkpoints/step-NNNNNNN.safetensors` and deletes the oldest beyond the limit.
     @discardableResult
     public func saveCheckpoint() throws -> URL {
         let url = checkpointDirectory.appendingPathComponent(String(format: "step-%07d.safetensors", step))
-        try Checkpoint.save(
-            model: model, config: config, dataFingerprint: task.dataFingerprint,
-            vocabulary: task.vocabularyDescription,
-            training: .init(step: step, optimizer: optimizer, state: state, rng: rng), to: url)
+        try save(to: url)
         lastCheckpoint = url
         let all = Self.checkpoints(in: runDirectory)
         for old in all.dropLast(config.training.keepCheckpoints) { try? FileManager.default.removeItem(at: old) }
         return url
+    }
+
+    /// A training checkpoint of the current state at `url`.
+    private func save(to url: URL) throws {
+        try Checkpoint.save(
+            model: model, config: config, dataFingerprint: task.dataFingerprint,
+            vocabulary: task.vocabularyDescription,
+            training: .init(
+                step: step, optimizer: optimizer, state: state, rng: rng, bestScore: bestScore, solved: solved,
+                elapsedSeconds: currentElapsedSeconds),
+            to: url)
+    }
+
+    /// `elapsedSeconds` including the running session.
+    private var currentElapsedSeconds: Double {
+        elapsedSeconds + (sessionStart.map { Date().timeIntervalSince($0) } ?? 0)
     }
 
     /// Checkpoints of a run directory, oldest first.
@@ -206,19 +252,25 @@ public final class Trainer {
             .map { folder.appendingPathComponent($0) }
     }
 
-    /// Trains until `config.training.steps` (or `stopAt`, for splitting a run into sessions),
-    /// validating and checkpointing on schedule; returns the records of the steps it ran.
+    /// Trains until `config.training.steps` (or `stopAt`, for splitting a run into sessions, or
+    /// until the task is solved), validating and checkpointing on schedule; returns the records
+    /// of the steps it ran.
     @discardableResult
     public func run(stopAt: Int? = nil, observer: TrainingObserver? = nil) throws -> [StepRecord] {
         let t = config.training
-        let end = min(t.steps, stopAt ?? t.steps)
+        var end = min(t.steps, stopAt ?? t.steps)
         var records: [StepRecord] = []
         var intervalTokens = 0
         var intervalStart = Date()
         let runStart = Date()
-        while step < end {
+        sessionStart = runStart
+        defer {
+            elapsedSeconds = currentElapsedSeconds
+            sessionStart = nil
+        }
+        while step < end && !solved {
             var record = try trainStep()
-            intervalTokens += task.positionsPerStep
+            intervalTokens += record.positions
             if step % t.logInterval == 0 || step == end {
                 let now = Date()
                 record.tokensPerSecond = Double(intervalTokens) / now.timeIntervalSince(intervalStart)
@@ -235,10 +287,21 @@ public final class Trainer {
             record.elapsedSeconds = Date().timeIntervalSince(runStart)
             records.append(record)
             observer?.didStep(record, totalSteps: t.steps)
-            if t.validationInterval > 0 && step % t.validationInterval == 0 && step < t.steps {
-                let result = try evaluate(maximumBatches: t.validationBatches == 0 ? nil : t.validationBatches)
-                writeEvaluation(result)
-                observer?.didEvaluate(result, atStep: step)
+            if task.evaluatesAfter(step: step) {
+                let results = try validate()
+                for result in results {
+                    writeEvaluation(result)
+                    observer?.didEvaluate(result, atStep: step)
+                }
+                if let score = task.selectionScore(results), score > (bestScore ?? -.infinity) {
+                    // The official selection: strictly better than every earlier evaluation.
+                    bestScore = score
+                    try save(to: bestCheckpoint)
+                }
+                if task.isSolved(results) {
+                    solved = true
+                    end = step
+                }
             }
             if (t.checkpointInterval > 0 && step % t.checkpointInterval == 0) || step == end {
                 let url = try saveCheckpoint()
@@ -257,12 +320,18 @@ public final class Trainer {
     /// Training positions per second over the steps this process ran.
     public var trainingTokensPerSecond: Double { trainingSeconds > 0 ? Double(trainedPositions) / trainingSeconds : 0 }
 
-    /// The end of a finished run: evaluates every final split with the task's protocol, logs
-    /// the results (`final` records), and writes `report.json`.
+    /// The end of a finished run: evaluates every final split with the task's protocol (with
+    /// the best checkpoint's parameters for tasks that select one), logs the results (`final`
+    /// records), and writes `report.json`.
     @discardableResult
     public func finish(progress: ((String, Int, Int) -> Void)? = nil) throws -> RunReport {
         var results: [EvaluationResult] = []
         collectUsage()
+        var evaluated = lastCheckpoint
+        if bestScore != nil, FileManager.default.fileExists(atPath: bestCheckpoint.path) {
+            try Checkpoint.load(bestCheckpoint).loadParameters(into: model)
+            evaluated = bestCheckpoint
+        }
         for split in task.finalSplits {
             let result = try task.evaluate(model, split: split, maximumBatches: nil) { progress?(split, $0, $1) }
             writeEvaluation(result, type: "final")
@@ -271,7 +340,8 @@ public final class Trainer {
         model.resetUsage()
         let report = RunReport(
             config: config, parameters: model.layout.count, steps: step, results: results,
-            checkpoint: lastCheckpoint?.path, trainingTokensPerSecond: trainingTokensPerSecond,
+            checkpoint: evaluated?.path, trainingTokensPerSecond: trainingTokensPerSecond,
+            trainingSeconds: elapsedSeconds,
             peakResidentBytes: RunReport.peakResidentBytes(),
             usage: runUsage.enumerated().map { RunReport.Usage(layer: $0.offset, $0.element) })
         try report.write(to: runDirectory.appendingPathComponent("report.json"))

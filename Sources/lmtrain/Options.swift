@@ -12,13 +12,13 @@ import Training
 public struct ConfigOptions: ParsableArguments {
     public init() {}
 
-    @Option(help: "Starting configuration: a size (\(Preset.sizeNames)), optionally with a variant suffix (\(Preset.Variant.allCases.filter { $0 != .dense }.map { "-" + $0.rawValue }.joined(separator: ", "))).")
+    @Option(help: "Starting configuration: a size (\(Preset.sizeNames)), optionally with a variant suffix (\(Preset.Variant.allCases.filter { $0 != .dense }.map { "-" + $0.rawValue }.joined(separator: ", "))), or a formal-language TASK-MODEL (parity-srwm, dyck-1-lstm; lmtrain formal).")
     public var preset: String = "quickstart"
 
     @Option(help: "JSON file whose fields override the preset (same keys as config.json).")
     public var config: String?
 
-    @Option(help: "Training data: kjv (default), enwik8, wikitext-103, wikitext-103-raw, wikitext-2, wikitext-2-raw (found in Data/ as the official .zip or its folder), or a path to a text file, folder or .zip.")
+    @Option(help: "Training data: kjv (default), enwik8, wikitext-103, wikitext-103-raw, wikitext-2, wikitext-2-raw (found in Data/ as the official .zip or its folder), or a path to a text file, folder or .zip; for a formal-language preset, a folder of the benchmark's .src/.tgt files (default: generated).")
     var data: String?
 
     @Option(help: "Train,valid,test fractions for plain text files, e.g. 0.9,0.05,0.05.")
@@ -32,9 +32,13 @@ public struct ConfigOptions: ParsableArguments {
     @Option(help: "Attention heads.") var heads: Int?
     @Option(help: "Size of each head (default d_model / heads).") var headSize: Int?
     @Option(help: "Dropout rate.") var dropout: Float?
+    @Option(help: "Feedforward width as a multiple of d_model (formal-language models).") var ffFactor: Int?
+    @Option(help: "Embedding width E of the LSTM and e-LSTM.") var embSize: Int?
+    @Option(help: "Seed of the formal-language data generator (the data, not the model).") var generatorSeed: UInt64?
     @OptionGroup public var feedForward: FeedForwardFlags
 
     @Option(help: "Optimiser steps.") var steps: Int?
+    @Option(help: "Epochs: the run lasts this many passes over the training data (replaces --steps).") var epochs: Int?
     @Option(help: "Streams per batch (B).") var batchSize: Int?
     @Option(help: "Tokens per segment (T).") var segmentLength: Int?
     @Option(help: "Memory rows per stream in training (M).") var memoryLength: Int?
@@ -70,7 +74,10 @@ public struct ConfigOptions: ParsableArguments {
         if let heads { model["heads"] = heads }
         if let headSize { model["head_size"] = headSize }
         if let dropout { model["dropout"] = Double(dropout) }
+        if let ffFactor { model["ff_factor"] = ffFactor }
+        if let embSize { model["embedding_size"] = embSize }
         if let steps { training["steps"] = steps }
+        if let epochs { training["epochs"] = epochs }
         if let batchSize { training["batch_size"] = batchSize }
         if let segmentLength { training["segment_length"] = segmentLength }
         if let memoryLength { training["memory_length"] = memoryLength }
@@ -94,6 +101,7 @@ public struct ConfigOptions: ParsableArguments {
         if let source = self.data { data["source"] = source }
         if let split { data["split"] = split.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) ?? .nan } }
         if let tokenizer { data["tokenizer"] = tokenizer.choice.description }
+        if let generatorSeed { data["generator_seed"] = generatorSeed }
         var object: ConfigResolution.Object = [:]
         if !model.isEmpty { object["model"] = model }
         if !training.isEmpty { object["training"] = training }
@@ -107,8 +115,8 @@ public struct ConfigOptions: ParsableArguments {
 
     /// The config and, when a sparse block's size was matched, the line saying so.
     public func resolveWithNote() throws -> (config: RunConfig, note: String?) {
-        guard let preset = Preset(name: preset) else {
-            throw ValidationError("unknown preset '\(preset)': use one of \(Preset.allNames.joined(separator: ", "))")
+        guard let preset = Presets.config(named: preset) else {
+            throw ValidationError("unknown preset '\(preset)': use one of \(Presets.allNames.joined(separator: ", "))")
         }
         if let split, split.split(separator: ",").count != 3 || split.split(separator: ",").contains(where: { Double($0.trimmingCharacters(in: .whitespaces)) == nil }) {
             throw ValidationError("--split '\(split)' must be three fractions train,valid,test such as 0.9,0.05,0.05")

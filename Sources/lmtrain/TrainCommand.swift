@@ -34,40 +34,36 @@ struct Train: ParsableCommand {
             let (runDirectory, checkpointURL) = try Self.locate(resume)
             if let checkpointURL {
                 let checkpoint = try Checkpoint.load(checkpointURL)
-                let corpus = try CorpusLoader.load(checkpoint.config.data)
-                trainer = try Trainer(resuming: checkpoint, corpus: corpus, runDirectory: runDirectory)
+                trainer = try Trainer(resuming: checkpoint, task: Trainer.task(for: checkpoint.config), runDirectory: runDirectory)
                 print("resuming \(checkpointURL.path) at step \(trainer.step)")
             } else {
                 // Stopped before its first checkpoint: start over with the saved config.
                 let file = runDirectory.appendingPathComponent("config.json")
                 let config = try ConfigResolution.decode(ConfigResolution.readObject(file), source: file.path)
-                let corpus = try CorpusLoader.load(config.data)
-                trainer = try Trainer(config: config, corpus: corpus, runDirectory: runDirectory, restarting: true)
+                trainer = try Trainer(config: config, task: Trainer.task(for: config), runDirectory: runDirectory, restarting: true)
                 print("\(runDirectory.path) has no checkpoint yet: starting it over from step 0 with its config.json")
             }
         } else {
             let (config, note) = try options.resolveWithNote()
             if let note { print(note) }
-            let corpus = try CorpusLoader.load(config.data)
             let directory = runDir.map { URL(fileURLWithPath: $0) } ?? Self.defaultRunDirectory(preset: options.preset)
-            trainer = try Trainer(config: config, corpus: corpus, runDirectory: directory)
+            trainer = try Trainer(config: config, task: Trainer.task(for: config), runDirectory: directory)
         }
-        let config = trainer.config
-        let t = config.training
+        let t = trainer.config.training
         print("run \(trainer.runDirectory.path)")
         print(trainer.task.dataSummary)
-        print("model \(config.model.kind): \(config.model.summary), \(trainer.model.layout.count) parameters")
-        print("training \(t.steps) steps of \(t.batchSize) x \(t.segmentLength) tokens (memory \(t.memoryLength)), \(t.optimizer.rawValue), lr \(t.learningRate) \(t.schedule.rawValue), \(Threads.count) threads")
+        print("model \(trainer.config.model.kind): \(trainer.config.model.summary), \(trainer.model.layout.count) parameters")
+        print("training \(t.steps) steps\(t.epochs.map { " (\($0) epochs)" } ?? "") of \(trainer.task.batchDescription), \(t.optimizer.rawValue), lr \(t.learningRate) \(t.schedule.rawValue), \(Threads.count) threads")
         let observer = ConsoleObserver(logInterval: t.logInterval, describe: trainer.task.describe(loss:))
         try trainer.run(stopAt: stopAt, observer: observer)
         Self.printUsage(trainer.runUsage)
-        guard trainer.step >= t.steps else {
+        guard trainer.isFinished else {
             print("stopped at step \(trainer.step); continue with: lmtrain train --resume \(trainer.runDirectory.path)")
             return
         }
         let report = try trainer.finish()
         print("")
-        print("evaluation (batch \(config.evaluation.batchSize), memory \(config.evaluation.memorySegments) x \(t.segmentLength)):")
+        print("evaluation (\(trainer.task.evaluationDescription)\(trainer.bestScore == nil ? "" : ", best checkpoint")):")
         for r in report.results {
             print("  \(r.split.padding(toLength: 6, withPad: " ", startingAt: 0)) loss \(String(format: "%.4f", r.loss)) | \(r.metricText) | \(r.tokens) tokens")
         }
