@@ -40,7 +40,7 @@ let package = Package(
         // Run configs, presets and their JSON/flag resolution (no tensors).
         .target(name: "Configuration", dependencies: ["Models", "Datasets", "Layers", "FormalLanguages"]),
         // Parameters, FLOPs and memory of a config, parameter matching, audits (no tensors).
-        .target(name: "Accounting", dependencies: ["Configuration", "Models", "Layers", "Tensor"]),
+        .target(name: "Accounting", dependencies: ["Configuration", "FormalLanguages", "Models", "Layers", "Tensor"]),
         .target(
             name: "Training",
             dependencies: ["Configuration", "Accounting", "Models", "Datasets", "FormalLanguages", "Layers", "Tensor"]),
@@ -64,7 +64,7 @@ let package = Package(
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "CZlib", "TestSupport"]),
         .testTarget(
             name: "TrainingTests",
-            dependencies: ["Training", "Configuration", "Models", "Datasets", "Tensor", "TestSupport"],
+            dependencies: ["Training", "Configuration", "Models", "Datasets", "FormalLanguages", "Tensor", "TestSupport"],
             // The PyTorch reference step (Scripts/fixtures/make-reference-step.py) and checkpoints
             // of an earlier lmtrain.
             resources: [.copy("Fixtures/reference"), .copy("Fixtures/legacy")]),

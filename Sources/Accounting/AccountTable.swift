@@ -41,11 +41,19 @@ public enum AccountTable {
         }
         row("forward", amount(f.forwardPerToken))
         row("training step (3x)", amount(f.trainingPerToken))
-        lines.append("memory (batch \(config.training.batchSize) x \(config.training.segmentLength), memory \(config.training.memoryLength); eval batch \(config.evaluation.batchSize) x \(config.evaluation.memorySegments) segments)")
+        if config.data.task != nil {
+            let train = Accountant.trainingPass(config).tokens, eval = Accountant.evaluationPass(config).tokens
+            lines.append("memory (batch \(train.batch) x \(train.length) positions, the longest training string; eval batch \(eval.batch) x \(eval.length), the longest Bin1 string)")
+        } else {
+            lines.append("memory (batch \(config.training.batchSize) x \(config.training.segmentLength), memory \(config.training.memoryLength); eval batch \(config.evaluation.batchSize) x \(config.evaluation.memorySegments) segments)")
+        }
         row("parameters", bytes(m.parameters))
         row("gradients", bytes(m.gradients))
         row("optimiser (\(config.training.optimizer.rawValue))", bytes(m.optimizer))
         row("activations (training)", bytes(m.trainingActivations), "largest: \(m.inventory.first.map { "\($0.name) \(bytes($0.bytes))" } ?? "-")")
+        if m.storedFastWeights > 0 {
+            row("  of which stored fast weights", bytes(m.storedFastWeights), "every step's, for backward through time")
+        }
         row("carried state (memory)", bytes(m.trainingMemory + m.evaluationMemory))
         row("runtime and data", bytes(m.runtime))
         row("predicted peak, train", bytes(m.peakTraining))

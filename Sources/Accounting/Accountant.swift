@@ -1,4 +1,5 @@
 import Configuration
+import FormalLanguages
 import Foundation
 import Layers
 import Models
@@ -64,6 +65,11 @@ public struct Account: Sendable, Codable, Equatable {
         public var peakEvaluation: Int
         /// The training process's buffers by name (summed over layers), largest first.
         public var inventory: [BufferPlan.Entry]
+        /// Of the training activations: the fast weights of every step that the fast-weight
+        /// layers keep for backward through time (0 for other models).
+        public var storedFastWeights: Int {
+            inventory.filter { $0.name.hasSuffix(BackwardThroughTime.storedStates) }.reduce(0) { $0 + $1.bytes }
+        }
 
         enum CodingKeys: String, CodingKey {
             case parameters, gradients, optimizer, runtime, inventory
@@ -103,20 +109,30 @@ public enum Accountant {
     /// Optimiser moments per parameter (Adam and AdamW keep two floats).
     public static let optimizerBytesPerParameter = 8
 
-    /// The pass of a training step: the configured batch and segment, a full memory.
+    /// The pass of a training step: the configured batch and segment, a full memory. A
+    /// formal-language run pads a batch to its longest string: the longest the task's
+    /// generated training split can hold.
     public static func trainingPass(_ config: RunConfig) -> PassShape {
         let t = config.training
+        let length = formalTask(config)?.longestString(of: .train) ?? t.segmentLength
         return PassShape(
-            tokens: TokenShape(batch: t.batchSize, length: t.segmentLength),
+            tokens: TokenShape(batch: t.batchSize, length: length),
             memoryCapacity: t.memoryLength, training: true, dropout: true)
     }
 
-    /// The pass of the evaluation protocol: its batch, the training segment, its memory.
+    /// The pass of the evaluation protocol: its batch, the training segment, its memory; for a
+    /// formal-language run the longest string of Bin1.
     public static func evaluationPass(_ config: RunConfig) -> PassShape {
         let e = config.evaluation, t = config.training.segmentLength
+        let length = formalTask(config)?.longestString(of: .bin1) ?? t
         return PassShape(
-            tokens: TokenShape(batch: e.batchSize, length: t), memoryCapacity: e.memorySegments * t,
+            tokens: TokenShape(batch: e.batchSize, length: length), memoryCapacity: e.memorySegments * t,
             training: false, dropout: false)
+    }
+
+    /// The formal-language task a config trains on, if any.
+    static func formalTask(_ config: RunConfig) -> FormalTask? {
+        config.data.task.flatMap(FormalTask.init(name:))
     }
 
     public static func account(_ config: RunConfig, corpusTokens: Int = 0) throws -> Account {

@@ -51,6 +51,19 @@ extension FormalTask {
         }
     }
 
+    /// The longest string `split` can hold: the window's end, twice it for aⁿbⁿ, three times
+    /// for aⁿbⁿcⁿ, two words and the reset symbol for reset Dyck-1 (the accountant sizes a
+    /// pass with it).
+    public func longestString(of split: FormalSplit, settings: FormalGenerationSettings = .paper) -> Int {
+        let end = window(of: split, settings: settings).upperBound
+        switch self {
+        case .counter2: return 2 * end
+        case .counter3: return 3 * end
+        case .resetDyck: return 2 * end + 1
+        default: return end
+        }
+    }
+
     /// A data set drawn as the benchmark's generators draw it, deterministic from `seed`.
     ///
     /// - Parity: symbols drawn with p = L / (2 (1 + L)), L = floor((lo + hi) / 2) of the

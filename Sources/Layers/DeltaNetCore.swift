@@ -92,6 +92,7 @@ public final class DeltaNetCore: FastWeightCore {
             let dW = track.weightGradient(task), scratch = track.scratch(task)
             let dq = scratch, dk = scratch + d, du = scratch + 2 * d
             for t in (0..<track.length).reversed() {
+                track.prefetchWeights(task, t - 2)
                 let step = DeltaRuleStep(track.step(task, t), headSize: d)
                 let dx = track.projection(dp, task, t)
                 // dv goes straight to its slot of dp.

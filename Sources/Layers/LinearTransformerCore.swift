@@ -64,6 +64,7 @@ public final class LinearTransformerCore: FastWeightCore {
             let dW = track.weightGradient(task), scratch = track.scratch(task)
             let dfq = scratch, dfk = scratch + d
             for t in (0..<track.length).reversed() {
+                track.prefetchWeights(task, t - 1)
                 let step = track.step(task, t), dx = track.projection(dp, task, t)
                 // dv goes straight to its slot of dp.
                 FastWeightKernels.writeAndReadBackward(

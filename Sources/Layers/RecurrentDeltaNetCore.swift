@@ -134,6 +134,7 @@ public final class RecurrentDeltaNetCore: FastWeightCore {
             partial.update(repeating: 0, count: width)
             carry.update(repeating: 0, count: d)
             for t in (0..<track.length).reversed() {
+                track.prefetchWeights(task, t - 2)
                 let step = DeltaRuleStep(track.step(task, t), headSize: d)
                 let dx = track.projection(dp, task, t)
                 add(track.output(dy, task, t), carry, into: g, count: d)
@@ -155,11 +156,11 @@ public final class RecurrentDeltaNetCore: FastWeightCore {
                         + FastWeightKernels.rowDot(rk + e * d, dx + d, size: d)
                         + FastWeightKernels.rowDot(rv + e * d, dx + 2 * d, size: d) + dLogitBeta * rb[e]
                     carry[e] = ds * (1 - s[e] * s[e])
-                    axpy(dRq + e * d, s[e], dx, count: d)
-                    axpy(dRk + e * d, s[e], dx + d, count: d)
-                    axpy(dRv + e * d, s[e], dx + 2 * d, count: d)
+                    FastWeightKernels.rowAxpy(dRq + e * d, s[e], dx, size: d)
+                    FastWeightKernels.rowAxpy(dRk + e * d, s[e], dx + d, size: d)
+                    FastWeightKernels.rowAxpy(dRv + e * d, s[e], dx + 2 * d, size: d)
                 }
-                axpy(drb, dLogitBeta, s, count: d)
+                FastWeightKernels.rowAxpy(drb, dLogitBeta, s, size: d)
             }
         }
         // Per head, the sequences' partial gradients in order (one task per head).

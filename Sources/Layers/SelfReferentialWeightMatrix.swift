@@ -85,7 +85,7 @@ public final class SelfReferentialWeightMatrix {
     public func declareBuffers(for pass: PassShape, in plan: inout BufferPlan) {
         let tasks = pass.batch * heads, steps = pass.training ? pass.length : 1
         let d = headSize, n = columns
-        plan.declare(states, "SRWM fast weights per step", count: tasks * steps * d * n)
+        plan.declare(states, "SRWM \(BackwardThroughTime.storedStates)", count: tasks * steps * d * n)
         plan.declare(stepValues, "SRWM q, k, beta, delta per step", count: tasks * steps * stepStride)
         plan.declare(readouts, "SRWM readouts", count: tasks * n)
         guard pass.training else { return }
@@ -135,7 +135,7 @@ public final class SelfReferentialWeightMatrix {
                 let next = training ? current + matrix : current
                 for e in 0..<d {
                     let source = current + e * n, target = next + e * n, ke = k[e]
-                    for m in 0..<n { target[m] = source[m] + ke * r[m] }
+                    FastWeightKernels.rowSum(source, ke, r, into: target, size: n)
                 }
                 current = next
             }
@@ -166,6 +166,8 @@ public final class SelfReferentialWeightMatrix {
             let dq = scratch + 3 * n, dk = dq + d
             for step in stride(from: t - 1, through: 0, by: -1) {
                 let w = statesP.pointer + (task * t + step) * matrix
+                // The next (earlier) state into cache while this step works (see FastWeightTrack.prefetchWeights).
+                if step > 0 { prefetch(w - matrix, count: matrix) }
                 let values = valuesP.pointer + (task * t + step) * slot
                 let q = values, k = values + d, beta = values + 2 * d, delta = values + 2 * d + 4
                 let row = (item * t + step) * width + head * d
@@ -175,17 +177,17 @@ public final class SelfReferentialWeightMatrix {
                     Self.spread(beta, times: delta, headSize: d, into: v)
                     dv.update(repeating: 0, count: n)
                     for e in 0..<d {
-                        dk[e] = dot(g + e * n, v, count: n)
-                        axpy(dv, k[e], g + e * n, count: n)
+                        dk[e] = FastWeightKernels.rowDot(g + e * n, v, size: n)
+                        FastWeightKernels.rowAxpy(dv, k[e], g + e * n, size: n)
                     }
                     for block in 0..<4 {
                         let start = block * d, end = block == 3 ? n : start + d
-                        dBeta[block] = dot(delta + start, dv + start, count: end - start)
+                        dBeta[block] = FastWeightKernels.rowDot(delta + start, dv + start, size: end - start)
                     }
                     // dv becomes dδ = β̄ ⊙ dv.
                     Self.spread(beta, times: dv, headSize: d, into: dv)
                     for e in 0..<d {
-                        let through = dot(w + e * n, dv, count: n)
+                        let through = FastWeightKernels.rowDot(w + e * n, dv, size: n)
                         dq[e] = through
                         dk[e] -= through
                     }
@@ -196,18 +198,17 @@ public final class SelfReferentialWeightMatrix {
                 }
                 // Through the reads r = x W_{t-1}.
                 dr.update(from: dyP.pointer + row, count: d)
-                let qInner = dot(q, dq, count: d), kInner = dot(k, dk, count: d)
+                let qInner = FastWeightKernels.rowDot(q, dq, size: d), kInner = FastWeightKernels.rowDot(k, dk, size: d)
                 for e in 0..<d {
                     dr[d + e] = q[e] * (dq[e] - qInner)
                     dr[2 * d + e] = k[e] * (dk[e] - kInner)
                 }
                 for j in 0..<4 { dr[3 * d + j] = dBeta[j] * beta[j] * (1 - beta[j]) }
                 let xRow = xP.pointer + row, dxRow = dxP.mutable + row
-                for e in 0..<d { dxRow[e] += dot(w + e * n, dr, count: n) }
+                for e in 0..<d { dxRow[e] += FastWeightKernels.rowDot(w + e * n, dr, size: n) }
                 // G_{t-1} = G_t + x ⊗ dr + (q - k) ⊗ dδ.
                 for e in 0..<d {
-                    let target = g + e * n, xe = xRow[e], ae = q[e] - k[e]
-                    for m in 0..<n { target[m] += xe * dr[m] + ae * dv[m] }
+                    FastWeightKernels.rowAxpy(g + e * n, xRow[e], dr, q[e] - k[e], dv, size: n)
                 }
             }
         }
@@ -262,7 +263,7 @@ public final class SelfReferentialWeightMatrix {
         into out: UnsafeMutablePointer<Float>
     ) {
         out.update(repeating: 0, count: columns)
-        for e in 0..<rows { axpy(out, a[e], w + e * columns, count: columns) }
+        for e in 0..<rows { FastWeightKernels.rowAxpy(out, a[e], w + e * columns, size: columns) }
     }
 
     /// out = β̄ ⊙ u over the n = 3d + 4 columns (out may be u).

@@ -87,3 +87,15 @@ extension Threads {
 
     @usableFromInline static func leaveParallelRegion() { insideParallelRegion = false }
 }
+
+/// Asks the processor to bring `count` floats from `address` into cache ahead of their use
+/// (a hint; nothing is read). For loops that walk large buffers in an order the hardware
+/// prefetcher does not follow, such as stored per-step states read backwards in time.
+@inline(__always)
+public func prefetch(_ address: UnsafePointer<Float>, count: Int) {
+    var offset = 0
+    while offset < count {
+        lmtrain_prefetch(address + offset)
+        offset += 16
+    }
+}

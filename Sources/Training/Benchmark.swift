@@ -144,4 +144,35 @@ public enum Benchmark {
         }
         return seconds
     }
+
+    /// Times `steps` training steps (forward, backward, Adam) of `model` on random ids of
+    /// `shape`, every position scored, after `warmup` steps: a model's own speed, without
+    /// batching or evaluation.
+    public static func sequenceModelStepSeconds(
+        _ config: ModelConfig, training: TrainingConfig, shape: TokenShape, warmup: Int, steps: Int
+    ) throws -> [Double] {
+        let model = try config.makeModel()
+        model.initialize(seed: training.seed)
+        model.reserveBuffers(for: PassShape(tokens: shape, memoryCapacity: 0, training: true, dropout: true))
+        let optimizer = training.makeOptimizer(parameters: model.layout.count)
+        var rng = RandomGenerator(seed: 2)
+        let inputs = (0..<shape.rows).map { _ in Int32(rng.integer(below: config.inputVocabularySize)) }
+        let targets = (0..<shape.rows).map { _ in Int32(rng.integer(below: config.vocabularySize)) }
+        var seconds: [Double] = []
+        for i in 0..<(warmup + steps) {
+            let start = DispatchTime.now().uptimeNanoseconds
+            model.arena.zeroGradients()
+            var context = ForwardContext(training: true, rng: rng)
+            inputs.withUnsafeBufferPointer { x in
+                targets.withUnsafeBufferPointer { y in
+                    _ = model.forward(TokenBatch(shape: shape, inputs: x.baseAddress!, targets: y.baseAddress!), state: nil, context: &context)
+                }
+            }
+            model.backward()
+            optimizer.step(model.arena, learningRate: training.learningRate)
+            rng = context.rng
+            if i >= warmup { seconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9) }
+        }
+        return seconds
+    }
 }

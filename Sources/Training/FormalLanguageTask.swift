@@ -176,8 +176,9 @@ public final class FormalLanguageTask: TrainingTask {
             settings: ["batch_size": b, "sequences": scored])
     }
 
-    /// Whether every position with a target (>= 0) has it as the first arg-max of its logits.
-    static func allCorrect(logits: UnsafePointer<Float>, targets: UnsafePointer<Int32>, length: Int, classes: Int) -> Bool {
+    /// Whether every position with a target (>= 0) has it as the first arg-max of its logits
+    /// (`logits` [length, classes], `targets` [length]).
+    public static func allCorrect(logits: UnsafePointer<Float>, targets: UnsafePointer<Int32>, length: Int, classes: Int) -> Bool {
         for position in 0..<length where targets[position] >= 0 {
             let row = logits + position * classes
             var best = 0

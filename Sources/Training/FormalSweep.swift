@@ -34,11 +34,12 @@ public struct FormalSweepReport: Sendable, Codable {
 
     public var tasks: [String]
     public var models: [String]
-    public var seeds: Int
+    /// Seeds per cell of each task.
+    public var seeds: [String: Int]
     public var command: String
     public var runs: [Run]
 
-    public init(tasks: [String], models: [String], seeds: Int, command: String, runs: [Run]) {
+    public init(tasks: [String], models: [String], seeds: [String: Int], command: String, runs: [Run]) {
         self.tasks = tasks
         self.models = models
         self.seeds = seeds
@@ -93,15 +94,16 @@ public struct FormalSweepReport: Sendable, Codable {
     public var markdown: String {
         var lines = [
             "# Formal-language sweep", "",
-            "Best Bin0 / Bin1 sequence accuracy (%) of the best checkpoint (by the mean of the two) over \(seeds) seed\(seeds == 1 ? "" : "s") per cell.",
+            "Best Bin0 / Bin1 sequence accuracy (%) of the best checkpoint (by the mean of the two) over the seeds of a cell: "
+                + tasks.map { "\($0) \(seeds[$0] ?? 1)" }.joined(separator: ", ") + ".",
             "", "| task | " + models.joined(separator: " | ") + " |",
             "|---|" + models.map { _ in "---:" }.joined(separator: "|") + "|",
         ]
         for task in tasks {
             lines.append("| \(task) | " + models.map { cell(task: task, model: $0) }.joined(separator: " | ") + " |")
         }
-        if seeds > 1 {
-            for task in tasks {
+        for task in tasks where (seeds[task] ?? 1) > 1 {
+            do {
                 lines += [
                     "", "## \(task): seeds", "",
                     "| model | seeds at 100% Bin1 | epochs to 100% Bin1 (each such seed) | Bin1 per seed | wall time per seed |",

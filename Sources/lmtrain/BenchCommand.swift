@@ -14,6 +14,11 @@ struct Bench: ParsableCommand {
             With --tokenizers: the tokenization throughput (MB/s) of bytes, words and BPE on the
             train split of --tokenizer-data, and the BPE training time, added to the JSON under
             "tokenizers" (other figures in the file are kept).
+
+            With --formal: the training throughput (tokens/s, forward + backward + Adam) of the
+            seven formal-language models at one size (by default the presets' width: batch 32,
+            length 64, d_model 64, 4 heads, 2 layers, ff factor 4; 2 symbols and the pad), added
+            under "formal".
             """)
 
     @Option(help: "Timed training steps (after 2 warm-up steps).") var steps: Int = 5
@@ -23,6 +28,14 @@ struct Bench: ParsableCommand {
     @Flag(help: "Measure the tokenizers instead (see below).") var tokenizers = false
     @Option(help: "Corpus for --tokenizers: a WikiText name (in Data/) or path.") var tokenizerData: String = "wikitext-2"
     @Option(help: "BPE pieces for --tokenizers.") var pieces: Int = 8000
+    @Flag(help: "Measure the formal-language models instead (see below).") var formal = false
+    @Option(help: "--formal: sequences per batch.") var formalBatch: Int = 32
+    @Option(help: "--formal: sequence length.") var formalLength: Int = 64
+    @Option(help: "--formal: d_model (and the LSTM embedding size).") var formalDModel: Int = 64
+    @Option(help: "--formal: heads.") var formalHeads: Int = 4
+    @Option(help: "--formal: layers (the e-LSTM has one).") var formalLayers: Int = 2
+    @Option(help: "--formal: comma-separated models (default: all seven).") var formalModels: String =
+        FormalPreset.Model.allCases.map(\.rawValue).joined(separator: ",")
 
     func validate() throws {
         guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
@@ -32,6 +45,7 @@ struct Bench: ParsableCommand {
     func run() throws {
         try threads.apply()
         if tokenizers { return try runTokenizers() }
+        if formal { return try runFormal() }
         let sgemm = Benchmark.sgemmRate(size: sgemmSize, repeats: 5)
         print(String(format: "sgemm %d^3: %.1f GFLOP/s (median of 5, %d threads)", sgemmSize, sgemm, Threads.count))
         var config = Preset.bench.config
@@ -82,6 +96,49 @@ struct Bench: ParsableCommand {
 }
 
 extension Bench {
+    /// The formal-language models' training throughput, merged into the JSON at `output` under
+    /// "formal": per model the step times and the median tokens/s.
+    func runFormal() throws {
+        let shape = TokenShape(batch: formalBatch, length: formalLength)
+        let (d, heads, layers) = (formalDModel, formalHeads, formalLayers)
+        let training = FormalPreset(task: .parity, model: .linearTransformer).config.training
+        var figures: [String: Any] = [
+            "batch": shape.batch, "length": shape.length, "d_model": d, "heads": heads, "layers": layers,
+            "ff_factor": 4, "embedding_size": d, "threads": Threads.count,
+        ]
+        print("formal-language models: batch \(shape.batch), length \(shape.length), d_model \(d), \(heads) heads, \(layers) layers, ff factor 4, \(Threads.count) threads")
+        var models: [String: Any] = [:]
+        let kinds = try formalModels.split(separator: ",").map { name in
+            guard let kind = FormalPreset.Model(rawValue: String(name)) else {
+                throw ValidationError("--formal-models: '\(name)' is unknown: use \(FormalPreset.Model.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            return kind
+        }
+        for kind in kinds {
+            var config = FormalPreset(task: .parity, model: kind).config.model
+            config = switch kind {
+            case .lstm: ModelConfig(RecurrentNetwork.Config(cell: .lstm, embeddingSize: d, modelWidth: d, layers: layers))
+            case .elstm: ModelConfig(RecurrentNetwork.Config(cell: .elstm, embeddingSize: d, modelWidth: d))
+            case .transformer: ModelConfig(SoftmaxTransformer.Config(modelWidth: d, layers: layers, heads: heads, feedForwardFactor: 4))
+            default: ModelConfig(FastWeightTransformer.Config(
+                mixer: config.as(FastWeightTransformer.Config.self)!.mixer, modelWidth: d, layers: layers, heads: heads, feedForwardFactor: 4))
+            }
+            config.vocabularySize = 3
+            config.inputVocabularySize = 3
+            let seconds = try Benchmark.sequenceModelStepSeconds(config, training: training, shape: shape, warmup: 2, steps: steps)
+            let median = Benchmark.median(seconds)
+            let rate = Double(shape.rows) / median
+            print(String(format: "%@: %.1f ms/step (median of %d), %.0f tokens/s", kind.rawValue, 1000 * median, steps, rate))
+            models[kind.rawValue] = ["seconds_per_step_median": median, "tokens_per_second": rate, "step_seconds": seconds]
+        }
+        figures["models"] = models
+        let url = URL(fileURLWithPath: output)
+        var object = (FileManager.default.contents(atPath: url.path)).flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] } ?? [:]
+        object["formal"] = figures
+        try AtomicFile.write(try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), to: url)
+        print("wrote \(output)")
+    }
+
     /// The tokenizer benchmark, merged into the JSON at `output` under "tokenizers".
     func runTokenizers() throws {
         guard case .wikiText(let wikiText) = try CorpusLoader.resolve(tokenizerData, dataDirectory: CorpusLoader.defaultDataDirectory) else {

@@ -56,14 +56,42 @@ struct FormalTrain: ParsableCommand {
             --batch-size, --layers, --d-model, --heads, --ff-factor, --emb-size, --seed,
             --eval-every (batches between evaluations inside an epoch), --eval-batch-size,
             --data (a folder of the benchmark's .src/.tgt files), --run-dir, --resume, --threads.
+            The budget options are the task's budget for every model: a model without heads or a
+            feedforward block (the LSTMs) ignores --heads and --ff-factor, one without an
+            embedding size (the Transformers) ignores --emb-size, and the e-LSTM, which has one
+            layer, ignores --layers; each ignored option is named on one line.
             """)
 
     @Option(help: "Model.") var model: FormalPreset.Model
     @Option(help: "Task.") var task: FormalTask
     @Argument(parsing: .allUnrecognized, help: "Options of lmtrain train.") var trainOptions: [String] = []
 
+    /// The budget options `model` has no use for.
+    static func unusedBudgetOptions(_ model: FormalPreset.Model) -> Set<String> {
+        switch model {
+        case .lstm: ["--heads", "--ff-factor"]
+        case .elstm: ["--heads", "--ff-factor", "--layers"]
+        case .linearTransformer, .deltaNet, .recurrentDeltaNet, .selfReferential, .transformer: ["--emb-size"]
+        }
+    }
+
     func run() throws {
-        var train = try Train.parse(["--preset", FormalPreset(task: task, model: model).description] + trainOptions)
+        let unused = Self.unusedBudgetOptions(model)
+        var options: [String] = [], ignored: [String] = []
+        var index = trainOptions.startIndex
+        while index < trainOptions.endIndex {
+            let option = trainOptions[index]
+            let name = String(option.split(separator: "=", maxSplits: 1)[0])
+            if unused.contains(name) {
+                ignored.append(name)
+                index += option.contains("=") ? 1 : 2
+            } else {
+                options.append(option)
+                index += 1
+            }
+        }
+        if !ignored.isEmpty { print("\(model.rawValue) has no use for \(ignored.joined(separator: ", ")): ignored") }
+        var train = try Train.parse(["--preset", FormalPreset(task: task, model: model).description] + options)
         try train.run()
     }
 }
@@ -121,6 +149,7 @@ struct FormalSweep: ParsableCommand {
     @Option(help: "Comma-separated tasks: \(FormalTask.allCases.map(\.rawValue).joined(separator: ", ")).")
     var tasks: String = FormalTask.allCases.map(\.rawValue).joined(separator: ",")
     @Option(help: "Seeds per cell (1 ... N).") var seeds: Int = 1
+    @Option(help: "Other seed counts for some tasks, e.g. parity=3.") var taskSeeds: String = ""
     @Option(help: "Runs at the same time.") var jobs: Int = 2
     @Option(help: "Compute threads of each run.") var threadsPerRun: Int = 1
     @Option(help: "Output folder.") var output: String = "runs/formal-sweep"
@@ -130,9 +159,24 @@ struct FormalSweep: ParsableCommand {
         guard seeds >= 1, jobs >= 1, threadsPerRun >= 1 else {
             throw ValidationError("--seeds, --jobs and --threads-per-run must be at least 1")
         }
+        _ = try seedCounts()
+    }
+
+    /// --task-seeds as task name -> seeds.
+    func seedCounts() throws -> [String: Int] {
+        var counts: [String: Int] = [:]
+        for item in taskSeeds.split(separator: ",") {
+            let parts = item.split(separator: "=")
+            guard parts.count == 2, let task = FormalTask(name: String(parts[0])), let count = Int(parts[1]), count >= 1 else {
+                throw ValidationError("--task-seeds: '\(item)' is not TASK=N with a known task and N >= 1 (e.g. parity=3)")
+            }
+            counts[task.rawValue] = count
+        }
+        return counts
     }
 
     func run() throws {
+        let seedsPerTask = try seedCounts()
         let modelList = try models.split(separator: ",").map { name in
             guard let model = FormalPreset.Model(rawValue: String(name)) else {
                 throw ValidationError("--models: '\(name)' is unknown: use \(FormalPreset.Model.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -149,7 +193,7 @@ struct FormalSweep: ParsableCommand {
         struct Cell { let task: FormalTask, model: FormalPreset.Model, seed: UInt64, directory: URL }
         let cells = taskList.flatMap { task in
             modelList.flatMap { model in
-                (1...seeds).map { seed in
+                (1...(seedsPerTask[task.rawValue] ?? seeds)).map { seed in
                     Cell(task: task, model: model, seed: UInt64(seed),
                          directory: folder.appendingPathComponent("\(task.rawValue)/\(model.rawValue)/seed-\(seed)"))
                 }
@@ -181,7 +225,8 @@ struct FormalSweep: ParsableCommand {
             }
         }
         let report = FormalSweepReport(
-            tasks: taskList.map(\.rawValue), models: modelList.map(\.rawValue), seeds: seeds,
+            tasks: taskList.map(\.rawValue), models: modelList.map(\.rawValue),
+            seeds: Dictionary(uniqueKeysWithValues: taskList.map { ($0.rawValue, seedsPerTask[$0.rawValue] ?? seeds) }),
             command: (["lmtrain"] + CommandLine.arguments.dropFirst()).joined(separator: " "),
             runs: cells.map { FormalSweepReport.run(task: $0.task.rawValue, model: $0.model.rawValue, seed: $0.seed, directory: $0.directory) })
         try writeJSON(report, to: folder.appendingPathComponent("report.json"))

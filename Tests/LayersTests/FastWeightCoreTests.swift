@@ -13,7 +13,10 @@ import TestSupport
         var description: String { rawValue }
     }
 
-    static let batch = 2, length = 9, heads = 2, headSize = 4
+    static let batch = 2, length = 9, heads = 2
+    /// Head sizes: 4 runs the kernels' scalar loops only; 12 one 8-lane block and a tail.
+    static let headSizes = [4, 12]
+    static let cases = Kind.allCases.flatMap { kind in headSizes.map { (kind, $0) } }
 
     struct Fixture {
         let core: any FastWeightCore
@@ -24,10 +27,10 @@ import TestSupport
         var shape: TokenShape { TokenShape(batch: FastWeightCoreTests.batch, length: FastWeightCoreTests.length) }
         var outputCount: Int { shape.rows * core.heads * core.headSize }
 
-        init(_ kind: Kind) {
+        init(_ kind: Kind, headSize: Int = 4) {
             let scope = ParameterScope()
             let child = scope.child("core")
-            let (h, d) = (FastWeightCoreTests.heads, FastWeightCoreTests.headSize)
+            let (h, d) = (FastWeightCoreTests.heads, headSize)
             core = switch kind {
             case .linear: LinearTransformerCore(child, heads: h, headSize: d)
             case .delta: DeltaNetCore(child, heads: h, headSize: d)
@@ -68,7 +71,7 @@ import TestSupport
 
     /// The equations, per sequence, head and step, in Double with explicit loops.
     static func reference(_ kind: Kind, _ fixture: Fixture) -> [Double] {
-        let (d, h, t) = (headSize, heads, length), width = fixture.core.projectionWidth
+        let (d, h, t) = (fixture.core.headSize, heads, length), width = fixture.core.projectionWidth
         func parameter(_ name: String) -> [Double] {
             guard let view = fixture.layout.view(named: "core.\(name)") else { return [] }
             return (0..<view.count).map { Double(fixture.arena.value(view)[$0]) }
@@ -135,8 +138,8 @@ import TestSupport
         return y
     }
 
-    @Test(arguments: Kind.allCases) func forwardMatchesPerStepDefinition(kind: Kind) {
-        let fixture = Fixture(kind)
+    @Test(arguments: cases) func forwardMatchesPerStepDefinition(kind: Kind, headSize: Int) {
+        let fixture = Fixture(kind, headSize: headSize)
         let reference = Self.reference(kind, fixture)
         for training in [true, false] {
             let y = fixture.forward(training: training)
@@ -151,8 +154,8 @@ import TestSupport
         #expect(fixture.forward(training: true) == fixture.forward(training: false))
     }
 
-    @Test(arguments: Kind.allCases) func gradientsMatchFiniteDifferences(kind: Kind) {
-        let fixture = Fixture(kind)
+    @Test(arguments: cases) func gradientsMatchFiniteDifferences(kind: Kind, headSize: Int) {
+        let fixture = Fixture(kind, headSize: headSize)
         let dp = fixture.gradients()
         let upstream = fixture.upstream, count = fixture.outputCount
         var p = fixture.p
@@ -173,12 +176,12 @@ import TestSupport
         }
     }
 
-    @Test(arguments: Kind.allCases) func gradientsDoNotDependOnTheThreadCount(kind: Kind) {
+    @Test(arguments: cases) func gradientsDoNotDependOnTheThreadCount(kind: Kind, headSize: Int) {
         defer { Threads.configure(1) }
         var results: [[Float]] = []
         for threads in [1, 2] {
             Threads.configure(threads)
-            let fixture = Fixture(kind)
+            let fixture = Fixture(kind, headSize: headSize)
             let y = fixture.forward(training: true)
             let dp = fixture.gradients()
             results.append(y + dp + Array(UnsafeBufferPointer(start: fixture.arena.gradients, count: fixture.arena.count)))
