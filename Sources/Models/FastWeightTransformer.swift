@@ -16,25 +16,18 @@ public final class FastWeightTransformer: SequenceModel {
     public let layout: ParameterLayout
     /// Allocated on first use, so a model built for the accountant costs no parameter memory.
     public private(set) lazy var arena = ParameterArena(layout: layout)
-    public let embedding: Embedding
     let blocks: [FastWeightBlock]
-    let head: ClassifierHead
-
-    private let planner = PassPlanner()
-    private var shape = TokenShape(batch: 0, length: 0)
-    private let tokens = Buffer<Int32>()
-    private let hidden: [FloatBuffer]
-    private let dHidden = (FloatBuffer(), FloatBuffer())
+    let stack: ResidualStack
 
     public init(config: Config) throws {
         try config.validate()
         self.config = config
         let root = ParameterScope()
-        embedding = Embedding(root.child("embedding"), vocabularySize: config.inputVocabularySize, width: config.modelWidth)
+        let embedding = Embedding(root.child("embedding"), vocabularySize: config.inputVocabularySize, width: config.modelWidth)
         blocks = (0..<config.layers).map { FastWeightBlock(root.child("layers.\($0)"), config: config) }
-        head = ClassifierHead(root.child("output"), width: config.modelWidth, classes: config.vocabularySize)
+        let head = ClassifierHead(root.child("output"), width: config.modelWidth, classes: config.vocabularySize)
+        stack = ResidualStack(embedding: embedding, layers: blocks, finalNorm: nil, head: head, width: config.modelWidth)
         layout = root.layout
-        hidden = (0...config.layers).map { _ in FloatBuffer() }
     }
 
     public var outputClasses: Int { config.vocabularySize }
@@ -43,9 +36,10 @@ public final class FastWeightTransformer: SequenceModel {
     /// layer U(±1/sqrt(D)).
     public func initialize(seed: UInt64) {
         var context = InitializationContext(seed: seed, layerCount: config.layers)
-        Initializer.normal(arena.value(embedding.table), count: embedding.table.count, std: 1, rng: &context.rng)
+        let table = stack.embedding.table
+        Initializer.normal(arena.value(table), count: table.count, std: 1, rng: &context.rng)
         for block in blocks { block.initialize(arena, &context) }
-        head.output.initializeUniform(arena, &context)
+        stack.head.output.initializeUniform(arena, &context)
     }
 
     public func makeState(batch: Int, capacity: Int) -> (any CarriedState)? { nil }
@@ -54,16 +48,7 @@ public final class FastWeightTransformer: SequenceModel {
 
     // MARK: Buffers
 
-    public func declareBuffers(for pass: PassShape, in plan: inout BufferPlan) {
-        let rows = pass.rows, d = config.modelWidth
-        plan.declare(tokens, "input ids", count: rows)
-        for (l, buffer) in hidden.enumerated() { plan.declare(buffer, "hidden states \(l)", count: rows * d) }
-        for block in blocks { block.declareBuffers(for: pass, in: &plan) }
-        head.declareBuffers(rows: rows, training: pass.training, in: &plan)
-        guard pass.training else { return }
-        plan.declare(dHidden.0, "hidden-state gradient", count: rows * d)
-        plan.declare(dHidden.1, "hidden-state gradient (second)", count: rows * d)
-    }
+    public func declareBuffers(for pass: PassShape, in plan: inout BufferPlan) { stack.declareBuffers(for: pass, in: &plan) }
 
     public func reserveBuffers(for pass: PassShape) { BufferPlan.reserve { declareBuffers(for: pass, in: &$0) } }
 
@@ -72,33 +57,12 @@ public final class FastWeightTransformer: SequenceModel {
     public func forward(
         _ batch: TokenBatch, state: (any CarriedState)?, context: inout ForwardContext
     ) -> ForwardLoss {
-        let shape = batch.shape, pass = PassShape(tokens: shape, context: context)
-        planner.prepare(pass) { declareBuffers(for: pass, in: &$0) }
-        self.shape = shape
-        let rows = shape.rows, d = config.modelWidth
-        let ids = tokens.reserved(rows)
-        ids.update(from: batch.inputs, count: rows)
-        embedding.forward(ids, rows: rows, output: hidden[0].reserved(rows * d), arena: arena)
-        for (l, block) in blocks.enumerated() {
-            block.forward(hidden[l].pointer, shape: shape, output: hidden[l + 1].reserved(rows * d), arena: arena, context: &context)
-        }
-        let (loss, scored) = head.forward(hidden[blocks.count].pointer, targets: batch.targets, rows: rows, arena: arena)
-        return ForwardLoss(crossEntropySum: loss, scoredPositions: scored, auxiliaryLoss: 0)
+        stack.forward(batch, arena: arena, context: &context)
     }
 
-    public var logits: UnsafePointer<Float> { head.logits }
-    public var positionLosses: UnsafePointer<Double> { head.crossEntropy.lastRowLosses }
-
-    public func backward() {
-        let rows = shape.rows, d = config.modelWidth
-        var dCurrent = dHidden.0.reserved(rows * d), dNext = dHidden.1.reserved(rows * d)
-        head.backward(hidden[blocks.count].pointer, dInput: dCurrent, arena: arena)
-        for (l, block) in blocks.enumerated().reversed() {
-            block.backward(hidden[l].pointer, dOutput: dCurrent, dInput: dNext, arena: arena)
-            swap(&dCurrent, &dNext)
-        }
-        embedding.backward(tokens.pointer, dOutput: dCurrent, rows: rows, arena: arena)
-    }
+    public var logits: UnsafePointer<Float> { stack.logits }
+    public var positionLosses: UnsafePointer<Double> { stack.positionLosses }
+    public func backward() { stack.backward(arena: arena) }
 
     // MARK: Diagnostics and state
 
@@ -139,7 +103,7 @@ public final class FastWeightTransformer: SequenceModel {
 }
 
 /// One layer of the fast-weight stack: the mixer sublayer, then the feedforward sublayer.
-final class FastWeightBlock {
+final class FastWeightBlock: StackLayer {
     let mixer: any MixerSublayer
     let feedForwardNorm: LayerNorm
     let feedForward: DenseFeedForward

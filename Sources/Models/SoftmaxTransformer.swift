@@ -16,28 +16,19 @@ public final class SoftmaxTransformer: SequenceModel {
     public let layout: ParameterLayout
     /// Allocated on first use, so a model built for the accountant costs no parameter memory.
     public private(set) lazy var arena = ParameterArena(layout: layout)
-    let embedding: Embedding
     let layers: [PostNormLayer]
-    let finalNorm: LayerNorm
-    let head: ClassifierHead
-
-    private let planner = PassPlanner()
-    private var shape = TokenShape(batch: 0, length: 0)
-    private let tokens = Buffer<Int32>()
-    private let hidden: [FloatBuffer]
-    private let normalized = FloatBuffer()
-    private let dHidden = (FloatBuffer(), FloatBuffer())
+    let stack: ResidualStack
 
     public init(config: Config) throws {
         try config.validate()
         self.config = config
         let root = ParameterScope()
-        embedding = Embedding(root.child("embedding"), vocabularySize: config.inputVocabularySize, width: config.modelWidth)
+        let embedding = Embedding(root.child("embedding"), vocabularySize: config.inputVocabularySize, width: config.modelWidth)
         layers = (0..<config.layers).map { PostNormLayer(root.child("layers.\($0)"), config: config) }
-        finalNorm = LayerNorm(root.child("final_norm"), width: config.modelWidth)
-        head = ClassifierHead(root.child("output"), width: config.modelWidth, classes: config.vocabularySize)
+        let finalNorm = LayerNorm(root.child("final_norm"), width: config.modelWidth)
+        let head = ClassifierHead(root.child("output"), width: config.modelWidth, classes: config.vocabularySize)
+        stack = ResidualStack(embedding: embedding, layers: layers, finalNorm: finalNorm, head: head, width: config.modelWidth)
         layout = root.layout
-        hidden = (0...config.layers).map { _ in FloatBuffer() }
     }
 
     public var outputClasses: Int { config.vocabularySize }
@@ -46,7 +37,8 @@ public final class SoftmaxTransformer: SequenceModel {
     /// layer; the final LN (1, 0); the output layer U(±1/sqrt(D)).
     public func initialize(seed: UInt64) {
         var context = InitializationContext(seed: seed, layerCount: config.layers)
-        Initializer.normal(arena.value(embedding.table), count: embedding.table.count, std: 1, rng: &context.rng)
+        let table = stack.embedding.table
+        Initializer.normal(arena.value(table), count: table.count, std: 1, rng: &context.rng)
         layers[0].initialize(arena, &context)
         let first = layout.views.filter { $0.name.hasPrefix("layers.0.") }
         for l in 1..<config.layers {
@@ -55,63 +47,27 @@ public final class SoftmaxTransformer: SequenceModel {
                 arena.value(copy).update(from: arena.value(view), count: view.count)
             }
         }
-        finalNorm.initialize(arena)
-        head.output.initializeUniform(arena, &context)
+        stack.finalNorm?.initialize(arena)
+        stack.head.output.initializeUniform(arena, &context)
     }
 
     public func makeState(batch: Int, capacity: Int) -> (any CarriedState)? { nil }
     public func advance(_ state: any CarriedState) {}
     public func stateBytes(batch: Int, capacity: Int) -> Int { 0 }
 
-    public func declareBuffers(for pass: PassShape, in plan: inout BufferPlan) {
-        let rows = pass.rows, d = config.modelWidth
-        plan.declare(tokens, "input ids", count: rows)
-        for (l, buffer) in hidden.enumerated() { plan.declare(buffer, "hidden states \(l)", count: rows * d) }
-        for layer in layers { layer.declareBuffers(for: pass, in: &plan) }
-        finalNorm.declareBuffers(rows: rows, training: pass.training, in: &plan)
-        plan.declare(normalized, "final LN", count: rows * d)
-        head.declareBuffers(rows: rows, training: pass.training, in: &plan)
-        guard pass.training else { return }
-        plan.declare(dHidden.0, "hidden-state gradient", count: rows * d)
-        plan.declare(dHidden.1, "hidden-state gradient (second)", count: rows * d)
-    }
+    public func declareBuffers(for pass: PassShape, in plan: inout BufferPlan) { stack.declareBuffers(for: pass, in: &plan) }
 
     public func reserveBuffers(for pass: PassShape) { BufferPlan.reserve { declareBuffers(for: pass, in: &$0) } }
 
     public func forward(
         _ batch: TokenBatch, state: (any CarriedState)?, context: inout ForwardContext
     ) -> ForwardLoss {
-        let shape = batch.shape, pass = PassShape(tokens: shape, context: context)
-        planner.prepare(pass) { declareBuffers(for: pass, in: &$0) }
-        self.shape = shape
-        let rows = shape.rows, d = config.modelWidth
-        let ids = tokens.reserved(rows)
-        ids.update(from: batch.inputs, count: rows)
-        embedding.forward(ids, rows: rows, output: hidden[0].reserved(rows * d), arena: arena)
-        for (l, layer) in layers.enumerated() {
-            layer.forward(hidden[l].pointer, shape: shape, output: hidden[l + 1].reserved(rows * d), arena: arena, context: &context)
-        }
-        let z = normalized.reserved(rows * d)
-        finalNorm.forward(hidden[layers.count].pointer, rows: rows, output: z, arena: arena)
-        let (loss, scored) = head.forward(z, targets: batch.targets, rows: rows, arena: arena)
-        return ForwardLoss(crossEntropySum: loss, scoredPositions: scored, auxiliaryLoss: 0)
+        stack.forward(batch, arena: arena, context: &context)
     }
 
-    public var logits: UnsafePointer<Float> { head.logits }
-    public var positionLosses: UnsafePointer<Double> { head.crossEntropy.lastRowLosses }
-
-    public func backward() {
-        let rows = shape.rows, d = config.modelWidth
-        var dCurrent = dHidden.0.reserved(rows * d), dNext = dHidden.1.reserved(rows * d)
-        head.backward(normalized.pointer, dInput: dNext, arena: arena)
-        dCurrent.update(repeating: 0, count: rows * d)
-        finalNorm.backward(hidden[layers.count].pointer, dOutput: dNext, rows: rows, dInput: dCurrent, arena: arena)
-        for (l, layer) in layers.enumerated().reversed() {
-            layer.backward(hidden[l].pointer, dOutput: dCurrent, dInput: dNext, arena: arena)
-            swap(&dCurrent, &dNext)
-        }
-        embedding.backward(tokens.pointer, dOutput: dCurrent, rows: rows, arena: arena)
-    }
+    public var logits: UnsafePointer<Float> { stack.logits }
+    public var positionLosses: UnsafePointer<Double> { stack.positionLosses }
+    public func backward() { stack.backward(arena: arena) }
 
     public var usage: [UsageCounts] { [] }
     public func resetUsage() {}
@@ -149,7 +105,7 @@ public final class SoftmaxTransformer: SequenceModel {
 }
 
 /// One post-LN encoder layer: h = LN1(h + Drop(SA(h))), h = LN2(h + Drop(FF(h))).
-final class PostNormLayer {
+final class PostNormLayer: StackLayer {
     let attention: CausalSelfAttention
     let attentionDropout: Dropout
     let norm1: LayerNorm
