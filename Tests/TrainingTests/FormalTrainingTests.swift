@@ -423,3 +423,42 @@ final class ScriptedScores: TrainingTask {
         #expect(decoded.markdown == report.markdown)
     }
 }
+
+/// The formal-language results in the docs are lmtrain's own output: every committed
+/// `Docs/formal-results/*/report.md` is what its `report.json` renders, and every block of
+/// Docs/formal-languages.md marked `<!-- from formal-results/X/report.md -->` ... `<!-- end -->`
+/// stands in that report line for line.
+@Suite struct FormalResultsDocsTests {
+    @Test func tablesInTheDocsAreTheReportsOwn() throws {
+        let results = packageRoot.appendingPathComponent("Docs/formal-results")
+        var reports: [String: [String]] = [:]
+        for name in try FileManager.default.contentsOfDirectory(atPath: results.path).sorted() {
+            let folder = results.appendingPathComponent(name)
+            let markdown = try String(contentsOf: folder.appendingPathComponent("report.md"), encoding: .utf8)
+            let report = try JSONDecoder().decode(FormalSweepReport.self, from: Data(contentsOf: folder.appendingPathComponent("report.json")))
+            #expect(report.markdown == markdown, "\(name): report.md is not what report.json renders")
+            reports[name] = markdown.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        }
+        #expect(!reports.isEmpty)
+        let docs = try String(contentsOf: packageRoot.appendingPathComponent("Docs/formal-languages.md"), encoding: .utf8)
+            .split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        var blocks = 0
+        var index = 0
+        while index < docs.count {
+            let line = docs[index]
+            index += 1
+            guard line.hasPrefix("<!-- from formal-results/"), line.hasSuffix("/report.md -->") else { continue }
+            let name = String(line.dropFirst("<!-- from formal-results/".count).dropLast("/report.md -->".count))
+            var block: [String] = []
+            while index < docs.count && docs[index] != "<!-- end -->" {
+                block.append(docs[index])
+                index += 1
+            }
+            let report = try #require(reports[name], "no Docs/formal-results/\(name)")
+            let found = (0...max(0, report.count - block.count)).contains { Array(report[$0..<($0 + block.count)]) == block }
+            #expect(found && !block.isEmpty, "the block from \(name) differs from its report.md")
+            blocks += 1
+        }
+        #expect(blocks >= 2)
+    }
+}
