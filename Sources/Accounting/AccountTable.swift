@@ -52,7 +52,7 @@ public enum AccountTable {
         row("optimiser (\(config.training.optimizer.rawValue))", bytes(m.optimizer))
         row("activations (training)", bytes(m.trainingActivations), "largest: \(m.inventory.first.map { "\($0.name) \(bytes($0.bytes))" } ?? "-")")
         if m.storedFastWeights > 0 {
-            row("  of which stored fast weights", bytes(m.storedFastWeights), "every step's, for backward through time")
+            row("  of which stored fast weights", bytes(m.storedFastWeights), "for backward through time")
         }
         row("carried state (memory)", bytes(m.trainingMemory + m.evaluationMemory))
         row("runtime and data", bytes(m.runtime))

@@ -65,10 +65,10 @@ public struct Account: Sendable, Codable, Equatable {
         public var peakEvaluation: Int
         /// The training process's buffers by name (summed over layers), largest first.
         public var inventory: [BufferPlan.Entry]
-        /// Of the training activations: the fast weights of every step that the fast-weight
-        /// layers keep for backward through time (0 for other models).
+        /// Of the training activations: the fast weights that the fast-weight layers keep for
+        /// backward through time (0 for other models).
         public var storedFastWeights: Int {
-            inventory.filter { $0.name.hasSuffix(BackwardThroughTime.storedStates) }.reduce(0) { $0 + $1.bytes }
+            inventory.filter { $0.name.contains(BackwardThroughTime.storedStates) }.reduce(0) { $0 + $1.bytes }
         }
 
         enum CodingKeys: String, CodingKey {

@@ -32,6 +32,8 @@ public final class DeltaNetCore: FastWeightCore {
         storage = FastWeightStorage(
             label: "deltanet", heads: heads, headSize: headSize, projectionWidth: 3 * headSize + 1,
             stepWidth: DeltaRuleStep.width(headSize: headSize) + 2 * headSize,
+            keyOffset: DeltaRuleStep.keyOffset(headSize: headSize),
+            updateOffset: DeltaRuleStep.updateOffset(headSize: headSize),
             scratchWidth: 3 * headSize)
     }
 
@@ -48,6 +50,12 @@ public final class DeltaNetCore: FastWeightCore {
         factor g: UnsafeMutablePointer<Float>, size d: Int
     ) {
         let inverse = 1 / FastWeightKernels.eluPlusOne(x, into: n, size: d)
+        if d == 16 {
+            let phi = load16(n), scale = SIMD16<Float>(repeating: inverse)
+            store16(FastWeightKernels16.derivativeFromFeature(phi) * scale, g)
+            store16(phi * scale, n)
+            return
+        }
         for i in 0..<d {
             g[i] = min(n[i], 1) * inverse
             n[i] *= inverse
@@ -61,6 +69,7 @@ public final class DeltaNetCore: FastWeightCore {
         dInput dx: UnsafeMutablePointer<Float>, size d: Int
     ) {
         let inner = FastWeightKernels.rowDot(dn, n, size: d)
+        if d == 16 { return store16((load16(dn) - SIMD16<Float>(repeating: inner)) * load16(g), dx) }
         for i in 0..<d { dx[i] = (dn[i] - inner) * g[i] }
     }
 
@@ -92,7 +101,7 @@ public final class DeltaNetCore: FastWeightCore {
             let dW = track.weightGradient(task), scratch = track.scratch(task)
             let dq = scratch, dk = scratch + d, du = scratch + 2 * d
             for t in (0..<track.length).reversed() {
-                track.prefetchWeights(task, t - 2)
+                track.rebuildChunk(task, endingAt: t)
                 let step = DeltaRuleStep(track.step(task, t), headSize: d)
                 let dx = track.projection(dp, task, t)
                 // dv goes straight to its slot of dp.

@@ -15,10 +15,16 @@ import Tensor
 //   write:  du = k S,      dk = S u           (du_m = Σ_e k_e S[e, m], dk_e = Σ_m S[e, m] u_m)
 //   delta:  dv = beta du,  dbeta = du . (v - vbar),  dvbar = -dv,
 //           dk += W_{t-1} dvbar,  S += k ⊗ dvbar  (S is now dL/dW_{t-1})
-// W_{t-1} and W_t come from the per-step fast weights a training forward pass stores, not from
-// undoing the rank-1 updates (which drifts in float32).
+// W_{t-1} and W_t come from what a training forward pass stores, not from undoing the rank-1
+// updates (which drifts in float32): the steps are cut into chunks of C = ceil(sqrt(T)); the
+// forward pass keeps W at the end of every chunk, and backward, on reaching a chunk's last
+// step, rebuilds the chunk's other W_t from the previous chunk's end and the saved keys and
+// updates with the forward pass's own write (the same bits). Memory per (sequence, head) is
+// ceil(T / C) + C - 1 matrices instead of T, and the rebuilt chunk stays in cache: storing
+// every step made both passes wait on memory (measured: most of the cores' time at d = 16).
 // Kernels: one task per (sequence, head) walks its T steps; every matrix pass runs over rows
-// of d contiguous floats (axpy or SIMD dot), so each task touches W about twice per step.
+// of d contiguous floats (axpy or SIMD dot), so each task touches W about twice per step. For
+// d = 16 the kernels hand over to FastWeightKernels16 (one SIMD16 per row, sums in registers).
 
 /// The recurrent core of a fast-weight mixer: per-head projections of every position in,
 /// per-head outputs out, with a fast weight per (sequence, head) that restarts at 0 for every
@@ -55,13 +61,19 @@ final class FastWeightStorage {
     let heads: Int
     let headSize: Int
     let projectionWidth: Int
-    /// Floats one step saves for backward (a core's own layout).
+    /// Floats one step saves for backward (a core's own layout), with the key and the update
+    /// u of the write W += k ⊗ u at these offsets (backward rebuilds W from them).
     let stepWidth: Int
+    let keyOffset: Int
+    let updateOffset: Int
     /// Floats of backward scratch per (sequence, head) task.
     let scratchWidth: Int
 
-    /// Training: W_t after every step, [B, H, T, d, d]; evaluation: the running W, [B, H, d, d].
-    let weights = FloatBuffer()
+    /// Training: W at the end of every chunk, [B, H, ceil(T / C), d, d]; evaluation: the
+    /// running W, [B, H, d, d].
+    let checkpoints = FloatBuffer()
+    /// Training: W_t of the other steps of the current chunk, [B, H, C - 1, d, d].
+    let chunk = FloatBuffer()
     /// Training: [B, H, T, stepWidth]; evaluation: the current step only, [B, H, stepWidth].
     let steps = FloatBuffer()
     /// Backward: S = dL/dW_t carried back in time, [B, H, d, d].
@@ -69,22 +81,43 @@ final class FastWeightStorage {
     /// Backward: [B, H, scratchWidth].
     let scratch = FloatBuffer()
 
-    init(label: String, heads: Int, headSize: Int, projectionWidth: Int, stepWidth: Int, scratchWidth: Int) {
+    init(
+        label: String, heads: Int, headSize: Int, projectionWidth: Int, stepWidth: Int,
+        keyOffset: Int, updateOffset: Int, scratchWidth: Int
+    ) {
         self.label = label
         self.heads = heads
         self.headSize = headSize
         self.projectionWidth = projectionWidth
         self.stepWidth = stepWidth
+        self.keyOffset = keyOffset
+        self.updateOffset = updateOffset
         self.scratchWidth = scratchWidth
+    }
+
+    /// C, the steps of a chunk of a training pass over `length` positions: ceil(sqrt(T))
+    /// minimises the matrices kept, ceil(T / C) + C - 1.
+    static func chunkLength(_ length: Int) -> Int {
+        var c = max(1, Int(Double(length).squareRoot()))
+        while c * c < length { c += 1 }
+        return c
+    }
+
+    /// Matrices kept per (sequence, head) by a pass over `length` positions.
+    static func keptMatrices(length: Int, training: Bool) -> (checkpoints: Int, chunk: Int) {
+        guard training else { return (1, 0) }
+        let c = chunkLength(length)
+        return ((length + c - 1) / c, c - 1)
     }
 
     func declareBuffers(for pass: PassShape, in plan: inout BufferPlan) {
         let tasks = pass.batch * heads, d = headSize
+        let kept = Self.keptMatrices(length: pass.length, training: pass.training)
+        plan.declare(checkpoints, "\(label) \(BackwardThroughTime.storedStates) at chunk ends", count: tasks * kept.checkpoints * d * d)
         // Evaluation keeps one step; training keeps all T for backward.
-        let kept = pass.training ? pass.length : 1
-        plan.declare(weights, "\(label) \(BackwardThroughTime.storedStates)", count: tasks * kept * d * d)
-        plan.declare(steps, "\(label) step vectors", count: tasks * kept * stepWidth)
+        plan.declare(steps, "\(label) step vectors", count: tasks * (pass.training ? pass.length : 1) * stepWidth)
         guard pass.training else { return }
+        plan.declare(chunk, "\(label) \(BackwardThroughTime.storedStates) of one chunk", count: tasks * kept.chunk * d * d)
         plan.declare(weightGradient, "\(label) fast-weight gradient", count: tasks * d * d)
         plan.declare(scratch, "\(label) backward scratch", count: tasks * scratchWidth)
     }
@@ -123,10 +156,16 @@ final class FastWeightStorage {
 /// pointers and sizes, so `parallelFor` bodies can carry it. Task i is sequence i / H, head i % H.
 struct FastWeightTrack: Sendable {
     let heads: Int, length: Int, headSize: Int, projectionWidth: Int, stepWidth: Int
+    let keyOffset: Int, updateOffset: Int
     let scratchWidth: Int
-    /// Training: W_t and the step vectors of every step; evaluation: one running slot each.
+    /// Training: the chunk ends, the current chunk and the step vectors of every step;
+    /// evaluation: one running slot each.
     let storesSteps: Bool
-    private let weightBase: SendablePointer<Float>
+    /// C and the chunk ends kept per task (training).
+    let chunkLength: Int
+    let chunks: Int
+    private let checkpointBase: SendablePointer<Float>
+    private let chunkBase: SendablePointer<Float>
     private let stepBase: SendablePointer<Float>
     private let weightGradientBase: SendablePointer<Float>
     private let scratchBase: SendablePointer<Float>
@@ -139,11 +178,17 @@ struct FastWeightTrack: Sendable {
         headSize = storage.headSize
         projectionWidth = storage.projectionWidth
         stepWidth = storage.stepWidth
+        keyOffset = storage.keyOffset
+        updateOffset = storage.updateOffset
         scratchWidth = storage.scratchWidth
         storesSteps = training
-        let tasks = shape.batch * heads, kept = training ? length : 1, d = headSize
-        weightBase = SendablePointer(storage.weights.reserved(tasks * kept * d * d))
-        stepBase = SendablePointer(storage.steps.reserved(tasks * kept * stepWidth))
+        chunkLength = training ? FastWeightStorage.chunkLength(length) : 1
+        let kept = FastWeightStorage.keptMatrices(length: length, training: training)
+        chunks = kept.checkpoints
+        let tasks = shape.batch * heads, d = headSize
+        checkpointBase = SendablePointer(storage.checkpoints.reserved(tasks * kept.checkpoints * d * d))
+        chunkBase = SendablePointer(training ? storage.chunk.reserved(tasks * kept.chunk * d * d) : storage.chunk.pointer)
+        stepBase = SendablePointer(storage.steps.reserved(tasks * (training ? length : 1) * stepWidth))
         weightGradientBase = SendablePointer(
             backward ? storage.weightGradient.reserved(tasks * d * d) : storage.weightGradient.pointer)
         scratchBase = SendablePointer(
@@ -167,21 +212,42 @@ struct FastWeightTrack: Sendable {
         y.advanced(by: token(task, t) * headSize)
     }
 
-    /// W_t (evaluation: the running W, updated in place).
-    @inline(__always) func weights(_ task: Int, _ t: Int) -> UnsafeMutablePointer<Float> {
-        weightBase.mutable + (storesSteps ? task * length + t : task) * headSize * headSize
+    /// Whether step t is the last of its chunk (training).
+    @inline(__always) func endsChunk(_ t: Int) -> Bool {
+        t == length - 1 || t % chunkLength == chunkLength - 1
     }
 
-    /// Starts loading W_t into cache (nothing for t < 0): backward walks the stored matrices
-    /// backwards in time, which left it waiting on memory for most of its time (measured:
-    /// the loads of W were 58% of the linear Transformer's backward at d = 16).
-    @inline(__always) func prefetchWeights(_ task: Int, _ t: Int) {
-        if t >= 0 { prefetch(weights(task, t), count: headSize * headSize) }
+    /// W_t (evaluation: the running W, updated in place). Training: a chunk's last W is kept
+    /// until backward; the others share the task's chunk slots, which backward rebuilds.
+    @inline(__always) func weights(_ task: Int, _ t: Int) -> UnsafeMutablePointer<Float> {
+        let matrix = headSize * headSize
+        guard storesSteps else { return checkpointBase.mutable + task * matrix }
+        if endsChunk(t) { return checkpointBase.mutable + (task * chunks + t / chunkLength) * matrix }
+        return chunkBase.mutable + (task * (chunkLength - 1) + t % chunkLength) * matrix
     }
 
     /// W_{t-1} (evaluation: the running W); nil for W_0 = 0.
     @inline(__always) func previousWeights(_ task: Int, _ t: Int) -> UnsafePointer<Float>? {
         t == 0 ? nil : UnsafePointer(weights(task, t - 1))
+    }
+
+    /// Backward, before the steps of a chunk (called at every step; acts at a chunk's last
+    /// step t): rebuilds W of the chunk's earlier steps from the previous chunk's end and the
+    /// saved keys and updates, with the forward pass's write, so they are the same bits. Then
+    /// starts loading the end of the chunk before the previous one, which the next rebuild
+    /// starts from.
+    @inline(__always) func rebuildChunk(_ task: Int, endingAt t: Int) {
+        guard endsChunk(t) else { return }
+        let start = t - t % chunkLength
+        for j in start..<t {
+            let step = self.step(task, j)
+            FastWeightKernels.write(
+                previous: previousWeights(task, j), next: weights(task, j), key: step + keyOffset,
+                update: step + updateOffset, size: headSize)
+        }
+        if start - chunkLength - 1 >= 0 {
+            prefetch(weights(task, start - chunkLength - 1), count: headSize * headSize)
+        }
     }
 
     /// The vectors step t saves (evaluation: one slot per task, overwritten every step).
@@ -203,6 +269,9 @@ struct FastWeightTrack: Sendable {
 /// q[d], k[d], delta = v - vbar [d], u = beta delta [d], beta [1]; a core may append its own.
 struct DeltaRuleStep {
     static func width(headSize d: Int) -> Int { 4 * d + 1 }
+    /// Where k and u sit in the step (the write W += k ⊗ u that backward replays).
+    static func keyOffset(headSize d: Int) -> Int { d }
+    static func updateOffset(headSize d: Int) -> Int { 3 * d }
 
     let base: UnsafeMutablePointer<Float>
     let d: Int
@@ -213,9 +282,9 @@ struct DeltaRuleStep {
     }
 
     var query: UnsafeMutablePointer<Float> { base }
-    var key: UnsafeMutablePointer<Float> { base + d }
+    var key: UnsafeMutablePointer<Float> { base + Self.keyOffset(headSize: d) }
     var delta: UnsafeMutablePointer<Float> { base + 2 * d }
-    var update: UnsafeMutablePointer<Float> { base + 3 * d }
+    var update: UnsafeMutablePointer<Float> { base + Self.updateOffset(headSize: d) }
     var beta: Float {
         get { base[4 * d] }
         nonmutating set { base[4 * d] = newValue }
@@ -254,6 +323,7 @@ enum FastWeightKernels {
         _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>,
         size d: Int
     ) {
+        if d == 16 { return store16(load16(y) + FastWeightKernels16.product(x, w), y) }
         for e in 0..<d { rowAxpy(y, x[e], w + e * d, size: d) }
     }
 
@@ -336,6 +406,23 @@ enum FastWeightKernels {
         }
     }
 
+    /// next = previous + k ⊗ u (previous nil: W_0 = 0), row by row as `writeAndRead` does
+    /// (the same bits).
+    @inline(__always)
+    static func write(
+        previous: UnsafePointer<Float>?, next: UnsafeMutablePointer<Float>,
+        key k: UnsafePointer<Float>, update u: UnsafePointer<Float>, size d: Int
+    ) {
+        if d == 16 { return FastWeightKernels16.write(previous: previous, next: next, key: k, update: u) }
+        for e in 0..<d {
+            if let previous {
+                rowSum(previous + e * d, k[e], u, into: next + e * d, size: d)
+            } else {
+                rowScaled(k[e], u, into: next + e * d, size: d)
+            }
+        }
+    }
+
     /// next = previous + k ⊗ u (previous nil: W_0 = 0), then y = q next (overwritten).
     /// `next` may be `previous` (in-place update of a running W): row e is read, then written.
     @inline(__always)
@@ -344,6 +431,9 @@ enum FastWeightKernels {
         key k: UnsafePointer<Float>, update u: UnsafePointer<Float>, query q: UnsafePointer<Float>,
         output y: UnsafeMutablePointer<Float>, size d: Int
     ) {
+        if d == 16 {
+            return FastWeightKernels16.writeAndRead(previous: previous, next: next, key: k, update: u, query: q, output: y)
+        }
         y.update(repeating: 0, count: d)
         for e in 0..<d {
             let row = next + e * d, ke = k[e]
@@ -367,6 +457,11 @@ enum FastWeightKernels {
         weightGradient s: UnsafeMutablePointer<Float>, dQuery dq: UnsafeMutablePointer<Float>,
         dKey dk: UnsafeMutablePointer<Float>, dUpdate du: UnsafeMutablePointer<Float>, size d: Int
     ) {
+        if d == 16 {
+            return FastWeightKernels16.writeAndReadBackward(
+                current: w, key: k, update: u, query: q, dOutput: dy, weightGradient: s, dQuery: dq,
+                dKey: dk, dUpdate: du)
+        }
         du.update(repeating: 0, count: d)
         for e in 0..<d {
             let row = s + e * d
@@ -385,6 +480,9 @@ enum FastWeightKernels {
         _ step: DeltaRuleStep, value v: UnsafePointer<Float>, previous: UnsafePointer<Float>?,
         next: UnsafeMutablePointer<Float>, output y: UnsafeMutablePointer<Float>, size d: Int
     ) {
+        if d == 16 {
+            return FastWeightKernels16.deltaRuleForward(step, value: v, previous: previous, next: next, output: y)
+        }
         // vbar goes to the u slot first; every later loop reads index m before writing it.
         let vbar = step.update, delta = step.delta, beta = step.beta
         vbar.update(repeating: 0, count: d)
@@ -408,6 +506,11 @@ enum FastWeightKernels {
         dQuery dq: UnsafeMutablePointer<Float>, dKey dk: UnsafeMutablePointer<Float>,
         dValue dv: UnsafeMutablePointer<Float>, dUpdate du: UnsafeMutablePointer<Float>, size d: Int
     ) -> Float {
+        if d == 16 {
+            return FastWeightKernels16.deltaRuleBackward(
+                step, previous: previous, current: current, dOutput: dy, weightGradient: s, dQuery: dq,
+                dKey: dk, dValue: dv, dUpdate: du)
+        }
         writeAndReadBackward(
             current: current, key: step.key, update: step.update, query: step.query, dOutput: dy,
             weightGradient: s, dQuery: dq, dKey: dk, dUpdate: du, size: d)
@@ -429,6 +532,7 @@ enum FastWeightKernels {
     static func eluPlusOne(
         _ x: UnsafePointer<Float>, into f: UnsafeMutablePointer<Float>, size d: Int
     ) -> Float {
+        if d == 16 { return FastWeightKernels16.eluPlusOne(x, into: f) }
         var total: Float = 0
         for i in 0..<d {
             f[i] = x[i] > 0 ? x[i] + 1 : Foundation.exp(x[i])
@@ -442,11 +546,12 @@ enum FastWeightKernels {
     static func sigmoid(_ x: Float) -> Float { 1 / (1 + Foundation.exp(-x)) }
 }
 
-/// How the fast-weight layers go back through time: a training pass keeps every step's fast
-/// weights, and backward reads them instead of undoing the rank-one updates (which drifts in
-/// float32). The accountant reports these buffers under this name; there is no chunked
-/// recomputation, so they grow with batch x length.
+/// How the fast-weight layers go back through time: a training pass keeps the fast weights
+/// backward needs instead of undoing the rank-one updates (which drifts in float32). The
+/// linear Transformer, DeltaNet and Recurrent DeltaNet keep W at the end of every chunk of
+/// ceil(sqrt(T)) steps and rebuild the chunk being walked back; the SRWM keeps every step's.
+/// The accountant reports these buffers under this name; they grow with the batch.
 public enum BackwardThroughTime {
-    /// The end of the names of the buffers that keep every step's fast weights.
-    public static let storedStates = "fast weights per step"
+    /// The words in the names of the buffers that keep fast weights for backward.
+    public static let storedStates = "stored fast weights"
 }

@@ -27,7 +27,8 @@ public final class LinearTransformerCore: FastWeightCore {
         // Step: fq[d], fk[d], v[d]; backward scratch: dfq[d], dfk[d].
         storage = FastWeightStorage(
             label: "linear transformer", heads: heads, headSize: headSize,
-            projectionWidth: 3 * headSize, stepWidth: 3 * headSize, scratchWidth: 2 * headSize)
+            projectionWidth: 3 * headSize, stepWidth: 3 * headSize, keyOffset: headSize,
+            updateOffset: 2 * headSize, scratchWidth: 2 * headSize)
     }
 
     public func initialize(_ arena: ParameterArena, _ context: inout InitializationContext) {}
@@ -64,13 +65,18 @@ public final class LinearTransformerCore: FastWeightCore {
             let dW = track.weightGradient(task), scratch = track.scratch(task)
             let dfq = scratch, dfk = scratch + d
             for t in (0..<track.length).reversed() {
-                track.prefetchWeights(task, t - 1)
+                track.rebuildChunk(task, endingAt: t)
                 let step = track.step(task, t), dx = track.projection(dp, task, t)
                 // dv goes straight to its slot of dp.
                 FastWeightKernels.writeAndReadBackward(
                     current: track.weights(task, t), key: step + d, update: step + 2 * d,
                     query: step, dOutput: track.output(dy, task, t), weightGradient: dW,
                     dQuery: dfq, dKey: dfk, dUpdate: dx + 2 * d, size: d)
+                if d == 16 {
+                    store16(load16(dfq) * FastWeightKernels16.derivativeFromFeature(load16(step)), dx)
+                    store16(load16(dfk) * FastWeightKernels16.derivativeFromFeature(load16(step + d)), dx + d)
+                    continue
+                }
                 for i in 0..<d {
                     dx[i] = dfq[i] * min(step[i], 1)
                     dx[d + i] = dfk[i] * min(step[d + i], 1)

@@ -51,6 +51,8 @@ public final class RecurrentDeltaNetCore: FastWeightCore {
             label: "recurrent deltanet", heads: heads, headSize: headSize,
             projectionWidth: 3 * headSize + 1,
             stepWidth: DeltaRuleStep.width(headSize: headSize) + headSize,
+            keyOffset: DeltaRuleStep.keyOffset(headSize: headSize),
+            updateOffset: DeltaRuleStep.updateOffset(headSize: headSize),
             scratchWidth: 5 * headSize)
     }
 
@@ -84,11 +86,25 @@ public final class RecurrentDeltaNetCore: FastWeightCore {
                 let x = track.projection(p, task, t)
                 let step = DeltaRuleStep(track.step(task, t), headSize: d)
                 let s = step.end
+                if d == 16 {
+                    typealias K = FastWeightKernels16
+                    let sv = t == 0 ? K.Row() : tanh16(load16(track.output(y, task, t - 1)))
+                    store16(sv, s)
+                    store16(K.softmax(load16(x) + K.product(s, rq)), step.query)
+                    store16(K.softmax(load16(x + d) + K.product(s, rk)), step.key)
+                    store16(load16(x + 2 * d) + K.product(s, rv), step.delta)
+                    step.beta = FastWeightKernels.sigmoid(x[3 * d] + FastWeightKernels16.lanesSum(load16(rb) * sv))
+                    FastWeightKernels.deltaRuleForward(
+                        step, value: step.delta, previous: track.previousWeights(task, t),
+                        next: track.weights(task, t), output: track.output(y, task, t), size: d)
+                    continue
+                }
                 if t == 0 {
                     s.update(repeating: 0, count: d)
                 } else {
-                    let previousOutput = track.output(y, task, t - 1)
-                    for m in 0..<d { s[m] = Foundation.tanh(previousOutput[m]) }
+                    // The SIMD tanh of the recurrent layers (GateActivations.swift).
+                    s.update(from: track.output(y, task, t - 1), count: d)
+                    tanhInPlace(s, count: d)
                 }
                 step.query.update(from: x, count: d)
                 FastWeightKernels.accumulateProduct(s, rq, into: step.query, size: d)
@@ -134,7 +150,7 @@ public final class RecurrentDeltaNetCore: FastWeightCore {
             partial.update(repeating: 0, count: width)
             carry.update(repeating: 0, count: d)
             for t in (0..<track.length).reversed() {
-                track.prefetchWeights(task, t - 2)
+                track.rebuildChunk(task, endingAt: t)
                 let step = DeltaRuleStep(track.step(task, t), headSize: d)
                 let dx = track.projection(dp, task, t)
                 add(track.output(dy, task, t), carry, into: g, count: d)
@@ -143,14 +159,31 @@ public final class RecurrentDeltaNetCore: FastWeightCore {
                     step, previous: track.previousWeights(task, t), current: track.weights(task, t),
                     dOutput: g, weightGradient: dW, dQuery: dq, dKey: dk, dValue: dx + 2 * d,
                     dUpdate: du, size: d)
-                Self.softmaxBackward(step.query, dOutput: dq, dLogits: dx, size: d)
-                Self.softmaxBackward(step.key, dOutput: dk, dLogits: dx + d, size: d)
+                if d == 16 {
+                    store16(FastWeightKernels16.softmaxBackward(load16(step.query), dOutput: load16(dq)), dx)
+                    store16(FastWeightKernels16.softmaxBackward(load16(step.key), dOutput: load16(dk)), dx + d)
+                } else {
+                    Self.softmaxBackward(step.query, dOutput: dq, dLogits: dx, size: d)
+                    Self.softmaxBackward(step.key, dOutput: dk, dLogits: dx + d, size: d)
+                }
                 let beta = step.beta
                 let dLogitBeta = dBeta * beta * (1 - beta)
                 dx[3 * d] = dLogitBeta
                 // s_0 = 0: no parameter gradient and no earlier output to reach.
                 guard t > 0 else { continue }
                 let s = step.end
+                if d == 16 {
+                    // The same sums with the rows of R dotted 16 at once (FastWeightKernels16).
+                    let ds = FastWeightKernels16.rowDots(rq, load16(dx))
+                        + FastWeightKernels16.rowDots(rk, load16(dx + d))
+                        + FastWeightKernels16.rowDots(rv, load16(dx + 2 * d))
+                        + SIMD16<Float>(repeating: dLogitBeta) * load16(rb)
+                    let sv = load16(s)
+                    store16(ds * (SIMD16<Float>(repeating: 1) - sv * sv), carry)
+                    // dR_q, dR_k, dR_v after the walk, from the saved s and dp.
+                    FastWeightKernels.rowAxpy(drb, dLogitBeta, s, size: d)
+                    continue
+                }
                 for e in 0..<d {
                     let ds = FastWeightKernels.rowDot(rq + e * d, dx, size: d)
                         + FastWeightKernels.rowDot(rk + e * d, dx + d, size: d)
@@ -161,6 +194,15 @@ public final class RecurrentDeltaNetCore: FastWeightCore {
                     FastWeightKernels.rowAxpy(dRv + e * d, s[e], dx + 2 * d, size: d)
                 }
                 FastWeightKernels.rowAxpy(drb, dLogitBeta, s, size: d)
+            }
+            if d == 16 {
+                // dR += Σ_t s_t ⊗ dx_t for t = T-1 down to 1, the walk's order (s_0 = 0).
+                let steps = stride(from: track.length - 1, through: 1, by: -1)
+                let s = { (t: Int) in UnsafePointer(DeltaRuleStep(track.step(task, t), headSize: d).end) }
+                let dx = { (t: Int) in UnsafePointer(track.projection(dp, task, t)) }
+                FastWeightKernels16.accumulateOuterProducts(steps, left: s, right: { dx($0) }, into: dRq)
+                FastWeightKernels16.accumulateOuterProducts(steps, left: s, right: { dx($0) + d }, into: dRk)
+                FastWeightKernels16.accumulateOuterProducts(steps, left: s, right: { dx($0) + 2 * d }, into: dRv)
             }
         }
         // Per head, the sequences' partial gradients in order (one task per head).

@@ -85,7 +85,7 @@ public final class SelfReferentialWeightMatrix {
     public func declareBuffers(for pass: PassShape, in plan: inout BufferPlan) {
         let tasks = pass.batch * heads, steps = pass.training ? pass.length : 1
         let d = headSize, n = columns
-        plan.declare(states, "SRWM \(BackwardThroughTime.storedStates)", count: tasks * steps * d * n)
+        plan.declare(states, "SRWM \(BackwardThroughTime.storedStates) of every step", count: tasks * steps * d * n)
         plan.declare(stepValues, "SRWM q, k, beta, delta per step", count: tasks * steps * stepStride)
         plan.declare(readouts, "SRWM readouts", count: tasks * n)
         guard pass.training else { return }
@@ -166,7 +166,8 @@ public final class SelfReferentialWeightMatrix {
             let dq = scratch + 3 * n, dk = dq + d
             for step in stride(from: t - 1, through: 0, by: -1) {
                 let w = statesP.pointer + (task * t + step) * matrix
-                // The next (earlier) state into cache while this step works (see FastWeightTrack.prefetchWeights).
+                // The next (earlier) state into cache while this step works: the states are read backwards
+                // in time, which the hardware prefetcher does not follow.
                 if step > 0 { prefetch(w - matrix, count: matrix) }
                 let values = valuesP.pointer + (task * t + step) * slot
                 let q = values, k = values + d, beta = values + 2 * d, delta = values + 2 * d + 4

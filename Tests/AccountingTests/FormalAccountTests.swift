@@ -24,17 +24,23 @@ import TestSupport
             #expect(Accountant.trainingPass(config).length == preset.task.longestString(of: .train), "\(name)")
             #expect(Accountant.evaluationPass(config).length == preset.task.longestString(of: .bin1), "\(name)")
 
-            // Stored fast weights: every step of every (sequence, head) of every layer, d x d
-            // (SRWM: d x (3d + 4)).
+            // Stored fast weights of every layer: the linear Transformer, DeltaNet and Recurrent
+            // DeltaNet keep, per (sequence, head), ceil(T / C) chunk ends (a buffer that holds
+            // evaluation's running W, one per sequence and head, when that is larger) and C - 1
+            // rebuilt steps, C = ceil(sqrt(T)), of d x d each; the SRWM every step's d x (3d + 4).
             let b = FormalPreset.budget(preset.task)
             let d = b.modelWidth / b.heads, t = preset.task.longestString(of: .train)
-            let perStep: Int? =
+            let tasks = b.batchSize * b.heads, evaluationTasks = Accountant.evaluationPass(config).batch * b.heads
+            var c = 1
+            while c * c < t { c += 1 }
+            let floats: Int =
                 switch preset.model {
-                case .linearTransformer, .deltaNet, .recurrentDeltaNet: d * d
-                case .selfReferential: d * (3 * d + 4)
-                default: nil
+                case .linearTransformer, .deltaNet, .recurrentDeltaNet:
+                    d * d * (max(tasks * ((t + c - 1) / c), evaluationTasks) + tasks * (c - 1))
+                case .selfReferential: d * (3 * d + 4) * t * tasks
+                default: 0
                 }
-            #expect(account.memory.storedFastWeights == (perStep ?? 0) * 4 * b.layers * b.batchSize * b.heads * t, "\(name)")
+            #expect(account.memory.storedFastWeights == floats * 4 * b.layers, "\(name)")
             // The memory line follows the data, not the unused segment length.
             config.training.segmentLength = 7
             #expect(try Accountant.account(config) == account)
