@@ -92,7 +92,7 @@ let package = Package(
             name: "AccountingTests",
             dependencies: ["Accounting", "Configuration", "Models", "Training", "Tensor", "TestSupport"]),
         // Runs the built `lmtrain` binary: bad input, exit codes, a short end-to-end run.
-        .testTarget(name: "CLITests", dependencies: ["lmtrain", "Datasets", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["lmtrain", "Datasets", "Tensor", "TestSupport"]),
     ]
 )
 

@@ -25,6 +25,8 @@ public enum Benchmark {
         public var moeToDenseStepRatio: Double?
         public var feedForwardBlockSeconds: [String: Double]?
         public var moeToDenseBlockRatio: Double?
+        /// The OpenBLAS kernel of the measurement and why it was chosen.
+        public var openBLAS: OpenBLASKernel.Status?
 
         public init(
             threads: Int, sgemmSize: Int, sgemmGFLOPS: Double, preset: String, tokensPerStep: Int,
@@ -53,6 +55,7 @@ public enum Benchmark {
             case fractionOfSgemm = "fraction_of_sgemm", measuredSteps = "measured_steps", stepSeconds = "step_seconds"
             case moeStepSeconds = "moe_seconds_per_step_median", moeToDenseStepRatio = "moe_to_dense_step_ratio"
             case feedForwardBlockSeconds = "feedforward_block_seconds_median", moeToDenseBlockRatio = "moe_to_dense_block_ratio"
+            case openBLAS = "openblas"
         }
     }
 

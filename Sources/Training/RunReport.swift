@@ -2,6 +2,7 @@ import Configuration
 import Datasets
 import Foundation
 import Layers
+import Tensor
 
 #if canImport(Glibc)
 import Glibc
@@ -24,6 +25,8 @@ public struct RunReport: Codable, Sendable {
     /// Peak resident set size of the process (getrusage).
     public let peakResidentBytes: Int
     public let usage: [Usage]
+    /// The OpenBLAS kernel the run computed with and why (absent in reports of older builds).
+    public var openBLAS: OpenBLASKernel.Status?
 
     /// Expert (or value-row) usage of one layer over the run's training steps.
     public struct Usage: Codable, Sendable {
@@ -48,6 +51,7 @@ public struct RunReport: Codable, Sendable {
         case config, parameters, steps, results, checkpoint, usage
         case trainingTokensPerSecond = "training_tokens_per_second", peakResidentBytes = "peak_resident_bytes"
         case trainingSeconds = "training_seconds"
+        case openBLAS = "openblas"
     }
 
     /// The result of `split`, if evaluated.

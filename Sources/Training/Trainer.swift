@@ -338,12 +338,13 @@ public final class Trainer {
             results.append(result)
         }
         model.resetUsage()
-        let report = RunReport(
+        var report = RunReport(
             config: config, parameters: model.layout.count, steps: step, results: results,
             checkpoint: evaluated?.path, trainingTokensPerSecond: trainingTokensPerSecond,
             trainingSeconds: elapsedSeconds,
             peakResidentBytes: RunReport.peakResidentBytes(),
             usage: runUsage.enumerated().map { RunReport.Usage(layer: $0.offset, $0.element) })
+        report.openBLAS = OpenBLASKernel.status
         try report.write(to: runDirectory.appendingPathComponent("report.json"))
         return report
     }

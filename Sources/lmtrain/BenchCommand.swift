@@ -44,6 +44,9 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         try threads.apply()
+        let blas = OpenBLASKernel.status
+        print("OpenBLAS kernel \(blas.kernel) (\(blas.reason)); \(blas.config)")
+        print(String(format: "OpenBLAS product check: relative error %.1e against a plain loop", OpenBLASKernel.productError()))
         if tokenizers { return try runTokenizers() }
         if formal { return try runFormal() }
         let sgemm = Benchmark.sgemmRate(size: sgemmSize, repeats: 5)
@@ -90,6 +93,7 @@ struct Bench: ParsableCommand {
         report.moeToDenseStepRatio = moeMedian / median
         report.feedForwardBlockSeconds = blockMedians
         report.moeToDenseBlockRatio = ratio
+        report.openBLAS = blas
         try writeJSON(report, to: URL(fileURLWithPath: output))
         print("wrote \(output)")
     }
@@ -105,6 +109,7 @@ extension Bench {
         var figures: [String: Any] = [
             "batch": shape.batch, "length": shape.length, "d_model": d, "heads": heads, "layers": layers,
             "ff_factor": 4, "embedding_size": d, "threads": Threads.count,
+            "openblas": ["kernel": OpenBLASKernel.status.kernel, "reason": OpenBLASKernel.status.reason],
         ]
         print("formal-language models: batch \(shape.batch), length \(shape.length), d_model \(d), \(heads) heads, \(layers) layers, ff factor 4, \(Threads.count) threads")
         var models: [String: Any] = [:]

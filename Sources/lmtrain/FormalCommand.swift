@@ -91,7 +91,7 @@ struct FormalTrain: ParsableCommand {
             }
         }
         if !ignored.isEmpty { print("\(model.rawValue) has no use for \(ignored.joined(separator: ", ")): ignored") }
-        var train = try Train.parse(["--preset", FormalPreset(task: task, model: model).description] + options)
+        let train = try Train.parse(["--preset", FormalPreset(task: task, model: model).description] + options)
         try train.run()
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Tensor
 
 @main
 struct LMTrain: ParsableCommand {
@@ -22,6 +23,8 @@ struct LMTrain: ParsableCommand {
 
     /// Runs the command; user mistakes print one line and exit non-zero (no stack traces).
     static func main() {
+        // Before anything computes: the best OpenBLAS kernel for this CPU (may run lmtrain again).
+        OpenBLASKernel.selectForThisCPU()
         do {
             var command = try parseAsRoot()
             try command.run()

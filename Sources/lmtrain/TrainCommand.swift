@@ -54,6 +54,8 @@ struct Train: ParsableCommand {
         print(trainer.task.dataSummary)
         print("model \(trainer.config.model.kind): \(trainer.config.model.summary), \(trainer.model.layout.count) parameters")
         print("training \(t.steps) steps\(t.epochs.map { " (\($0) epochs)" } ?? "") of \(trainer.task.batchDescription), \(t.optimizer.rawValue), lr \(t.learningRate) \(t.schedule.rawValue), \(Threads.count) threads")
+        let blas = OpenBLASKernel.status
+        print("OpenBLAS kernel \(blas.kernel) (\(blas.reason))")
         let observer = ConsoleObserver(logInterval: t.logInterval, describe: trainer.task.describe(loss:))
         try trainer.run(stopAt: stopAt, observer: observer)
         Self.printUsage(trainer.runUsage)

@@ -23,13 +23,16 @@ struct Invocation {
 }
 
 /// Runs the binary in `directory` (its `Data/` there, whatever `LMTRAIN_DATA` says), feeding
-/// `input` on standard input when given.
-func lmtrain(_ arguments: [String], in directory: URL? = nil, input: Data? = nil) throws -> Invocation {
+/// `input` on standard input when given, with `environment` added to this process's.
+func lmtrain(
+    _ arguments: [String], in directory: URL? = nil, input: Data? = nil, environment: [String: String] = [:]
+) throws -> Invocation {
     let process = Process()
     process.executableURL = binary
     process.arguments = arguments
     if let directory { process.currentDirectoryURL = directory }
     process.environment = ProcessInfo.processInfo.environment.filter { $0.key != "LMTRAIN_DATA" }
+        .merging(environment) { _, added in added }
     let out = Pipe(), err = Pipe(), stdin = Pipe()
     process.standardOutput = out
     process.standardError = err
