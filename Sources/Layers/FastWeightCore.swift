@@ -20,8 +20,9 @@ import Tensor
 // forward pass keeps W at the end of every chunk, and backward, on reaching a chunk's last
 // step, rebuilds the chunk's other W_t from the previous chunk's end and the saved keys and
 // updates with the forward pass's own write (the same bits). Memory per (sequence, head) is
-// ceil(T / C) + C - 1 matrices instead of T, and the rebuilt chunk stays in cache: storing
-// every step made both passes wait on memory (measured: most of the cores' time at d = 16).
+// ceil(T / C) + C - 1 matrices instead of T, and the rebuilt chunk stays in cache instead of
+// a matrix per step being written to memory and read back (backward used to wait on those
+// loads: before a prefetch was added they were 58% of the linear Transformer's backward).
 // Kernels: one task per (sequence, head) walks its T steps; every matrix pass runs over rows
 // of d contiguous floats (axpy or SIMD dot), so each task touches W about twice per step. For
 // d = 16 the kernels hand over to FastWeightKernels16 (one SIMD16 per row, sums in registers).
@@ -39,8 +40,8 @@ public protocol FastWeightCore: AnyObject {
     /// Draws the core's own parameters (Recurrent DeltaNet's R_q, R_k, R_v, r_b); nothing for
     /// the others.
     func initialize(_ arena: ParameterArena, _ context: inout InitializationContext)
-    /// Every buffer of a pass (a training pass also keeps what backward needs: the per-step
-    /// fast weights).
+    /// Every buffer of a pass (a training pass also keeps what backward needs: the fast weights
+    /// at chunk ends and the step vectors).
     func declareBuffers(for pass: PassShape, in plan: inout BufferPlan)
     /// p: [B, T, H, projectionWidth] -> y: [B, T, H, d] (overwritten). State restarts per
     /// sequence.

@@ -3,12 +3,13 @@ import Tensor
 // The fast-weight kernels of FastWeightCore.swift for a head size of 16, the size of every
 // formal-language preset: each [16, 16] fast-weight row is one SIMD16 value, and the vectors a
 // step accumulates (y, u, vbar, du) stay in registers across the 16 rows. The general kernels
-// accumulate through memory (the output may alias nothing the compiler can prove), and that
-// store-to-load chain was the largest item of their profile. A matrix-vector product over the
-// rows, z_e = Σ_m M[e, m] x_m, sums 16 rows at once with a tree of half-vector additions
-// (`rowDots`) instead of 16 separate horizontal sums. Each kernel computes what its general
-// counterpart does; the writes of W are the same bits (the row sums are added in another
-// order), and tests compare both with per-step references.
+// accumulate through memory (the compiler cannot prove that the output aliases no input), and
+// that store-to-load chain held the hottest instruction of the linear Transformer's backward
+// (perf annotate). A matrix-vector product over the rows, z_e = Σ_m M[e, m] x_m, sums 16 rows
+// at once with a tree of half-vector additions (`rowDots`) instead of 16 separate horizontal
+// sums. Each kernel computes what its general counterpart does; the writes of W are the same
+// bits (the row sums are added in another order), and tests compare both with per-step
+// references.
 
 enum FastWeightKernels16 {
     typealias Row = SIMD16<Float>
