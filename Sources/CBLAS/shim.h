@@ -25,9 +25,8 @@ static inline unsigned int lmtrain_cpu_features(void) {
         unsigned int low, high;
         __asm__ volatile("xgetbv" : "=a"(low), "=d"(high) : "c"(0));
         // XMM, YMM (bits 1, 2) and opmask, ZMM halves (bits 5-7).
-        if ((low & 0xe6) == 0xe6) {}
-        else if ((low & 0x6) != 0x6) features &= ~0x3fu;  // no AVX state: nothing usable
-        else features &= ~0x3cu;  // AVX state only: no AVX-512
+        if ((low & 0x6) != 0x6) features = 0;                   // no AVX state: nothing usable
+        else if ((low & 0xe6) != 0xe6) features &= ~0x3cu;      // AVX state only: no AVX-512
     } else {
         features = 0;
     }

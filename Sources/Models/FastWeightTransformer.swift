@@ -11,7 +11,7 @@ import Tensor
 // (pad included).
 
 /// A linear Transformer, DeltaNet, Recurrent DeltaNet or self-referential weight matrix model.
-public final class FastWeightTransformer: SequenceModel {
+public final class FastWeightTransformer: SequenceWiseModel {
     public let config: Config
     public let layout: ParameterLayout
     /// Allocated on first use, so a model built for the accountant costs no parameter memory.
@@ -42,15 +42,10 @@ public final class FastWeightTransformer: SequenceModel {
         stack.head.output.initializeUniform(arena, &context)
     }
 
-    public func makeState(batch: Int, capacity: Int) -> (any CarriedState)? { nil }
-    public func advance(_ state: any CarriedState) {}
-    public func stateBytes(batch: Int, capacity: Int) -> Int { 0 }
 
     // MARK: Buffers
 
     public func declareBuffers(for pass: PassShape, in plan: inout BufferPlan) { stack.declareBuffers(for: pass, in: &plan) }
-
-    public func reserveBuffers(for pass: PassShape) { BufferPlan.reserve { declareBuffers(for: pass, in: &$0) } }
 
     // MARK: Forward and backward
 
@@ -63,13 +58,6 @@ public final class FastWeightTransformer: SequenceModel {
     public var logits: UnsafePointer<Float> { stack.logits }
     public var positionLosses: UnsafePointer<Double> { stack.positionLosses }
     public func backward() { stack.backward(arena: arena) }
-
-    // MARK: Diagnostics and state
-
-    public var usage: [UsageCounts] { [] }
-    public func resetUsage() {}
-    public var persistentState: [String: [Float]] { [:] }
-    public func loadPersistentState(_ tensors: (String) throws -> [Float]?) throws {}
 
     // MARK: Accounting
 

@@ -23,7 +23,7 @@ extension LSTM: RecurrentLayer {}
 extension QuasiLSTM: RecurrentLayer {}
 
 /// An LSTM or e-LSTM classifying every position.
-public final class RecurrentNetwork: SequenceModel {
+public final class RecurrentNetwork: SequenceWiseModel {
     public let config: Config
     public let layout: ParameterLayout
     /// Allocated on first use, so a model built for the accountant costs no parameter memory.
@@ -68,9 +68,6 @@ public final class RecurrentNetwork: SequenceModel {
         head.output.initializeUniform(arena, &context)
     }
 
-    public func makeState(batch: Int, capacity: Int) -> (any CarriedState)? { nil }
-    public func advance(_ state: any CarriedState) {}
-    public func stateBytes(batch: Int, capacity: Int) -> Int { 0 }
 
     public func declareBuffers(for pass: PassShape, in plan: inout BufferPlan) {
         let rows = pass.rows
@@ -84,8 +81,6 @@ public final class RecurrentNetwork: SequenceModel {
         plan.declare(dStates, "recurrent output gradient", count: rows * config.modelWidth)
         plan.declare(dEmbedded, "embedding gradient", count: rows * config.embeddingSize)
     }
-
-    public func reserveBuffers(for pass: PassShape) { BufferPlan.reserve { declareBuffers(for: pass, in: &$0) } }
 
     public func forward(
         _ batch: TokenBatch, state: (any CarriedState)?, context: inout ForwardContext
@@ -119,10 +114,6 @@ public final class RecurrentNetwork: SequenceModel {
         embedding.backward(tokens.pointer, dOutput: de, rows: rows, arena: arena)
     }
 
-    public var usage: [UsageCounts] { [] }
-    public func resetUsage() {}
-    public var persistentState: [String: [Float]] { [:] }
-    public func loadPersistentState(_ tensors: (String) throws -> [Float]?) throws {}
 
     public var parameterComponents: [ParameterComponent] {
         let cell = layout.count { !$0.hasPrefix("embedding.") && !$0.hasPrefix("output.") }

@@ -87,6 +87,26 @@ public protocol SequenceModel: AnyObject {
     func declareBuffers(for pass: PassShape, in plan: inout BufferPlan)
 }
 
+extension SequenceModel {
+    /// Reserves the plan `declareBuffers` makes for `pass`.
+    public func reserveBuffers(for pass: PassShape) { BufferPlan.reserve { declareBuffers(for: pass, in: &$0) } }
+}
+
+/// A model whose state restarts with every sequence and that keeps nothing besides its
+/// parameters: no carried state, no selection counts, no non-trained tensors (the
+/// formal-language models). Conforming gives those parts of `SequenceModel`.
+public protocol SequenceWiseModel: SequenceModel {}
+
+extension SequenceWiseModel {
+    public func makeState(batch: Int, capacity: Int) -> (any CarriedState)? { nil }
+    public func advance(_ state: any CarriedState) {}
+    public func stateBytes(batch: Int, capacity: Int) -> Int { 0 }
+    public var usage: [UsageCounts] { [] }
+    public func resetUsage() {}
+    public var persistentState: [String: [Float]] { [:] }
+    public func loadPersistentState(_ tensors: (String) throws -> [Float]?) throws {}
+}
+
 /// One batch of sequences: inputs and targets [B, T], row-major. A negative target
 /// (`SoftmaxCrossEntropy.ignoredTarget`) marks a position that is not scored (padding).
 public struct TokenBatch {

@@ -11,7 +11,7 @@ import Tensor
 // deep-copies it). Legend: B sequences, T positions, D width, V_in / V_out vocabularies.
 
 /// A causal softmax-attention Transformer without positional encoding.
-public final class SoftmaxTransformer: SequenceModel {
+public final class SoftmaxTransformer: SequenceWiseModel {
     public let config: Config
     public let layout: ParameterLayout
     /// Allocated on first use, so a model built for the accountant costs no parameter memory.
@@ -51,13 +51,8 @@ public final class SoftmaxTransformer: SequenceModel {
         stack.head.output.initializeUniform(arena, &context)
     }
 
-    public func makeState(batch: Int, capacity: Int) -> (any CarriedState)? { nil }
-    public func advance(_ state: any CarriedState) {}
-    public func stateBytes(batch: Int, capacity: Int) -> Int { 0 }
 
     public func declareBuffers(for pass: PassShape, in plan: inout BufferPlan) { stack.declareBuffers(for: pass, in: &plan) }
-
-    public func reserveBuffers(for pass: PassShape) { BufferPlan.reserve { declareBuffers(for: pass, in: &$0) } }
 
     public func forward(
         _ batch: TokenBatch, state: (any CarriedState)?, context: inout ForwardContext
@@ -69,10 +64,6 @@ public final class SoftmaxTransformer: SequenceModel {
     public var positionLosses: UnsafePointer<Double> { stack.positionLosses }
     public func backward() { stack.backward(arena: arena) }
 
-    public var usage: [UsageCounts] { [] }
-    public func resetUsage() {}
-    public var persistentState: [String: [Float]] { [:] }
-    public func loadPersistentState(_ tensors: (String) throws -> [Float]?) throws {}
 
     public var parameterComponents: [ParameterComponent] {
         let attention = layout.count { $0.contains(".attention.") }

@@ -128,8 +128,6 @@ public final class TransformerXL: SequenceModel {
         plan.declare(dHidden.1, "hidden-state gradient (second)", count: rows * d)
     }
 
-    public func reserveBuffers(for pass: PassShape) { BufferPlan.reserve { declareBuffers(for: pass, in: &$0) } }
-
     // MARK: Forward and backward
 
     /// Runs the model on the batch (attending to `state`, a `TransformerXLMemory` that it does

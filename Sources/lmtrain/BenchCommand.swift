@@ -48,7 +48,7 @@ struct Bench: ParsableCommand {
         print("OpenBLAS kernel \(blas.kernel) (\(blas.reason)); \(blas.config)")
         print(String(format: "OpenBLAS product check: relative error %.1e against a plain loop", OpenBLASKernel.productError()))
         if tokenizers { return try runTokenizers() }
-        if formal { return try runFormal() }
+        if formal { return try runFormal(blas) }
         let sgemm = Benchmark.sgemmRate(size: sgemmSize, repeats: 5)
         print(String(format: "sgemm %d^3: %.1f GFLOP/s (median of 5, %d threads)", sgemmSize, sgemm, Threads.count))
         var config = Preset.bench.config
@@ -102,14 +102,14 @@ struct Bench: ParsableCommand {
 extension Bench {
     /// The formal-language models' training throughput, merged into the JSON at `output` under
     /// "formal": per model the step times and the median tokens/s.
-    func runFormal() throws {
+    func runFormal(_ blas: OpenBLASKernel.Status) throws {
         let shape = TokenShape(batch: formalBatch, length: formalLength)
         let (d, heads, layers) = (formalDModel, formalHeads, formalLayers)
         let training = FormalPreset(task: .parity, model: .linearTransformer).config.training
         var figures: [String: Any] = [
             "batch": shape.batch, "length": shape.length, "d_model": d, "heads": heads, "layers": layers,
             "ff_factor": 4, "embedding_size": d, "threads": Threads.count,
-            "openblas": ["kernel": OpenBLASKernel.status.kernel, "reason": OpenBLASKernel.status.reason],
+            "openblas": ["kernel": blas.kernel, "reason": blas.reason, "config": blas.config],
         ]
         print("formal-language models: batch \(shape.batch), length \(shape.length), d_model \(d), \(heads) heads, \(layers) layers, ff factor 4, \(Threads.count) threads")
         var models: [String: Any] = [:]
