@@ -111,6 +111,11 @@ public enum Checkpoint {
         public var solved: Bool { file.metadata["solved"] == "true" }
         /// Wall-clock seconds of training before the checkpoint (0 for older checkpoints).
         public var elapsedSeconds: Double { file.metadata["elapsed_seconds"].flatMap(Double.init) ?? 0 }
+        /// A one-line note for checkpoints written before tensors carried checksums (their
+        /// data cannot be verified); nil when every tensor was checked.
+        public var checksumNote: String? {
+            file.hasChecksums ? nil : "note: \(url.path) carries no checksums (written by an earlier lmtrain): its data cannot be verified"
+        }
 
         /// Builds the model of the saved config and loads its parameters.
         public func makeModel() throws -> any SequenceModel {
@@ -127,6 +132,7 @@ public enum Checkpoint {
                     throw DataError("\(url.path): has no tensor \(view.name): it is a checkpoint of another model config")
                 }
                 try file.read(view.name, dtype: .f32, shape: view.shape, into: model.arena.value(view))
+                try requireFinite(model.arena.value(view), count: view.count, tensor: view.name)
             }
             do {
                 try model.loadPersistentState { name in
@@ -137,6 +143,13 @@ public enum Checkpoint {
             } catch {
                 throw DataError("\(url.path): \(error)")
             }
+        }
+
+        /// Throws for a tensor with a NaN or infinite value: such weights would make every
+        /// loss NaN (and the results unwritable as JSON), so they are named at load instead.
+        private func requireFinite(_ values: UnsafePointer<Float>, count: Int, tensor: String) throws {
+            guard let index = (0..<count).first(where: { !values[$0].isFinite }) else { return }
+            throw DataError("\(url.path): tensor \(tensor) holds \(values[index]) at index \(index): the checkpoint is damaged or its run diverged; use an earlier checkpoint")
         }
 
         /// Restores parameters, optimiser state, carried state and generator for `--resume`.
@@ -150,6 +163,7 @@ public enum Checkpoint {
             for (prefix, values) in optimizer.stateArrays {
                 for view in model.layout.views {
                     try file.read("\(prefix).\(view.name)", dtype: .f32, shape: view.shape, into: values + view.offset)
+                    try requireFinite(values + view.offset, count: view.count, tensor: "\(prefix).\(view.name)")
                 }
             }
             optimizer.stepCount = optimizerStep
@@ -169,8 +183,14 @@ public enum Checkpoint {
         }
     }
 
+    /// Reads and checks the checkpoint at `url` (header, tensor checksums, config).
     public static func load(_ url: URL) throws -> Loaded {
-        let file = try SafeTensors.File(url: url)
+        try open(SafeTensors.File(url: url))
+    }
+
+    /// The checkpoint held by a safetensors file already read.
+    public static func open(_ file: SafeTensors.File) throws -> Loaded {
+        let url = file.url
         guard file.metadata["format"] == format, let json = file.metadata["config"] else {
             throw DataError("\(url.path): not an lmtrain checkpoint (metadata format is \(file.metadata["format"] ?? "missing"))")
         }

@@ -33,8 +33,16 @@ public enum SafeTensors {
         }
     }
 
-    /// Writes `entries` and `metadata` to `url` atomically (temporary file, then rename).
+    /// The metadata key of the per-tensor checksums: a JSON object (as a string, since
+    /// safetensors metadata holds strings only) from each tensor's name to the CRC-32 of its
+    /// bytes as stored, in 8 lowercase hex digits. Written with every file, checked on every read.
+    public static let checksumKey = "tensor_crc32"
+
+    /// Writes `entries` and `metadata` to `url` atomically (temporary file, then rename), with
+    /// the CRC-32 of every tensor under `checksumKey`.
     public static func write(_ entries: [Entry], metadata: [String: String], to url: URL) throws {
+        var metadata = metadata
+        metadata[checksumKey] = try checksumTable(entries.map { ($0.name, CRC32.of($0.bytes)) })
         var header: [String: Any] = ["__metadata__": metadata]
         var offset = 0
         for entry in entries {
@@ -71,7 +79,31 @@ public enum SafeTensors {
         try AtomicFile.commit(temporary, to: url)
     }
 
-    /// A safetensors file read into memory.
+    /// The `checksumKey` value: `{"name": "1a2b3c4d", ...}` with sorted keys.
+    static func checksumTable(_ checksums: [(name: String, crc: UInt32)]) throws -> String {
+        let hex = Dictionary(checksums.map { ($0.name, String(format: "%08x", $0.crc)) }) { _, last in last }
+        let json = try JSONSerialization.data(withJSONObject: hex, options: [.sortedKeys])
+        return String(decoding: json, as: UTF8.self)
+    }
+
+    /// The header of the safetensors file at `url` (tensor entries and `__metadata__`), read
+    /// without its data; nil when the file is missing or not a safetensors file.
+    public static func header(of url: URL) -> [String: Any]? {
+        guard let handle = FileHandle(forReadingAtPath: url.path) else { return nil }
+        defer { try? handle.close() }
+        guard let size = try? handle.seekToEnd(), (try? handle.seek(toOffset: 0)) != nil,
+            let prefix = try? handle.read(upToCount: 8), prefix.count == 8
+        else { return nil }
+        let declared = prefix.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+        guard declared > 0, declared <= size - 8, declared <= 1 << 30,
+            let json = try? handle.read(upToCount: Int(declared)), json.count == Int(declared)
+        else { return nil }
+        return (try? JSONSerialization.jsonObject(with: json)) as? [String: Any]
+    }
+
+    /// A safetensors file read into memory. Reading checks the header against the file's size
+    /// and every tensor's dtype, shape and offsets against the data, so no byte string makes
+    /// it trap, and verifies the tensors' checksums when the file carries them.
     public final class File {
         public struct Tensor {
             public let name: String
@@ -83,39 +115,102 @@ public enum SafeTensors {
         public let url: URL
         public let metadata: [String: String]
         public let tensors: [String: Tensor]
+        /// The file carried per-tensor checksums (all verified); false for files written by
+        /// earlier versions of lmtrain or by other programs.
+        public let hasChecksums: Bool
         private let data: Data
-        private let dataStart: Int
 
-        public init(url: URL) throws {
-            self.url = url
+        public convenience init(url: URL) throws {
             guard let data = FileManager.default.contents(atPath: url.path) else {
                 throw DataError("\(url.path): cannot read the file (missing or unreadable)")
             }
+            try self.init(data: data, url: url)
+        }
+
+        /// Parses `data`, the contents of `url` (named in every error).
+        public init(data: Data, url: URL) throws {
+            self.url = url
             self.data = data
             func corrupt(_ why: String) -> DataError {
-                DataError("\(url.path): not a valid safetensors file (\(why))")
+                DataError("\(url.path): not a valid safetensors file (\(why)); the file is damaged or not a checkpoint")
             }
             guard data.count >= 8 else { throw corrupt("shorter than its 8-byte header length") }
-            let headerLength = data.prefix(8).withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
-            guard headerLength > 0, headerLength <= data.count - 8 else { throw corrupt("header length \(headerLength) exceeds the file") }
-            dataStart = 8 + headerLength
-            guard let header = try? JSONSerialization.jsonObject(with: data.subdata(in: 8..<dataStart)) as? [String: Any] else {
+            // The length is checked as the unsigned number it is before it becomes an Int.
+            let declared = data.prefix(8).withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+            guard declared > 0, declared <= UInt64(data.count - 8) else {
+                throw corrupt("header length \(declared) does not fit in the file's \(data.count) bytes")
+            }
+            let dataStart = 8 + Int(declared)
+            let dataLength = data.count - dataStart
+            let headerBytes = data.subdata(in: 8..<dataStart)
+            guard let header = (try? JSONSerialization.jsonObject(with: headerBytes)) as? [String: Any] else {
                 throw corrupt("header is not a JSON object")
             }
-            metadata = header["__metadata__"] as? [String: String] ?? [:]
+            var metadata: [String: String] = [:]
+            if let value = header["__metadata__"] {
+                guard let strings = value as? [String: String] else { throw corrupt("__metadata__ must map strings to strings") }
+                metadata = strings
+            }
+            self.metadata = metadata
             var tensors: [String: Tensor] = [:]
             for (name, value) in header where name != "__metadata__" {
-                guard let entry = value as? [String: Any],
-                    let dtypeName = entry["dtype"] as? String, let dtype = DType(rawValue: dtypeName),
-                    let shape = entry["shape"] as? [Int], let offsets = entry["data_offsets"] as? [Int],
-                    offsets.count == 2, offsets[0] <= offsets[1]
-                else { throw corrupt("bad entry for \(name)") }
-                guard offsets[1] - offsets[0] == shape.reduce(1, *) * dtype.size,
-                    dataStart + offsets[1] <= data.count
-                else { throw corrupt("tensor \(name) lies outside the file (truncated?)") }
-                tensors[name] = Tensor(name: name, dtype: dtype, shape: shape, range: (dataStart + offsets[0])..<(dataStart + offsets[1]))
+                tensors[name] = try Self.tensor(name, value, dataStart: dataStart, dataLength: dataLength, corrupt: corrupt)
             }
             self.tensors = tensors
+            hasChecksums = metadata[SafeTensors.checksumKey] != nil
+            if let table = metadata[SafeTensors.checksumKey] { try verify(table, corrupt: corrupt) }
+        }
+
+        /// One header entry, checked: a known dtype, non-negative dimensions whose byte count
+        /// does not overflow, and offsets inside the data that span exactly that many bytes.
+        private static func tensor(
+            _ name: String, _ value: Any, dataStart: Int, dataLength: Int, corrupt: (String) -> DataError
+        ) throws -> Tensor {
+            guard let entry = value as? [String: Any], let dtypeName = entry["dtype"] as? String,
+                let shape = entry["shape"] as? [Int], let offsets = entry["data_offsets"] as? [Int], offsets.count == 2
+            else { throw corrupt("bad entry for \(name): needs dtype, shape and two data_offsets") }
+            guard let dtype = DType(rawValue: dtypeName) else {
+                throw corrupt("tensor \(name) has dtype \(dtypeName); lmtrain reads \([DType.f32, .f64, .i32, .i64, .u64, .u8].map(\.rawValue).joined(separator: ", "))")
+            }
+            var byteCount = dtype.size
+            for dimension in shape {
+                guard dimension >= 0 else { throw corrupt("tensor \(name) has a negative dimension in shape \(shape)") }
+                let (product, overflow) = byteCount.multipliedReportingOverflow(by: dimension)
+                guard !overflow, product <= dataLength else {
+                    throw corrupt("tensor \(name) of shape \(shape) is larger than the file (truncated?)")
+                }
+                byteCount = product
+            }
+            let (begin, end) = (offsets[0], offsets[1])
+            guard begin >= 0, begin <= end, end <= dataLength else {
+                throw corrupt("tensor \(name) lies outside the file (data_offsets \(offsets), \(dataLength) data bytes; truncated?)")
+            }
+            guard end - begin == byteCount else {
+                throw corrupt("tensor \(name): data_offsets \(offsets) span \(end - begin) bytes, its dtype and shape need \(byteCount)")
+            }
+            return Tensor(name: name, dtype: dtype, shape: shape, range: (dataStart + begin)..<(dataStart + end))
+        }
+
+        /// Checks every tensor against the checksum table `table` (the `checksumKey` value).
+        private func verify(_ table: String, corrupt: (String) -> DataError) throws {
+            guard let stored = (try? JSONSerialization.jsonObject(with: Data(table.utf8))) as? [String: String] else {
+                throw corrupt("the \(SafeTensors.checksumKey) metadata is not a JSON object of strings")
+            }
+            if let extra = stored.keys.sorted().first(where: { tensors[$0] == nil }) {
+                throw corrupt("\(SafeTensors.checksumKey) names tensor \(extra), which the file lacks")
+            }
+            try data.withUnsafeBytes { raw in
+                for name in tensors.keys.sorted() {
+                    guard let hex = stored[name], hex.count == 8, let expected = UInt32(hex, radix: 16) else {
+                        throw corrupt("\(SafeTensors.checksumKey) has no valid checksum for tensor \(name)")
+                    }
+                    let range = tensors[name]!.range
+                    let actual = CRC32.of(UnsafeRawBufferPointer(rebasing: raw[range]))
+                    guard actual == expected else {
+                        throw DataError("\(url.path): tensor \(name) fails its CRC-32 check (stored \(hex), computed \(String(format: "%08x", actual))): the file is damaged; use another checkpoint")
+                    }
+                }
+            }
         }
 
         /// Copies tensor `name` (of `dtype` and `shape`) into `destination`.
@@ -125,6 +220,7 @@ public enum SafeTensors {
             if let shape, shape != tensor.shape {
                 throw DataError("\(url.path): tensor \(name) has shape \(tensor.shape), expected \(shape) (a checkpoint from another config?)")
             }
+            guard !tensor.range.isEmpty else { return }
             data.withUnsafeBytes { raw in
                 UnsafeMutableRawPointer(destination).copyMemory(from: raw.baseAddress! + tensor.range.lowerBound, byteCount: tensor.range.count)
             }
@@ -133,6 +229,7 @@ public enum SafeTensors {
         /// Tensor `name` as an array.
         public func array<T>(_ name: String, dtype: DType, as type: T.Type) throws -> [T] where T: Numeric {
             guard let tensor = tensors[name] else { throw DataError("\(url.path): has no tensor \(name)") }
+            precondition(MemoryLayout<T>.size == dtype.size, "\(T.self) does not hold \(dtype.rawValue)")
             var values = [T](repeating: 0, count: tensor.shape.reduce(1, *))
             try values.withUnsafeMutableBufferPointer { try read(name, dtype: dtype, into: $0.baseAddress!) }
             return values

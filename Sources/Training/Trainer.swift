@@ -97,6 +97,7 @@ public final class Trainer {
 
     /// Continues the run saved in `checkpoint`, with exactly the state it had.
     public convenience init(resuming checkpoint: Checkpoint.Loaded, task: any TrainingTask, runDirectory: URL) throws {
+        try checkpoint.requireConfig(ofRunIn: runDirectory)
         guard checkpoint.dataFingerprint == task.dataFingerprint else {
             throw TrainingError(description: "\(checkpoint.url.path) was trained on other data (fingerprint \(checkpoint.dataFingerprint), this data \(task.dataFingerprint)): pass the same --data")
         }
@@ -135,6 +136,10 @@ public final class Trainer {
         self.config = config
         self.task = task
         self.runDirectory = runDirectory
+        // Temporaries of checkpoints and logs that a killed process of this run left behind.
+        for folder in [runDirectory, runDirectory.appendingPathComponent("checkpoints")] {
+            AtomicFile.removeStaleTemporaries(in: folder)
+        }
         let t = config.training
         model = try config.model.makeModel()
         optimizer = t.makeOptimizer(parameters: model.layout.count)

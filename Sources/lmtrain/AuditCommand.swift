@@ -45,7 +45,7 @@ struct Audit: ParsableCommand {
                 }
                 return try ConfigResolution.decode(ConfigResolution.readObject(file), source: file.path)
             }
-            if url.pathExtension == "safetensors" { return try Checkpoint.load(url).config }
+            if url.pathExtension == "safetensors" { return try loadCheckpoint(url).config }
             if url.pathExtension == "json" {
                 return try ConfigOptions.parse(["--config", url.path]).resolve()
             }

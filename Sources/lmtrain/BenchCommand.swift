@@ -44,6 +44,9 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         try threads.apply()
+        try OutputPath.check(
+            URL(fileURLWithPath: output), flag: "--output", content: .text,
+            inputs: tokenizers ? [("--tokenizer-data", tokenizerData)] : [])
         let blas = OpenBLASKernel.status
         print("OpenBLAS kernel \(blas.kernel) (\(blas.reason)); \(blas.config)")
         print(String(format: "OpenBLAS product check: relative error %.1e against a plain loop", OpenBLASKernel.productError()))

@@ -30,7 +30,10 @@ struct Eval: ParsableCommand {
 
     func run() throws {
         try threads.apply()
-        let loaded = try Checkpoint.load(URL(fileURLWithPath: checkpoint))
+        let url = output.map { URL(fileURLWithPath: $0) }
+            ?? URL(fileURLWithPath: checkpoint).deletingPathExtension().appendingPathExtension("eval-\(split).json")
+        try OutputPath.check(url, flag: "--output", content: .text, inputs: [("--checkpoint", checkpoint), ("--data", data ?? "")])
+        let loaded = try loadCheckpoint(URL(fileURLWithPath: checkpoint))
         var dataConfig = loaded.config.data
         if let data { dataConfig.source = data }
         let corpus = try CorpusLoader.load(dataConfig)
@@ -44,8 +47,6 @@ struct Eval: ParsableCommand {
             model, tokens: corpus.split(Split(rawValue: split.rawValue)!), unit: corpus.unit, split: split.rawValue,
             batchSize: batchSize, segmentLength: length, memorySegments: memorySegments)
         print("\(split): loss \(String(format: "%.4f", result.loss)) | \(result.metricText) | \(result.tokens) tokens | batch \(batchSize), segment \(length), memory \(memorySegments) segments | \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
-        let url = output.map { URL(fileURLWithPath: $0) }
-            ?? URL(fileURLWithPath: checkpoint).deletingPathExtension().appendingPathExtension("eval-\(split).json")
         try writeJSON(result, to: url)
         print("wrote \(url.path)")
     }

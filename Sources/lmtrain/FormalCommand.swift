@@ -108,7 +108,10 @@ struct FormalEval: ParsableCommand {
 
     func run() throws {
         try threads.apply()
-        let loaded = try Checkpoint.load(URL(fileURLWithPath: checkpoint))
+        let url = output.map { URL(fileURLWithPath: $0) }
+            ?? URL(fileURLWithPath: checkpoint).deletingPathExtension().appendingPathExtension("eval.json")
+        try OutputPath.check(url, flag: "--output", content: .text, inputs: [("--checkpoint", checkpoint), ("--data", data ?? "")])
+        let loaded = try loadCheckpoint(URL(fileURLWithPath: checkpoint))
         var config = loaded.config
         guard config.data.task != nil else {
             throw ValidationError("\(checkpoint) is not a formal-language run: use lmtrain eval")
@@ -126,8 +129,6 @@ struct FormalEval: ParsableCommand {
             print("\(name): loss \(String(format: "%.4f", result.loss)) | \(result.metricText) | \(result.settings["sequences"] ?? 0) sequences")
             results.append(result)
         }
-        let url = output.map { URL(fileURLWithPath: $0) }
-            ?? URL(fileURLWithPath: checkpoint).deletingPathExtension().appendingPathExtension("eval.json")
         try writeJSON(results, to: url)
         print("wrote \(url.path)")
     }

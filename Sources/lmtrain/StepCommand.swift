@@ -15,7 +15,10 @@ struct Step: ParsableCommand {
 
     func run() throws {
         try threads.apply()
-        let loaded = try Checkpoint.load(URL(fileURLWithPath: checkpoint))
+        try OutputPath.check(
+            URL(fileURLWithPath: dump), flag: "--dump", content: .safetensors,
+            inputs: [("--checkpoint", checkpoint), ("--tokens", tokens)])
+        let loaded = try loadCheckpoint(URL(fileURLWithPath: checkpoint))
         let result = try StepDump.run(checkpoint: loaded, tokensURL: URL(fileURLWithPath: tokens), dumpURL: URL(fileURLWithPath: dump))
         print("loss \(result.loss) on \(result.batch) x \(result.length) tokens; wrote \(dump)")
     }

@@ -33,7 +33,7 @@ struct Train: ParsableCommand {
             }
             let (runDirectory, checkpointURL) = try Self.locate(resume)
             if let checkpointURL {
-                let checkpoint = try Checkpoint.load(checkpointURL)
+                let checkpoint = try loadCheckpoint(checkpointURL)
                 trainer = try Trainer(resuming: checkpoint, task: Trainer.task(for: checkpoint.config), runDirectory: runDirectory)
                 print("resuming \(checkpointURL.path) at step \(trainer.step)")
             } else {

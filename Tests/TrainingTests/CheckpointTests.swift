@@ -27,7 +27,9 @@ import Training
         let length = data.prefix(8).withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
         #expect(length % 8 == 0)
         let header = try JSONSerialization.jsonObject(with: data.subdata(in: 8..<(8 + length))) as! [String: Any]
-        #expect((header["__metadata__"] as? [String: String]) == ["k": "v"])
+        // The metadata keeps the caller's keys and adds the tensors' CRC-32s, the values of
+        // Python's zlib.crc32 over their bytes.
+        #expect((header["__metadata__"] as? [String: String]) == ["k": "v", "tensor_crc32": #"{"a":"1939e524","b":"2c8bce2a"}"#])
         let entry = header["a"] as! [String: Any]
         #expect(entry["dtype"] as? String == "F32")
         #expect(entry["shape"] as? [Int] == [2, 3])
