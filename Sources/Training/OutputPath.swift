@@ -23,10 +23,11 @@ public enum OutputPath {
     /// replace a checkpoint-format file it must not.
     public static func check(_ output: URL, flag: String, content: Content, inputs: [(flag: String, path: String)]) throws {
         guard let target = identity(output.path) else { return }  // a new file replaces nothing
-        for input in inputs where identity(input.path) == target {
+        for input in inputs where identity(input.path)?.file == target.file {
             throw DataError("\(flag) \(output.path) is the \(input.flag) file of the same command (same file after resolving links): writing it would destroy the input; choose another path")
         }
-        guard let header = SafeTensors.header(of: output) else { return }
+        // Only a regular file is read for its header (opening a FIFO would wait for a writer).
+        guard target.isRegular, let header = SafeTensors.header(of: output) else { return }
         let isCheckpoint = (header["__metadata__"] as? [String: String])?["format"] == Checkpoint.format
         switch content {
         case .text:
@@ -38,11 +39,12 @@ public enum OutputPath {
         }
     }
 
-    /// Device and inode of the file at `path` after following links, nil if there is none:
-    /// equal for two names of one file (links, `./x` and `x`, hard links).
-    static func identity(_ path: String) -> [UInt64]? {
+    /// Device and inode of the file at `path` after following links (equal for two names of
+    /// one file: links, `./x` and `x`, hard links) and whether it is a regular file; nil if
+    /// there is none.
+    static func identity(_ path: String) -> (file: [UInt64], isRegular: Bool)? {
         var info = stat()
         guard stat(path, &info) == 0 else { return nil }
-        return [UInt64(info.st_dev), UInt64(info.st_ino)]
+        return ([UInt64(info.st_dev), UInt64(info.st_ino)], (info.st_mode & S_IFMT) == S_IFREG)
     }
 }

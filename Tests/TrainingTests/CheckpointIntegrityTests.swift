@@ -159,6 +159,11 @@ import Glibc
         #expect { try OutputPath.check(other, flag: "--output", content: .text, inputs: input) } throws: {
             "\($0)".contains("is a safetensors checkpoint")
         }
+        let otherLink = run.appendingPathComponent("other-link.json")
+        try FileManager.default.createSymbolicLink(at: otherLink, withDestinationURL: other)
+        #expect { try OutputPath.check(otherLink, flag: "--output", content: .text, inputs: input) } throws: {
+            "\($0)".contains("is a safetensors checkpoint")
+        }
         #expect { try OutputPath.check(other, flag: "--dump", content: .safetensors, inputs: input) } throws: {
             "\($0)".contains("is an lmtrain checkpoint")
         }
