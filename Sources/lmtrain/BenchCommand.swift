@@ -43,6 +43,7 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
+        try OutputPath.checkWritable(output, flag: "--output")
         try threads.apply()
         let blas = OpenBLASKernel.status
         print("OpenBLAS kernel \(blas.kernel) (\(blas.reason)); \(blas.config)")
