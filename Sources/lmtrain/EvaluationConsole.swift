@@ -21,7 +21,7 @@ final class EvaluationConsole {
             self.split = split
             started = now
             lastPlainLine = now
-            print("evaluating \(split): \(progress.totalBatches) batches")
+            emit("evaluating \(split): \(progress.totalBatches) batches", permanent: true)
         }
         let seconds = max(1e-9, now.timeIntervalSince(started))
         let rate = Double(progress.tokens) / seconds
