@@ -78,10 +78,4 @@ public struct EvaluationProgress: Sendable, Equatable {
     public var totalBatches: Int
     /// Positions scored so far.
     public var tokens: Int
-
-    public init(batches: Int, totalBatches: Int, tokens: Int) {
-        self.batches = batches
-        self.totalBatches = totalBatches
-        self.tokens = tokens
-    }
 }
