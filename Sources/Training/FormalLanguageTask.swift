@@ -143,7 +143,7 @@ public final class FormalLanguageTask: TrainingTask {
     /// reports it.
     public func evaluate(
         _ model: any SequenceModel, split: String, maximumBatches: Int? = nil,
-        progress: ((Int, Int) -> Void)? = nil
+        progress: ((EvaluationProgress) -> Void)? = nil
     ) throws -> EvaluationResult {
         guard let which = FormalSplit(rawValue: split) else {
             throw DataError("unknown split \(split): use train, bin0 or bin1")
@@ -167,7 +167,7 @@ public final class FormalLanguageTask: TrainingTask {
                     correct += 1
                 }
             }
-            progress?(index + 1, batches)
+            progress?(EvaluationProgress(batches: index + 1, totalBatches: batches, tokens: positions))
         }
         let accuracy = 100 * Double(correct) / Double(max(1, scored))
         return EvaluationResult(

@@ -70,7 +70,7 @@ public final class LanguageModelingTask: TrainingTask {
 
     public func evaluate(
         _ model: any SequenceModel, split: String, maximumBatches: Int? = nil,
-        progress: ((Int, Int) -> Void)? = nil
+        progress: ((EvaluationProgress) -> Void)? = nil
     ) throws -> EvaluationResult {
         guard let which = Split(rawValue: split) else {
             throw DataError("unknown split \(split): use train, valid or test")
@@ -86,7 +86,7 @@ public final class LanguageModelingTask: TrainingTask {
     public static func evaluate(
         _ model: any SequenceModel, tokens: TokenSequence, unit: TokenUnit, split: String,
         batchSize: Int, segmentLength: Int, memorySegments: Int, maximumBatches: Int? = nil,
-        progress: ((Int, Int) -> Void)? = nil
+        progress: ((EvaluationProgress) -> Void)? = nil
     ) throws -> EvaluationResult {
         let batcher = OrderedBatcher(tokens: tokens, batch: batchSize, segmentLength: segmentLength)
         guard batcher.allChunks > 0 else {
@@ -109,7 +109,7 @@ public final class LanguageModelingTask: TrainingTask {
             if let state { model.advance(state) }
             lossSum += loss.crossEntropySum
             count += loss.scoredPositions
-            progress?(index + 1, chunks)
+            progress?(EvaluationProgress(batches: index + 1, totalBatches: chunks, tokens: count))
         }
         let loss = lossSum / Double(count)
         var metrics = [headline(loss: loss, unit: unit)]

@@ -9,7 +9,8 @@ public final class MetricsLog {
     private let handle: FileHandle
 
     /// Opens `url` for appending; with `keepingStepsUpTo`, first drops lines of later steps
-    /// (a resumed run continues the log of the steps it keeps).
+    /// (a resumed run continues the log of the steps it keeps) and the `final` evaluation lines,
+    /// which a finished run writes again (once) when it ends.
     public init(url: URL, keepingStepsUpTo lastStep: Int? = nil) throws {
         self.url = url
         if let lastStep, let old = FileManager.default.contents(atPath: url.path) {
@@ -17,7 +18,7 @@ public final class MetricsLog {
                 guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
                     let step = object["step"] as? Int
                 else { return false }
-                return step <= lastStep
+                return step <= lastStep && object["type"] as? String != "final"
             }
             try AtomicFile.write(Data((kept.joined(separator: "\n") + (kept.isEmpty ? "" : "\n")).utf8), to: url)
         } else if !FileManager.default.fileExists(atPath: url.path) {

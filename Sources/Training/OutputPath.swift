@@ -39,6 +39,26 @@ public enum OutputPath {
         }
     }
 
+    /// Throws one line naming `flag` unless a file can be created at `path` the way
+    /// `AtomicFile.write` will (a temporary file in its folder, the folder created if needed):
+    /// run before a long computation, so that an unwritable `--output` fails at once rather
+    /// than after the work.
+    public static func checkWritable(_ path: String, flag: String) throws {
+        let url = URL(fileURLWithPath: path)
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw DataError("\(flag) \(path) is a folder: name a file")
+        }
+        let folder = url.deletingLastPathComponent()
+        let probe = AtomicFile.temporaryURL(for: url)
+        guard (try? FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)) != nil,
+            FileManager.default.createFile(atPath: probe.path, contents: nil)
+        else {
+            throw DataError("\(flag) \(path): cannot write in \(folder.path); choose a writable location")
+        }
+        try? FileManager.default.removeItem(at: probe)
+    }
+
     /// Device and inode of the file at `path` after following links (equal for two names of
     /// one file: links, `./x` and `x`, hard links) and whether it is a regular file; nil if
     /// there is none.

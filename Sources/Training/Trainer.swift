@@ -75,24 +75,45 @@ public final class Trainer {
     public var isFinished: Bool { solved || step >= config.training.steps }
 
     /// A fresh run: checks the config, creates the run directory (refusing one that already
-    /// holds a run), writes `config.json`, initialises the model from the seed. `restarting`
-    /// starts a run directory over that holds a config but no checkpoint yet (a run stopped
-    /// before its first checkpoint), from step 0 with that config.
+    /// holds a run), allocates the model, then writes `config.json` (so a start that fails leaves
+    /// no run behind), and initialises the model from the seed. `restarting` starts a run
+    /// directory over that holds a config but no checkpoint yet (a run stopped before its first
+    /// checkpoint), from step 0 with that config.
     public convenience init(
         config: RunConfig, task: any TrainingTask, runDirectory: URL, restarting: Bool = false
     ) throws {
+        let config = try Self.runConfig(config, task: task)
+        if !(restarting && Self.checkpoints(in: runDirectory).isEmpty) { try Self.requireFree(runDirectory) }
+        try self.init(config: config, task: task, runDirectory: runDirectory, resumeStep: restarting ? 0 : nil)
+        try AtomicFile.write(ConfigResolution.prettyJSON(config), to: runDirectory.appendingPathComponent("config.json"))
+        model.initialize(seed: config.training.seed)
+    }
+
+    /// `config` as a run on `task` records it: the task's vocabulary sizes, `epochs` turned into
+    /// steps; validated.
+    public static func runConfig(_ config: RunConfig, task: any TrainingTask) throws -> RunConfig {
         var config = config
         config.model.vocabularySize = task.outputClasses
         config.model.inputVocabularySize = task.inputClasses
         if let epochs = config.training.epochs { config.training.steps = epochs * task.batchesPerEpoch }
         try config.validate()
+        return config
+    }
+
+    /// Throws unless `runDirectory` may hold a new run: it has no `config.json`, or only that
+    /// of a start that failed.
+    public static func requireFree(_ runDirectory: URL) throws {
         let configURL = runDirectory.appendingPathComponent("config.json")
-        if FileManager.default.fileExists(atPath: configURL.path) && !(restarting && Self.checkpoints(in: runDirectory).isEmpty) {
-            throw TrainingError(description: "run directory \(runDirectory.path) already holds a run: resume it with --resume \(runDirectory.path) or choose another --run-dir")
-        }
-        try AtomicFile.write(ConfigResolution.prettyJSON(config), to: configURL)
-        try self.init(config: config, task: task, runDirectory: runDirectory, resumeStep: restarting ? 0 : nil)
-        model.initialize(seed: config.training.seed)
+        guard FileManager.default.fileExists(atPath: configURL.path), !isUnstarted(runDirectory) else { return }
+        throw TrainingError(description: "run directory \(runDirectory.path) already holds a run: resume it with --resume \(runDirectory.path) or choose another --run-dir")
+    }
+
+    /// A run directory whose start failed before training (say, its allocation trapped): no
+    /// checkpoint and no metrics line. A new run may take it over.
+    public static func isUnstarted(_ runDirectory: URL) -> Bool {
+        guard checkpoints(in: runDirectory).isEmpty else { return false }
+        let metrics = FileManager.default.contents(atPath: runDirectory.appendingPathComponent("metrics.jsonl").path) ?? Data()
+        return metrics.allSatisfy { $0 == UInt8(ascii: "\n") || $0 == UInt8(ascii: " ") }
     }
 
     /// Continues the run saved in `checkpoint`, with exactly the state it had.
@@ -258,10 +279,13 @@ public final class Trainer {
     }
 
     /// Trains until `config.training.steps` (or `stopAt`, for splitting a run into sessions, or
-    /// until the task is solved), validating and checkpointing on schedule; returns the records
-    /// of the steps it ran.
+    /// until the task is solved, or until `shouldStop` says so after a step, which then gets a
+    /// checkpoint), validating and checkpointing on schedule; returns the records of the steps
+    /// it ran.
     @discardableResult
-    public func run(stopAt: Int? = nil, observer: TrainingObserver? = nil) throws -> [StepRecord] {
+    public func run(
+        stopAt: Int? = nil, observer: TrainingObserver? = nil, shouldStop: (() -> Bool)? = nil
+    ) throws -> [StepRecord] {
         let t = config.training
         var end = min(t.steps, stopAt ?? t.steps)
         var records: [StepRecord] = []
@@ -308,10 +332,12 @@ public final class Trainer {
                     end = step
                 }
             }
-            if (t.checkpointInterval > 0 && step % t.checkpointInterval == 0) || step == end {
+            let stopping = step < end && shouldStop?() == true
+            if (t.checkpointInterval > 0 && step % t.checkpointInterval == 0) || step == end || stopping {
                 let url = try saveCheckpoint()
                 observer?.didSaveCheckpoint(url, atStep: step)
             }
+            if stopping { break }
         }
         collectUsage()
         return records
@@ -329,7 +355,7 @@ public final class Trainer {
     /// the best checkpoint's parameters for tasks that select one), logs the results (`final`
     /// records), and writes `report.json`.
     @discardableResult
-    public func finish(progress: ((String, Int, Int) -> Void)? = nil) throws -> RunReport {
+    public func finish(progress: ((String, EvaluationProgress) -> Void)? = nil) throws -> RunReport {
         var results: [EvaluationResult] = []
         collectUsage()
         var evaluated = lastCheckpoint
@@ -338,7 +364,7 @@ public final class Trainer {
             evaluated = bestCheckpoint
         }
         for split in task.finalSplits {
-            let result = try task.evaluate(model, split: split, maximumBatches: nil) { progress?(split, $0, $1) }
+            let result = try task.evaluate(model, split: split, maximumBatches: nil) { progress?(split, $0) }
             writeEvaluation(result, type: "final")
             results.append(result)
         }

@@ -42,10 +42,10 @@ public protocol TrainingTask: AnyObject {
     /// The splits a finished run is evaluated on, in order.
     var finalSplits: [String] { get }
     /// Evaluates `model` on `split`, at most `maximumBatches` batches when given; `progress`
-    /// receives (batches done, batches).
+    /// hears after every batch.
     func evaluate(
         _ model: any SequenceModel, split: String, maximumBatches: Int?,
-        progress: ((Int, Int) -> Void)?
+        progress: ((EvaluationProgress) -> Void)?
     ) throws -> EvaluationResult
 
     /// The score of a periodic evaluation by which the best checkpoint is kept (higher is
@@ -70,4 +70,12 @@ extension TrainingTask {
     public var largestTrainingBatch: TokenShape? { nil }
     public func selectionScore(_ results: [EvaluationResult]) -> Double? { nil }
     public func isSolved(_ results: [EvaluationResult]) -> Bool { false }
+}
+
+/// How far an evaluation has come, after each batch.
+public struct EvaluationProgress: Sendable, Equatable {
+    public var batches: Int
+    public var totalBatches: Int
+    /// Positions scored so far.
+    public var tokens: Int
 }

@@ -43,6 +43,7 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
+        try OutputPath.checkWritable(output, flag: "--output")
         try threads.apply()
         try OutputPath.check(
             URL(fileURLWithPath: output), flag: "--output", content: .text,

@@ -62,7 +62,7 @@ struct Compare: ParsableCommand {
             throw ValidationError(String(format: "the variants' parameters differ by %.2f%% (tolerance %.2f%%): refusing an unequal comparison; adjust the sizes or pass --allow-unequal", spread, tolerance))
         }
 
-        let folder = URL(fileURLWithPath: output ?? Train.defaultRunDirectory(preset: "compare-\(base.size.rawValue)").path)
+        let folder = try output.map { URL(fileURLWithPath: $0) } ?? Train.makeDefaultRunDirectory(preset: "compare-\(base.size.rawValue)")
         if FileManager.default.fileExists(atPath: folder.appendingPathComponent("report.json").path) {
             throw ValidationError("\(folder.path) already holds a comparison: choose another --output")
         }

@@ -27,40 +27,40 @@ public struct ConfigOptions: ParsableArguments {
     @Option(help: "Tokenizer: bytes (the default), words (Transformer-XL words + <eos>), or bpe:N (SentencePiece BPE with N pieces trained on the train split). Token data is cached in Data/cache/ (see lmtrain prepare).")
     var tokenizer: TokenizerArgument?
 
-    @Option(name: .customLong("d-model"), help: "Model width.") var dModel: Int?
-    @Option(help: "Number of layers.") var layers: Int?
-    @Option(help: "Attention heads.") var heads: Int?
-    @Option(help: "Size of each head (default d_model / heads).") var headSize: Int?
-    @Option(help: "Dropout rate.") var dropout: Float?
-    @Option(help: "Feedforward width as a multiple of d_model (formal-language models).") var ffFactor: Int?
-    @Option(help: "Embedding width E of the LSTM and e-LSTM.") var embSize: Int?
-    @Option(help: "Seed of the formal-language data generator (the data, not the model).") var generatorSeed: UInt64?
+    @Option(name: .customLong("d-model"), parsing: .unconditional, help: "Model width.") var dModel: Int?
+    @Option(parsing: .unconditional, help: "Number of layers.") var layers: Int?
+    @Option(parsing: .unconditional, help: "Attention heads.") var heads: Int?
+    @Option(parsing: .unconditional, help: "Size of each head (default d_model / heads).") var headSize: Int?
+    @Option(parsing: .unconditional, help: "Dropout rate.") var dropout: Float?
+    @Option(parsing: .unconditional, help: "Feedforward width as a multiple of d_model (formal-language models).") var ffFactor: Int?
+    @Option(parsing: .unconditional, help: "Embedding width E of the LSTM and e-LSTM.") var embSize: Int?
+    @Option(parsing: .unconditional, help: "Seed of the formal-language data generator (the data, not the model).") var generatorSeed: UInt64?
     @OptionGroup public var feedForward: FeedForwardFlags
 
-    @Option(help: "Optimiser steps.") var steps: Int?
-    @Option(help: "Epochs: the run lasts this many passes over the training data (replaces --steps).") var epochs: Int?
-    @Option(help: "Streams per batch (B).") var batchSize: Int?
-    @Option(help: "Tokens per segment (T).") var segmentLength: Int?
-    @Option(help: "Memory rows per stream in training (M).") var memoryLength: Int?
+    @Option(parsing: .unconditional, help: "Optimiser steps.") var steps: Int?
+    @Option(parsing: .unconditional, help: "Epochs: the run lasts this many passes over the training data (replaces --steps).") var epochs: Int?
+    @Option(parsing: .unconditional, help: "Streams per batch (B).") var batchSize: Int?
+    @Option(parsing: .unconditional, help: "Tokens per segment (T).") var segmentLength: Int?
+    @Option(parsing: .unconditional, help: "Memory rows per stream in training (M).") var memoryLength: Int?
     @Option(help: "Optimiser: adamw (decoupled weight decay; the default) or adam (L2 weight decay).")
     var optimizer: OptimizerKind?
     @Option(help: "Learning rate after the warmup: cosine (decays to 0; the default) or constant.")
     var schedule: ScheduleKind?
-    @Option(help: "Learning rate.") var lr: Double?
-    @Option(help: "Linear warmup steps.") var warmup: Int?
-    @Option(help: "Gradient-norm clipping threshold (0: off).") var clip: Double?
-    @Option(help: "Weight decay (decoupled for adamw, L2 for adam).") var weightDecay: Double?
-    @Option(help: "Adam β1.") var adamBeta1: Double?
-    @Option(help: "Adam β2.") var adamBeta2: Double?
-    @Option(help: "Adam ε.") var adamEpsilon: Double?
-    @Option(help: "Random seed (initialisation and dropout).") var seed: UInt64?
-    @Option(help: "Steps between metric lines.") var logEvery: Int?
-    @Option(help: "Steps between validations (0: at the end only).") var evalEvery: Int?
-    @Option(help: "Segments of the valid split per periodic validation (0: all).") var evalBatches: Int?
-    @Option(help: "Steps between checkpoints (0: at the end only).") var checkpointEvery: Int?
-    @Option(help: "Checkpoints kept in the run directory.") var keepCheckpoints: Int?
-    @Option(help: "Evaluation batch size.") var evalBatchSize: Int?
-    @Option(help: "Evaluation memory in segments.") var evalMemory: Int?
+    @Option(parsing: .unconditional, help: "Learning rate.") var lr: Double?
+    @Option(parsing: .unconditional, help: "Linear warmup steps.") var warmup: Int?
+    @Option(parsing: .unconditional, help: "Gradient-norm clipping threshold (0: off).") var clip: Double?
+    @Option(parsing: .unconditional, help: "Weight decay (decoupled for adamw, L2 for adam).") var weightDecay: Double?
+    @Option(parsing: .unconditional, help: "Adam β1.") var adamBeta1: Double?
+    @Option(parsing: .unconditional, help: "Adam β2.") var adamBeta2: Double?
+    @Option(parsing: .unconditional, help: "Adam ε.") var adamEpsilon: Double?
+    @Option(parsing: .unconditional, help: "Random seed (initialisation and dropout).") var seed: UInt64?
+    @Option(parsing: .unconditional, help: "Steps between metric lines.") var logEvery: Int?
+    @Option(parsing: .unconditional, help: "Steps between validations (0: at the end only).") var evalEvery: Int?
+    @Option(parsing: .unconditional, help: "Segments of the valid split per periodic validation (0: all).") var evalBatches: Int?
+    @Option(parsing: .unconditional, help: "Steps between checkpoints (0: at the end only).") var checkpointEvery: Int?
+    @Option(parsing: .unconditional, help: "Checkpoints kept in the run directory.") var keepCheckpoints: Int?
+    @Option(parsing: .unconditional, help: "Evaluation batch size.") var evalBatchSize: Int?
+    @Option(parsing: .unconditional, help: "Evaluation memory in segments.") var evalMemory: Int?
 
     /// True when any field-changing flag is given (not allowed with --resume).
     var changesConfig: Bool { !overrides().isEmpty || config != nil || !feedForward.change.isEmpty }
@@ -138,18 +138,18 @@ public struct FeedForwardFlags: ParsableArguments {
 
     @Option(help: "Feedforward block (moe is σ-MoE; Docs/feedforward.md).")
     var ffn: FeedForwardKindArgument?
-    @Option(name: .customLong("d-ff"), help: "Hidden size of the dense or top-K block.") var dFF: Int?
-    @Option(help: "Hidden units kept per token (topk).") var topk: Int?
-    @Option(help: "Experts (moe, switch, sbase).") var experts: Int?
-    @Option(help: "Expert size G (default: matched to the parameters of the block it replaces).") var expertSize: Int?
-    @Option(help: "Experts per token K (moe, sbase).") var k: Int?
-    @Option(help: "Expert dropout δ (moe, sbase).") var expertDropout: Float?
-    @Option(help: "Entropy regulariser γ (moe, sbase).") var moeReg: Double?
+    @Option(name: .customLong("d-ff"), parsing: .unconditional, help: "Hidden size of the dense or top-K block.") var dFF: Int?
+    @Option(parsing: .unconditional, help: "Hidden units kept per token (topk).") var topk: Int?
+    @Option(parsing: .unconditional, help: "Experts (moe, switch, sbase).") var experts: Int?
+    @Option(parsing: .unconditional, help: "Expert size G (default: matched to the parameters of the block it replaces).") var expertSize: Int?
+    @Option(parsing: .unconditional, help: "Experts per token K (moe, sbase).") var k: Int?
+    @Option(parsing: .unconditional, help: "Expert dropout δ (moe, sbase).") var expertDropout: Float?
+    @Option(parsing: .unconditional, help: "Entropy regulariser γ (moe, sbase).") var moeReg: Double?
     @Option(help: "σ-MoE selection.") var selection: MixtureOfExperts.Selection?
-    @Option(help: "Switch balancing-loss γ.") var balance: Double?
-    @Option(help: "PKM heads.") var pkmHeads: Int?
-    @Option(help: "PKM sub-keys per half n (n^2 values; default: matched to the replaced block's parameters).") var pkmKeys: Int?
-    @Option(help: "PKM top-k per head.") var pkmKnn: Int?
+    @Option(parsing: .unconditional, help: "Switch balancing-loss γ.") var balance: Double?
+    @Option(parsing: .unconditional, help: "PKM heads.") var pkmHeads: Int?
+    @Option(parsing: .unconditional, help: "PKM sub-keys per half n (n^2 values; default: matched to the replaced block's parameters).") var pkmKeys: Int?
+    @Option(parsing: .unconditional, help: "PKM top-k per head.") var pkmKnn: Int?
     @Option(help: "PKM activation.") var pkmActivation: ProductKeyMemory.Activation?
     @Option(help: "PKM query: identity (official σ-MoE code) or mlp-bn (XLM).") var pkmQuery: ProductKeyMemory.Query?
     @Option(help: "PKM path: auto (dense when n <= knn, like the official code), sparse, dense.") var pkmPath: ProductKeyMemory.Path?
@@ -250,11 +250,19 @@ extension ScheduleKind: ExpressibleByArgument {}
 
 /// `--threads`: compute threads shared by OpenBLAS and lmtrain's parallel loops.
 struct ThreadOptions: ParsableArguments {
-    @Option(help: "Compute threads (0: all cores). OpenBLAS and lmtrain share them.")
+    @Option(parsing: .unconditional, help: "Compute threads (0: all cores; more than the cores are not granted). OpenBLAS and lmtrain share them.")
     var threads: Int = 0
 
-    func apply() throws {
+    func validate() throws {
         guard threads >= 0 else { throw ValidationError("--threads must be >= 0 (got \(threads))") }
-        Threads.configure(threads)
+    }
+
+    /// Sets the thread count; more threads than cores would only contend, so asking for more
+    /// gets the cores, and a line says so.
+    func apply() throws {
+        try validate()
+        let cores = Threads.onlineCores
+        if threads > cores { print("--threads \(threads) is more than the \(cores) cores here: using \(cores)") }
+        Threads.configure(min(threads, cores))
     }
 }

@@ -115,7 +115,8 @@ import Training
 
     @Test func existingRunDirectoryIsNotOverwritten() throws {
         let directory = Fixtures.temporaryDirectory("exists")
-        _ = try Trainer(config: Fixtures.tinyConfig(), corpus: Fixtures.textCorpus(), runDirectory: directory)
+        // A run that has trained (a directory whose start failed before training may be reused).
+        try Trainer(config: Fixtures.tinyConfig(), corpus: Fixtures.textCorpus(), runDirectory: directory).run(stopAt: 1)
         let before = try Data(contentsOf: directory.appendingPathComponent("config.json"))
         var other = Fixtures.tinyConfig()
         other.training.steps = 99
