@@ -121,6 +121,7 @@ public struct ConfigOptions: ParsableArguments {
         if let split, split.split(separator: ",").count != 3 || split.split(separator: ",").contains(where: { Double($0.trimmingCharacters(in: .whitespaces)) == nil }) {
             throw ValidationError("--split '\(split)' must be three fractions train,valid,test such as 0.9,0.05,0.05")
         }
+        try requireFlagRanges()
         do {
             return try ConfigResolution.resolve(
                 preset: preset, configFile: config.map { URL(fileURLWithPath: $0) },
