@@ -42,6 +42,20 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     environmentTarget.run(Array(UnsafeBufferPointer(start: data, count: size)), scratch: scratchFile)
     return 0
 }
+
+/// libFuzzer's driver, run from the entry point SwiftPM links an executable with (it renames
+/// `main` to `lmtrain_fuzz_main`, so libFuzzer's own `main` is not the one linked).
+@_silgen_name("LLVMFuzzerRunDriver")
+func runFuzzerDriver(
+    _ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
+    _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt
+) -> CInt
+
+@_cdecl("lmtrain_fuzz_main")
+public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    var argc = argc, argv = argv
+    return runFuzzerDriver(&argc, &argv) { data, size in fuzzOneInput(data, size) }
+}
 #else
 @main
 struct LMTrainFuzz {

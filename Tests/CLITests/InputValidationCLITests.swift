@@ -74,6 +74,9 @@ import Testing
             ["count", "--d-model", "1048576", "--head-size", "4", "--heads", "262144", "--d-ff", "1048576",
              "--segment-length", "1048576", "--memory-length", "1048576"], ["too large", "lower them"], in: folder)
         try expectOneLineError(["formal", "train", "--model", "srwm", "--task", "parity", "--d-model", huge], ["too large"], in: folder)
+        // A sweep's seed counts: refused, not a plan of 2^62 runs listed for ever.
+        try expectOneLineError(["formal", "sweep", "--tasks", "parity", "--seeds", huge], ["--seeds", "at most 1000"], in: folder)
+        try expectOneLineError(["formal", "sweep", "--tasks", "parity", "--task-seeds", "parity=\(huge)"], ["--task-seeds", "1000"], in: folder)
     }
 
     /// Item: a non-integer for an integer key names the key, the type and the file.

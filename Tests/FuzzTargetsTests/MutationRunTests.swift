@@ -28,8 +28,10 @@ struct MutationRunTests {
 
     /// The SafeTensors reader still traps on a header length beyond Int (the first mutated
     /// input with the top bit set): its fix is the checkpoint hardening's, made separately.
+    /// (Fuzz/regressions/safetensors holds the input.)
     @Test(.disabled("SafeTensors.File traps on a header length >= 2^63 until the checkpoint reader is hardened"))
     func seededMutationsOfCheckpointsNeverTrap() throws {
+        try replay(.safetensors)
         try run(.safetensors)
     }
 
@@ -42,8 +44,12 @@ struct MutationRunTests {
     }
 
     /// Inputs that once trapped (found by the fuzz runs), replayed.
-    @Test(arguments: FuzzTarget.allCases)
+    @Test(arguments: FuzzTarget.allCases.filter { $0 != .safetensors })
     func formerFindingsNoLongerTrap(target: FuzzTarget) throws {
+        try replay(target)
+    }
+
+    func replay(_ target: FuzzTarget) throws {
         let folder = Self.regressions.appendingPathComponent(target.rawValue)
         guard FileManager.default.fileExists(atPath: folder.path) else { return }
         for input in try MutationRun.seeds([folder.path]) {
