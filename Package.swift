@@ -23,6 +23,7 @@ let package = Package(
     name: "lmtrain",
     products: [
         .executable(name: "lmtrain", targets: ["lmtrain"]),
+        .executable(name: "lmtrain-fuzz", targets: ["lmtrain-fuzz"]),
         .library(
             name: "LMTrain",
             targets: [
@@ -63,6 +64,10 @@ let package = Package(
                 "Training", "Configuration", "Accounting", "Models", "Datasets", "Tensor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
+        // The readers of user files as fuzz targets, a seeded mutator, and the runner (for the
+        // tests and `lmtrain-fuzz`, which is also built as a libFuzzer binary; Docs/reliability.md).
+        .target(name: "FuzzTargets", dependencies: ["Training", "Configuration", "Accounting", "Datasets", "Tokenizers"]),
+        .executableTarget(name: "lmtrain-fuzz", dependencies: ["FuzzTargets"]),
         // Helpers shared by the test targets (finite differences, corpus paths, a block of every
         // feedforward kind); not a product.
         .target(name: "TestSupport", dependencies: ["Tensor", "Layers", "Models"], path: "Tests/Support"),
@@ -91,6 +96,8 @@ let package = Package(
         .testTarget(
             name: "AccountingTests",
             dependencies: ["Accounting", "Configuration", "Models", "Training", "Tensor", "TestSupport"]),
+        // A short seeded mutation run of every fuzz target over Fuzz/corpus, and the findings.
+        .testTarget(name: "FuzzTargetsTests", dependencies: ["FuzzTargets", "Datasets", "TestSupport"]),
         // Runs the built `lmtrain` binary: bad input, exit codes, a short end-to-end run.
         .testTarget(name: "CLITests", dependencies: ["lmtrain", "Datasets", "Tensor", "TestSupport"]),
     ]

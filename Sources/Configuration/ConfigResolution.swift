@@ -44,6 +44,9 @@ public enum ConfigResolution {
         } catch let DecodingError.keyNotFound(key, context) {
             throw ConfigError("\(source): missing key \(path(context, key.stringValue))")
         } catch let DecodingError.dataCorrupted(context) {
+            if context.codingPath.isEmpty, let mistyped = mistypedNumber(in: object) {
+                throw ConfigError("\(source): \(mistyped)")
+            }
             throw ConfigError("\(source): \(path(context)): \(context.debugDescription)")
         }
     }
@@ -61,7 +64,7 @@ public enum ConfigResolution {
         } catch let error as ConfigError {
             throw error
         } catch {
-            throw ConfigError("--config \(url.path): not valid JSON")
+            throw ConfigError("--config \(url.path): not valid JSON\(parseFailure(error, text: data))")
         }
     }
 
@@ -94,11 +97,36 @@ public enum ConfigResolution {
             object = try merge(object, readObject(configFile), source: "--config \(configFile.path)")
         }
         object = try merge(object, overrides, source: "flags")
-        var resolved = try decode(object, source: configFile.map { "--config \($0.path) with flags" } ?? "flags")
+        let source = configFile.map { "--config \($0.path) with flags" } ?? "flags"
+        try requireFiniteNumbers(object, source: source)
+        var resolved = try decode(object, source: source)
+        // Before the feedforward change, whose size matching builds blocks of these sizes.
+        do { try ConfigLimits.check(resolved) } catch let error as ConfigError {
+            throw ConfigError("\(source): \(error.description)")
+        }
         let note = try resolved.model.changeFeedForward(
             to: feedForward.kind, options: feedForward.options, matching: feedForward.matching)
         try resolved.validate()
         return (resolved, note)
+    }
+
+    /// Throws one line naming the first NaN or infinite number of `object` (JSON cannot hold
+    /// them, so they would otherwise fail the re-encoding with Foundation's message).
+    static func requireFiniteNumbers(_ value: Any, source: String, path: String = "") throws {
+        switch value {
+        case let object as Object:
+            for (key, child) in object.sorted(by: { $0.key < $1.key }) {
+                try requireFiniteNumbers(child, source: source, path: path.isEmpty ? key : "\(path).\(key)")
+            }
+        case let array as [Any]:
+            for (index, child) in array.enumerated() {
+                try requireFiniteNumbers(child, source: source, path: "\(path).\(index)")
+            }
+        case let number as Double where !number.isFinite:
+            throw ConfigError("\(source): \(path) must be a finite number (got \(number))")
+        default:
+            break
+        }
     }
 
     /// `base` with `override`'s fields replacing its own. Every key of `override` must exist

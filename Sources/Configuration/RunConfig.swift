@@ -20,6 +20,7 @@ public struct RunConfig: Sendable, Codable, Equatable {
 
     /// Cross-field checks; each failure is one line naming the field.
     public func validate() throws {
+        try ConfigLimits.check(self)
         try model.validate()
         try training.validate()
         try evaluation.validate()

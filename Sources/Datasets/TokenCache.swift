@@ -122,13 +122,21 @@ public struct TokenCacheHeader: Sendable, Equatable {
         }
         let nameBytes = raw[80..<(80 + tokenizerNameBytes)].prefix { $0 != 0 }
         let words = get(UInt64.self, 72)
+        // Counts beyond Int (a damaged header whose checksum still matches, or a crafted one),
+        // and id counts whose byte length would not fit, are refused, not trapped on.
+        guard let tokenCount = Int(exactly: get(UInt64.self, 24)), tokenCount <= Int.max / 4 - size,
+            let vocabularySize = Int(exactly: get(UInt64.self, 32)),
+            let sourceBytes = Int(exactly: get(UInt64.self, 48)),
+            let lineCount = Int(exactly: get(UInt64.self, 64)),
+            words == UInt64.max || Int(exactly: words) != nil
+        else { return .failure(.corrupt("a count in the header is out of range")) }
         return .success(
             TokenCacheHeader(
-                width: width, split: Split.allCases[splitIndex], tokenCount: Int(get(UInt64.self, 24)),
-                vocabularySize: Int(get(UInt64.self, 32)), vocabularyFingerprint: get(UInt64.self, 40),
+                width: width, split: Split.allCases[splitIndex], tokenCount: tokenCount,
+                vocabularySize: vocabularySize, vocabularyFingerprint: get(UInt64.self, 40),
                 tokenizer: String(decoding: nameBytes, as: UTF8.self),
-                source: SourceIdentity(bytes: Int(get(UInt64.self, 48)), crc32: get(UInt32.self, 56)),
-                payloadCRC32: get(UInt32.self, 60), lineCount: Int(get(UInt64.self, 64)),
+                source: SourceIdentity(bytes: sourceBytes, crc32: get(UInt32.self, 56)),
+                payloadCRC32: get(UInt32.self, 60), lineCount: lineCount,
                 wordCount: words == UInt64.max ? nil : Int(words)))
     }
 }

@@ -85,9 +85,28 @@ public struct ZipArchive: Sendable {
     }
 
     /// Streams the member's uncompressed bytes to `body` in chunks, then verifies size and
-    /// CRC-32. `body` may throw to stop early (the check is then skipped).
+    /// CRC-32. When `body` throws, the rest of the member is still inflated (not passed on) to
+    /// check it: a damaged member is reported as such, not as whatever its garbled bytes made
+    /// `body` throw (invalid UTF-8, say); an intact member rethrows `body`'s error.
     public func stream(
         _ member: Member, chunkSize: Int = 1 << 20, _ body: (UnsafeRawBufferPointer) throws -> Void
+    ) throws {
+        var bodyError: (any Error)?
+        try inflateAndCheck(member, chunkSize: chunkSize) { buffer in
+            guard bodyError == nil else { return }
+            do { try body(buffer) } catch { bodyError = error }
+        }
+        if let bodyError { throw bodyError }
+    }
+
+    /// "ARCHIVE: member M is damaged (WHY); download the archive again".
+    func damaged(_ member: Member, _ reason: String) -> DataError {
+        DataError("\(url.path): member \(member.name) is damaged (\(reason)); download the archive again")
+    }
+
+    /// Every uncompressed byte of `member` to `emit`, then the size and CRC-32 checks.
+    private func inflateAndCheck(
+        _ member: Member, chunkSize: Int, _ emit: (UnsafeRawBufferPointer) -> Void
     ) throws {
         guard let handle = FileHandle(forReadingAtPath: url.path) else {
             throw DataError("\(url.path): cannot open the archive")
@@ -96,7 +115,7 @@ public struct ZipArchive: Sendable {
         try handle.seek(toOffset: UInt64(member.localHeaderOffset))
         let header = [UInt8](try handle.read(upToCount: 30) ?? Data())
         guard header.count == 30, header.le32(0) == 0x0403_4b50 else {
-            throw DataError("\(url.path): corrupt local header of \(member.name); download the archive again")
+            throw damaged(member, "no local header at offset \(member.localHeaderOffset)")
         }
         let dataOffset = member.localHeaderOffset + 30 + Int(header.le16(26)) + Int(header.le16(28))
         try handle.seek(toOffset: UInt64(dataOffset))
@@ -104,17 +123,15 @@ public struct ZipArchive: Sendable {
         var crc = crc32(0, nil, 0)
         var produced = 0
         var remaining = member.compressedSize
-        func emit(_ buffer: UnsafeRawBufferPointer) throws {
+        func pass(_ buffer: UnsafeRawBufferPointer) {
             crc = crc32(crc, buffer.baseAddress?.assumingMemoryBound(to: Bytef.self), uInt(buffer.count))
             produced += buffer.count
-            try body(buffer)
+            emit(buffer)
         }
         func readCompressed() throws -> Data {
             let n = min(remaining, chunkSize)
             let data = try handle.read(upToCount: n) ?? Data()
-            if data.count < n {
-                throw DataError("\(url.path): truncated archive (member \(member.name) ends early); download it again")
-            }
+            if data.count < n { throw damaged(member, "its data ends early: the archive is truncated") }
             remaining -= n
             return data
         }
@@ -123,7 +140,7 @@ public struct ZipArchive: Sendable {
         case 0:
             while remaining > 0 {
                 let data = try readCompressed()
-                try data.withUnsafeBytes { try emit($0) }
+                data.withUnsafeBytes { pass($0) }
             }
         case 8:
             var stream = z_stream()
@@ -135,7 +152,7 @@ public struct ZipArchive: Sendable {
             var finished = false
             while !finished {
                 if remaining == 0 && stream.avail_in == 0 {
-                    throw DataError("\(url.path): truncated or corrupt deflate data in \(member.name); download the archive again")
+                    throw damaged(member, "the deflate data ends before its last block")
                 }
                 var input = try readCompressed()
                 try input.withUnsafeMutableBytes { inBuffer in
@@ -148,13 +165,14 @@ public struct ZipArchive: Sendable {
                             return inflate(&stream, Z_NO_FLUSH)
                         }
                         let have = chunkSize - Int(stream.avail_out)
-                        if have > 0 { try output.withUnsafeBytes { try emit(UnsafeRawBufferPointer(rebasing: $0[0..<have])) } }
+                        if have > 0 { output.withUnsafeBytes { pass(UnsafeRawBufferPointer(rebasing: $0[0..<have])) } }
                         if status == Z_STREAM_END {
                             finished = true
                             break
                         }
                         if status != Z_OK && status != Z_BUF_ERROR {
-                            throw DataError("\(url.path): corrupt deflate data in \(member.name) (zlib status \(status)); download the archive again")
+                            let reason = stream.msg.map { String(cString: $0) } ?? "zlib status \(status)"
+                            throw damaged(member, "deflate data: \(reason)")
                         }
                         if status == Z_BUF_ERROR && stream.avail_in == 0 { break }
                     } while stream.avail_out == 0 || stream.avail_in > 0
@@ -164,17 +182,18 @@ public struct ZipArchive: Sendable {
             throw DataError("\(url.path): member \(member.name) uses compression method \(member.method); only stored and deflate are supported")
         }
         guard produced == member.uncompressedSize else {
-            throw DataError("\(url.path): \(member.name) inflated to \(produced) bytes, expected \(member.uncompressedSize); the archive is corrupt")
+            throw damaged(member, "it inflates to \(produced) bytes, the archive's directory says \(member.uncompressedSize)")
         }
         guard UInt32(crc) == member.crc32 else {
-            throw DataError("\(url.path): CRC-32 mismatch in \(member.name); the archive is corrupt, download it again")
+            throw damaged(member, "CRC-32 mismatch")
         }
     }
 
     /// The whole member in memory.
     public func read(_ member: Member) throws -> [UInt8] {
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(member.uncompressedSize)
+        // Deflate expands at most 1032-fold: a damaged directory cannot make this reserve more.
+        bytes.reserveCapacity(min(member.uncompressedSize, 1032 * member.compressedSize + 64))
         try stream(member) { bytes.append(contentsOf: $0) }
         return bytes
     }

@@ -30,8 +30,20 @@ public final class LanguageModelingTask: TrainingTask {
         guard batcher.fullChunks > 0 else {
             throw DataError("the train split of \(corpus.name) has \(corpus.train.count) tokens: batch \(b) x (segment \(t) + 1) needs at least \(b * (t + 1)); lower --batch-size or --segment-length")
         }
+        // Evaluation needs the other splits too: refuse before training rather than after it.
+        for split in [Split.valid, .test] {
+            try Self.requireEvaluable(corpus.split(split), split: split.rawValue, batchSize: evaluation.batchSize, segmentLength: t)
+        }
         inputs = Buffer(count: b * t)
         targets = Buffer(count: b * t)
+    }
+
+    /// Throws when `tokens` cannot fill one evaluation batch (each of its streams needs an
+    /// input and a target).
+    static func requireEvaluable(_ tokens: TokenSequence, split: String, batchSize: Int, segmentLength: Int) throws {
+        guard OrderedBatcher(tokens: tokens, batch: batchSize, segmentLength: segmentLength).allChunks > 0 else {
+            throw DataError("the \(split) split has \(tokens.count) tokens, too few for evaluation batch \(batchSize) (needs at least \(2 * batchSize)): give it a larger share (--split) or lower --eval-batch-size")
+        }
     }
 
     public convenience init(corpus: Corpus, config: RunConfig) throws {
@@ -88,10 +100,8 @@ public final class LanguageModelingTask: TrainingTask {
         batchSize: Int, segmentLength: Int, memorySegments: Int, maximumBatches: Int? = nil,
         progress: ((EvaluationProgress) -> Void)? = nil
     ) throws -> EvaluationResult {
+        try requireEvaluable(tokens, split: split, batchSize: batchSize, segmentLength: segmentLength)
         let batcher = OrderedBatcher(tokens: tokens, batch: batchSize, segmentLength: segmentLength)
-        guard batcher.allChunks > 0 else {
-            throw DataError("the \(split) split has \(tokens.count) tokens, too few for evaluation batch \(batchSize) (needs at least \(2 * batchSize)): lower --eval-batch-size")
-        }
         let state = model.makeState(batch: batchSize, capacity: memorySegments * segmentLength)
         let chunks = min(batcher.allChunks, maximumBatches ?? .max)
         let inputs = Buffer<Int32>(count: batchSize * segmentLength)

@@ -1,9 +1,14 @@
 import ArgumentParser
+import Configuration
+import Layers
 
 // The range of every numeric flag, checked when the command line is parsed so that the message
 // names the flag (the config's own checks, which name its JSON keys, still apply to `--config`
-// files). The numeric options parse `.unconditional`ly, so `--steps -5` reaches these checks
-// instead of reading as a missing value followed by an unknown option.
+// files and to the resolved config as a whole). The numeric options parse `.unconditional`ly,
+// so `--steps -5` reaches these checks instead of reading as a missing value followed by an
+// unknown option. Reals must be finite (`Double("nan")` and `Float("inf")` parse); integers
+// stay within ``ConfigLimits`` (a feedforward block's sizes are multiplied while its free size
+// is matched, before the config is checked as a whole).
 
 /// A flag's requirement: its text for the message, and the test.
 struct FlagRule<T> {
@@ -19,6 +24,12 @@ func check<T>(_ value: T?, _ flag: String, _ rule: FlagRule<T>) throws {
 
 func atLeast(_ minimum: Int) -> FlagRule<Int> { FlagRule(text: "at least \(minimum)") { $0 >= minimum } }
 
+/// Throws "FLAG N is too large: at most LIMIT" for a value above `limit`.
+func checkUpperBound(_ value: Int?, _ flag: String, _ limit: Int) throws {
+    guard let value, value > limit else { return }
+    throw ValidationError("\(flag) \(value) is too large: at most \(limit)")
+}
+
 /// A finite real from `minimum` (excluded when `positive`), below `below` when given.
 func finite(atLeast minimum: Double, below: Double? = nil, positive: Bool = false) -> FlagRule<Double> {
     func number(_ x: Double) -> String { x == x.rounded() ? String(Int(x)) : String(x) }
@@ -30,19 +41,26 @@ func finite(atLeast minimum: Double, below: Double? = nil, positive: Bool = fals
 
 extension ConfigOptions {
     public func validate() throws {
-        for (value, flag) in [
-            (dModel, "--d-model"), (layers, "--layers"), (heads, "--heads"), (headSize, "--head-size"),
-            (ffFactor, "--ff-factor"), (embSize, "--emb-size"), (steps, "--steps"), (epochs, "--epochs"),
-            (batchSize, "--batch-size"), (segmentLength, "--segment-length"), (logEvery, "--log-every"),
-            (keepCheckpoints, "--keep-checkpoints"), (evalBatchSize, "--eval-batch-size"),
-        ] {
-            try check(value, flag, atLeast(1))
+        // Sizes (at most ConfigLimits.largestSize), then step counts and intervals (at most
+        // ConfigLimits.largestCount); the minimum of each is the number after the flag.
+        let sizes: [(Int?, String, Int)] = [
+            (dModel, "--d-model", 1), (layers, "--layers", 1), (heads, "--heads", 1), (headSize, "--head-size", 1),
+            (ffFactor, "--ff-factor", 1), (embSize, "--emb-size", 1), (batchSize, "--batch-size", 1),
+            (segmentLength, "--segment-length", 1), (memoryLength, "--memory-length", 0),
+            (evalBatchSize, "--eval-batch-size", 1), (evalMemory, "--eval-memory", 0),
+        ]
+        let counts: [(Int?, String, Int)] = [
+            (steps, "--steps", 1), (epochs, "--epochs", 1), (warmup, "--warmup", 0), (logEvery, "--log-every", 1),
+            (evalEvery, "--eval-every", 0), (evalBatches, "--eval-batches", 0),
+            (checkpointEvery, "--checkpoint-every", 0), (keepCheckpoints, "--keep-checkpoints", 1),
+        ]
+        for (value, flag, minimum) in sizes {
+            try check(value, flag, atLeast(minimum))
+            try checkUpperBound(value, flag, ConfigLimits.largestSize)
         }
-        for (value, flag) in [
-            (memoryLength, "--memory-length"), (warmup, "--warmup"), (evalEvery, "--eval-every"),
-            (evalBatches, "--eval-batches"), (checkpointEvery, "--checkpoint-every"), (evalMemory, "--eval-memory"),
-        ] {
-            try check(value, flag, atLeast(0))
+        for (value, flag, minimum) in counts {
+            try check(value, flag, atLeast(minimum))
+            try checkUpperBound(value, flag, ConfigLimits.largestCount)
         }
         try check(dropout.map(Double.init), "--dropout", finite(atLeast: 0, below: 1))
         try check(lr, "--lr", finite(atLeast: 0, positive: true))
@@ -56,14 +74,15 @@ extension ConfigOptions {
 
 extension FeedForwardFlags {
     public func validate() throws {
-        for (value, flag) in [
-            (dFF, "--d-ff"), (topk, "--topk"), (experts, "--experts"), (expertSize, "--expert-size"), (k, "--k"),
-            (pkmHeads, "--pkm-heads"), (pkmKeys, "--pkm-keys"), (pkmKnn, "--pkm-knn"),
+        for (value, option) in [
+            (dFF, FeedForwardOption.hiddenSize), (topk, .topK), (experts, .experts), (expertSize, .expertSize), (k, .k),
+            (pkmHeads, .pkmHeads), (pkmKeys, .pkmKeys), (pkmKnn, .pkmKnn),
         ] {
-            try check(value, flag, atLeast(1))
+            try check(value, Self.flag(option), atLeast(1))
+            try checkUpperBound(value, Self.flag(option), ConfigLimits.largestSize)
         }
-        try check(expertDropout.map(Double.init), "--expert-dropout", finite(atLeast: 0, below: 1))
-        try check(moeReg, "--moe-reg", finite(atLeast: 0))
-        try check(balance, "--balance", finite(atLeast: 0))
+        try check(expertDropout.map(Double.init), Self.flag(.expertDropout), finite(atLeast: 0, below: 1))
+        try check(moeReg, Self.flag(.regularization), finite(atLeast: 0))
+        try check(balance, Self.flag(.balance), finite(atLeast: 0))
     }
 }

@@ -160,16 +160,22 @@ struct FormalSweep: ParsableCommand {
         guard seeds >= 1, jobs >= 1, threadsPerRun >= 1 else {
             throw ValidationError("--seeds, --jobs and --threads-per-run must be at least 1")
         }
+        guard seeds <= Self.largestSeedCount else {
+            throw ValidationError("--seeds \(seeds) is too many: at most \(Self.largestSeedCount) per cell")
+        }
         _ = try seedCounts()
     }
+
+    /// Seeds per cell beyond this are a typo (the sweep would list runs for ever).
+    static let largestSeedCount = 1000
 
     /// --task-seeds as task name -> seeds.
     func seedCounts() throws -> [String: Int] {
         var counts: [String: Int] = [:]
         for item in taskSeeds.split(separator: ",") {
             let parts = item.split(separator: "=")
-            guard parts.count == 2, let task = FormalTask(name: String(parts[0])), let count = Int(parts[1]), count >= 1 else {
-                throw ValidationError("--task-seeds: '\(item)' is not TASK=N with a known task and N >= 1 (e.g. parity=3)")
+            guard parts.count == 2, let task = FormalTask(name: String(parts[0])), let count = Int(parts[1]), count >= 1, count <= Self.largestSeedCount else {
+                throw ValidationError("--task-seeds: '\(item)' is not TASK=N with a known task and 1 <= N <= \(Self.largestSeedCount) (e.g. parity=3)")
             }
             counts[task.rawValue] = count
         }
