@@ -16,6 +16,19 @@ let binary: URL = {
     return packageRoot.appendingPathComponent(".build/\(configuration)/lmtrain")
 }()
 
+/// Runs `arguments` and expects what every user mistake must give: a non-zero exit that is not
+/// a signal (a trap ends with one), exactly one line on stderr holding every one of
+/// `fragments`, and no Swift runtime or Foundation error text.
+func expectOneLineError(_ arguments: [String], _ fragments: [String], in folder: URL) throws {
+    let result = try lmtrain(arguments, in: folder)
+    #expect(result.status != 0 && result.status < 128, "\(arguments): status \(result.status)")
+    #expect(result.stderr.split(separator: "\n").count == 1, "\(arguments): \(result.stderr)")
+    for fragment in fragments {
+        #expect(result.stderr.contains(fragment), "\(arguments): \(result.stderr)")
+    }
+    #expect(!result.stderr.contains("Fatal error") && !result.stderr.contains("NSCocoaErrorDomain"), "\(arguments)")
+}
+
 struct Invocation {
     let status: Int32
     let stdout: String

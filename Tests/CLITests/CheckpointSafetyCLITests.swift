@@ -32,13 +32,6 @@ func tensorBytes(_ name: String, in data: Data) throws -> Range<Int> {
         return (run, run.appendingPathComponent("checkpoints/step-0000002.safetensors"))
     }
 
-    func expectOneLineError(_ arguments: [String], in folder: URL, _ fragment: String) throws {
-        let result = try lmtrain(arguments, in: folder)
-        #expect(result.status != 0, "\(arguments)")
-        #expect(result.stderr.split(separator: "\n").count == 1, "\(arguments): \(result.stderr)")
-        #expect(result.stderr.contains(fragment), "\(arguments): \(result.stderr)")
-    }
-
     @Test func outputsThatWouldReplaceAnInputOrACheckpointAreRefused() throws {
         let folder = scratch("outputs")
         let (run, checkpoint) = try tinyRun("run", in: folder)
@@ -50,14 +43,14 @@ func tensorBytes(_ name: String, in data: Data) throws -> Range<Int> {
         try FileManager.default.copyItem(at: checkpoint, to: copy)
         let before = try Data(contentsOf: checkpoint)
         let c = checkpoint.path
-        try expectOneLineError(["step", "--checkpoint", c, "--tokens", tokens.path, "--dump", c], in: folder, "--dump \(c) is the --checkpoint file")
-        try expectOneLineError(["step", "--checkpoint", c, "--tokens", tokens.path, "--dump", link.path], in: folder, "is the --checkpoint file")
-        try expectOneLineError(["step", "--checkpoint", c, "--tokens", tokens.path, "--dump", tokens.path], in: folder, "is the --tokens file")
-        try expectOneLineError(["step", "--checkpoint", c, "--tokens", tokens.path, "--dump", copy.path], in: folder, "is an lmtrain checkpoint")
-        try expectOneLineError(["eval", "--checkpoint", c, "--output", c], in: folder, "--output \(c) is the --checkpoint file")
-        try expectOneLineError(["eval", "--checkpoint", c, "--output", copy.path], in: folder, "is a safetensors checkpoint")
-        try expectOneLineError(["formal", "eval", "--checkpoint", c, "--output", link.path], in: folder, "is the --checkpoint file")
-        try expectOneLineError(["bench", "--output", copy.path], in: folder, "is a safetensors checkpoint")
+        try expectOneLineError(["step", "--checkpoint", c, "--tokens", tokens.path, "--dump", c], ["--dump \(c) is the --checkpoint file"], in: folder)
+        try expectOneLineError(["step", "--checkpoint", c, "--tokens", tokens.path, "--dump", link.path], ["is the --checkpoint file"], in: folder)
+        try expectOneLineError(["step", "--checkpoint", c, "--tokens", tokens.path, "--dump", tokens.path], ["is the --tokens file"], in: folder)
+        try expectOneLineError(["step", "--checkpoint", c, "--tokens", tokens.path, "--dump", copy.path], ["is an lmtrain checkpoint"], in: folder)
+        try expectOneLineError(["eval", "--checkpoint", c, "--output", c], ["--output \(c) is the --checkpoint file"], in: folder)
+        try expectOneLineError(["eval", "--checkpoint", c, "--output", copy.path], ["is a safetensors checkpoint"], in: folder)
+        try expectOneLineError(["formal", "eval", "--checkpoint", c, "--output", link.path], ["is the --checkpoint file"], in: folder)
+        try expectOneLineError(["bench", "--output", copy.path], ["is a safetensors checkpoint"], in: folder)
         #expect(try Data(contentsOf: checkpoint) == before)
         #expect(try Data(contentsOf: copy) == before)
         // An ordinary output is still written.
@@ -75,7 +68,7 @@ func tensorBytes(_ name: String, in data: Data) throws -> Range<Int> {
         let (_, wide) = try tinyRun("wide", in: folder, width: 32)
         let misplaced = run.appendingPathComponent("checkpoints/step-0000009.safetensors")
         try FileManager.default.copyItem(at: wide, to: misplaced)
-        try expectOneLineError(["train", "--resume", run.path], in: folder, "has model.d_model 32 but \(run.path)/config.json says 16")
+        try expectOneLineError(["train", "--resume", run.path], ["has model.d_model 32 but \(run.path)/config.json says 16"], in: folder)
         try FileManager.default.removeItem(at: misplaced)
 
         // One flipped bit: eval and resume name the file and the tensor.
@@ -83,14 +76,14 @@ func tensorBytes(_ name: String, in data: Data) throws -> Range<Int> {
         damaged[try tensorBytes("embedding.weight", in: original).lowerBound + 5] ^= 0x10
         try damaged.write(to: checkpoint)
         let fragment = "\(checkpoint.path): tensor embedding.weight fails its CRC-32 check"
-        try expectOneLineError(["eval", "--checkpoint", checkpoint.path, "--split", "valid"], in: folder, fragment)
-        try expectOneLineError(["train", "--resume", run.path], in: folder, fragment)
+        try expectOneLineError(["eval", "--checkpoint", checkpoint.path, "--split", "valid"], [fragment], in: folder)
+        try expectOneLineError(["train", "--resume", run.path], [fragment], in: folder)
 
         // A corrupt header length is an error, not a trap.
         var length = UInt64.max
         damaged.replaceSubrange(0..<8, with: Data(bytes: &length, count: 8))
         try damaged.write(to: checkpoint)
-        try expectOneLineError(["eval", "--checkpoint", checkpoint.path], in: folder, "header length \(UInt64.max)")
+        try expectOneLineError(["eval", "--checkpoint", checkpoint.path], ["header length \(UInt64.max)"], in: folder)
 
         // A checkpoint of an earlier lmtrain (no checksums) still works, with a note.
         let legacy = packageRoot.appendingPathComponent("Tests/TrainingTests/Fixtures/legacy/dense.safetensors")

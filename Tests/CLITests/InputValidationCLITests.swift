@@ -4,17 +4,6 @@ import Testing
 /// Absurd numbers on the command line and in `--config` files: one line naming the flag or
 /// key, a non-zero exit, never a trap (a trap exits with a signal, or prints "Fatal error").
 @Suite(.serialized) struct InputValidationCLITests {
-    func expectOneLineError(_ arguments: [String], _ fragments: [String], in folder: URL) throws {
-        let result = try lmtrain(arguments, in: folder)
-        let lines = result.stderr.split(separator: "\n")
-        #expect(result.status != 0 && result.status < 128, "\(arguments): status \(result.status)")
-        #expect(lines.count == 1, "\(arguments): \(result.stderr)")
-        for fragment in fragments {
-            #expect(result.stderr.contains(fragment), "\(arguments): \(result.stderr)")
-        }
-        #expect(!result.stderr.contains("Fatal error") && !result.stderr.contains("NSCocoaErrorDomain"), "\(arguments)")
-    }
-
     /// Item: NaN and infinite reals, from flags (named by flag) and from JSON (named by key),
     /// for the language-model and the formal-language presets.
     @Test func nonFiniteRealsAreRefusedNamingTheFlagOrKey() throws {
