@@ -260,10 +260,29 @@ public enum TokenCache {
         }
         let payload = UnsafeRawBufferPointer(rebasing: file.bytes[TokenCacheHeader.size...])
         guard CRC32.of(payload) == header.payloadCRC32 else { return .failure(.corrupt("the ids' checksum does not match")) }
+        // A crafted file can carry matching checksums; an id outside the vocabulary would index
+        // past the embedding table, so every id is checked once (a pass cheaper than the CRC's).
+        if let position = firstIdOutsideVocabulary(payload, width: header.width, vocabularySize: header.vocabularySize) {
+            return .failure(.corrupt("the id at position \(position) is outside the vocabulary of \(header.vocabularySize)"))
+        }
         let tokens = TokenSequence(
             base: file.base + TokenCacheHeader.size, count: header.tokenCount, width: header.width, owner: file,
             wordCount: header.wordCount)
         return .success(Opened(tokens: tokens, header: header))
+    }
+}
+
+/// The position of the first id in `payload` (ids of `width` bytes, little-endian) that is not
+/// below `vocabularySize`; nil when every id is.
+func firstIdOutsideVocabulary(_ payload: UnsafeRawBufferPointer, width: Int, vocabularySize: Int) -> Int? {
+    func scan<T: FixedWidthInteger & UnsignedInteger>(_: T.Type) -> Int? {
+        let ids = payload.bindMemory(to: T.self)
+        return ids.firstIndex { Int(T(littleEndian: $0)) >= vocabularySize }
+    }
+    switch width {
+    case 1: return vocabularySize >= 256 ? nil : scan(UInt8.self)
+    case 2: return scan(UInt16.self)
+    default: return scan(UInt32.self)
     }
 }
 

@@ -149,17 +149,17 @@ struct FormalSweep: ParsableCommand {
     var models: String = FormalPreset.Model.allCases.map(\.rawValue).joined(separator: ",")
     @Option(help: "Comma-separated tasks: \(FormalTask.allCases.map(\.rawValue).joined(separator: ", ")).")
     var tasks: String = FormalTask.allCases.map(\.rawValue).joined(separator: ",")
-    @Option(help: "Seeds per cell (1 ... N).") var seeds: Int = 1
+    @Option(parsing: .unconditional, help: "Seeds per cell (1 ... N).") var seeds: Int = 1
     @Option(help: "Other seed counts for some tasks, e.g. parity=3.") var taskSeeds: String = ""
-    @Option(help: "Runs at the same time.") var jobs: Int = 2
-    @Option(help: "Compute threads of each run.") var threadsPerRun: Int = 1
+    @Option(parsing: .unconditional, help: "Runs at the same time.") var jobs: Int = 2
+    @Option(parsing: .unconditional, help: "Compute threads of each run.") var threadsPerRun: Int = 1
     @Option(help: "Output folder.") var output: String = "runs/formal-sweep"
     @Argument(parsing: .allUnrecognized, help: "Options of lmtrain train for every run.") var trainOptions: [String] = []
 
     func validate() throws {
-        guard seeds >= 1, jobs >= 1, threadsPerRun >= 1 else {
-            throw ValidationError("--seeds, --jobs and --threads-per-run must be at least 1")
-        }
+        try check(seeds, "--seeds", atLeast(1))
+        try check(jobs, "--jobs", atLeast(1))
+        try check(threadsPerRun, "--threads-per-run", atLeast(1))
         guard seeds <= Self.largestSeedCount else {
             throw ValidationError("--seeds \(seeds) is too many: at most \(Self.largestSeedCount) per cell")
         }
@@ -197,6 +197,11 @@ struct FormalSweep: ParsableCommand {
             return task
         }
         let folder = URL(fileURLWithPath: output)
+        do {
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        } catch {
+            throw ValidationError("--output \(output): cannot create the folder; choose a writable location")
+        }
         struct Cell { let task: FormalTask, model: FormalPreset.Model, seed: UInt64, directory: URL }
         let cells = taskList.flatMap { task in
             modelList.flatMap { model in

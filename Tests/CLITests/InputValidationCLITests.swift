@@ -65,6 +65,10 @@ import Testing
         try expectOneLineError(["formal", "train", "--model", "srwm", "--task", "parity", "--d-model", huge], ["too large"], in: folder)
         // A sweep's seed counts: refused, not a plan of 2^62 runs listed for ever.
         try expectOneLineError(["formal", "sweep", "--tasks", "parity", "--seeds", huge], ["--seeds", "at most 1000"], in: folder)
+        try expectOneLineError(["formal", "sweep", "--tasks", "parity", "--seeds", "-5"], ["--seeds must be at least 1 (got -5)"], in: folder)
+        try expectOneLineError(
+            ["formal", "sweep", "--models", "lstm", "--tasks", "parity", "--output", "/proc/lmtrain-sweep"],
+            ["--output /proc/lmtrain-sweep: cannot create the folder"], in: folder)
         try expectOneLineError(["formal", "sweep", "--tasks", "parity", "--task-seeds", "parity=\(huge)"], ["--task-seeds", "1000"], in: folder)
     }
 

@@ -42,4 +42,20 @@ struct TokenCacheHeaderTests {
         try Data(bytes + ids.dropLast()).write(to: url)
         #expect { _ = try TokenCache.check(url) } throws: { "\($0)".contains("truncated") }
     }
+
+    /// Ids outside the vocabulary, in a file whose checksums all match (only a crafted file):
+    /// corrupt, since they would index past the embedding table.
+    @Test func idsOutsideTheVocabularyAreCorrupt() throws {
+        let url = temporaryFile("outside.tokens")
+        for (ids, position) in [([UInt8]([1, 0, 0, 0, 0x70, 0x11, 0x01, 0]), 1), ([0xff, 0xff, 0xff, 0xff, 7, 0, 0, 0], 0)] {
+            var bytes = header(count: 2)
+            let payload = ids.withUnsafeBytes { CRC32.of($0) }
+            for i in 0..<4 { bytes[60 + i] = UInt8(truncatingIfNeeded: payload >> (8 * UInt32(i))) }
+            bytes = sealed(bytes, setting: 2, at: 24)
+            try Data(bytes + ids).write(to: url)
+            #expect { _ = try TokenCache.check(url) } throws: {
+                "\($0)".contains("the id at position \(position) is outside the vocabulary of 70000")
+            }
+        }
+    }
 }
