@@ -35,3 +35,14 @@ static inline unsigned int lmtrain_cpu_features(void) {
 #else
 static inline unsigned int lmtrain_cpu_features(void) { return 0; }
 #endif
+
+// A spin-wait hint for the worker pool of Tensor/Parallel.swift (PAUSE on x86_64, YIELD on
+// arm64): lets the sibling hyperthread run and keeps a spinning loop from flooding the memory
+// pipeline while it waits for the next parallel region.
+static inline void lmtrain_spin_pause(void) {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}

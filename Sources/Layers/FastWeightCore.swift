@@ -69,6 +69,10 @@ final class FastWeightStorage {
     let updateOffset: Int
     /// Floats of backward scratch per (sequence, head) task.
     let scratchWidth: Int
+    /// Whether a training pass keeps fast weights for backward (chunk ends and the chunk being
+    /// walked). False for a core whose backward rebuilds W_t in a sweep forward in time (the
+    /// linear Transformer): its passes keep only the running W, which that sweep reuses.
+    let keepsWeights: Bool
 
     /// Training: W at the end of every chunk, [B, H, ceil(T / C), d, d]; evaluation: the
     /// running W, [B, H, d, d].
@@ -84,7 +88,7 @@ final class FastWeightStorage {
 
     init(
         label: String, heads: Int, headSize: Int, projectionWidth: Int, stepWidth: Int,
-        keyOffset: Int, updateOffset: Int, scratchWidth: Int
+        keyOffset: Int, updateOffset: Int, scratchWidth: Int, keepsWeights: Bool = true
     ) {
         self.label = label
         self.heads = heads
@@ -94,6 +98,7 @@ final class FastWeightStorage {
         self.keyOffset = keyOffset
         self.updateOffset = updateOffset
         self.scratchWidth = scratchWidth
+        self.keepsWeights = keepsWeights
     }
 
     /// C, the steps of a chunk of a training pass over `length` positions: ceil(sqrt(T))
@@ -105,20 +110,23 @@ final class FastWeightStorage {
     }
 
     /// Matrices kept per (sequence, head) by a pass over `length` positions.
-    static func keptMatrices(length: Int, training: Bool) -> (checkpoints: Int, chunk: Int) {
-        guard training else { return (1, 0) }
-        let c = chunkLength(length)
+    func keptMatrices(length: Int, training: Bool) -> (checkpoints: Int, chunk: Int) {
+        guard training && keepsWeights else { return (1, 0) }
+        let c = Self.chunkLength(length)
         return ((length + c - 1) / c, c - 1)
     }
 
     func declareBuffers(for pass: PassShape, in plan: inout BufferPlan) {
         let tasks = pass.batch * heads, d = headSize
-        let kept = Self.keptMatrices(length: pass.length, training: pass.training)
-        plan.declare(checkpoints, "\(label) \(BackwardThroughTime.storedStates) at chunk ends", count: tasks * kept.checkpoints * d * d)
+        let kept = keptMatrices(length: pass.length, training: pass.training)
+        let kind = keepsWeights ? "\(BackwardThroughTime.storedStates) at chunk ends" : "running fast weights"
+        plan.declare(checkpoints, "\(label) \(kind)", count: tasks * kept.checkpoints * d * d)
         // Evaluation keeps one step; training keeps all T for backward.
         plan.declare(steps, "\(label) step vectors", count: tasks * (pass.training ? pass.length : 1) * stepWidth)
         guard pass.training else { return }
-        plan.declare(chunk, "\(label) \(BackwardThroughTime.storedStates) of one chunk", count: tasks * kept.chunk * d * d)
+        if keepsWeights {
+            plan.declare(chunk, "\(label) \(BackwardThroughTime.storedStates) of one chunk", count: tasks * kept.chunk * d * d)
+        }
         plan.declare(weightGradient, "\(label) fast-weight gradient", count: tasks * d * d)
         plan.declare(scratch, "\(label) backward scratch", count: tasks * scratchWidth)
     }
@@ -159,9 +167,11 @@ struct FastWeightTrack: Sendable {
     let heads: Int, length: Int, headSize: Int, projectionWidth: Int, stepWidth: Int
     let keyOffset: Int, updateOffset: Int
     let scratchWidth: Int
-    /// Training: the chunk ends, the current chunk and the step vectors of every step;
-    /// evaluation: one running slot each.
+    /// Training: the step vectors of every step; evaluation: one running slot.
     let storesSteps: Bool
+    /// Training of a core that keeps weights: the chunk ends and the current chunk; otherwise
+    /// one running W.
+    let storesWeights: Bool
     /// C and the chunk ends kept per task (training).
     let chunkLength: Int
     let chunks: Int
@@ -183,12 +193,13 @@ struct FastWeightTrack: Sendable {
         updateOffset = storage.updateOffset
         scratchWidth = storage.scratchWidth
         storesSteps = training
-        chunkLength = training ? FastWeightStorage.chunkLength(length) : 1
-        let kept = FastWeightStorage.keptMatrices(length: length, training: training)
+        storesWeights = training && storage.keepsWeights
+        chunkLength = storesWeights ? FastWeightStorage.chunkLength(length) : 1
+        let kept = storage.keptMatrices(length: length, training: training)
         chunks = kept.checkpoints
         let tasks = shape.batch * heads, d = headSize
         checkpointBase = SendablePointer(storage.checkpoints.reserved(tasks * kept.checkpoints * d * d))
-        chunkBase = SendablePointer(training ? storage.chunk.reserved(tasks * kept.chunk * d * d) : storage.chunk.pointer)
+        chunkBase = SendablePointer(storesWeights ? storage.chunk.reserved(tasks * kept.chunk * d * d) : storage.chunk.pointer)
         stepBase = SendablePointer(storage.steps.reserved(tasks * (training ? length : 1) * stepWidth))
         weightGradientBase = SendablePointer(
             backward ? storage.weightGradient.reserved(tasks * d * d) : storage.weightGradient.pointer)
@@ -218,11 +229,12 @@ struct FastWeightTrack: Sendable {
         t == length - 1 || t % chunkLength == chunkLength - 1
     }
 
-    /// W_t (evaluation: the running W, updated in place). Training: a chunk's last W is kept
-    /// until backward; the others share the task's chunk slots, which backward rebuilds.
+    /// W_t (evaluation, or a core that keeps no weights: the running W, updated in place).
+    /// Training: a chunk's last W is kept until backward; the others share the task's chunk
+    /// slots, which backward rebuilds.
     @inline(__always) func weights(_ task: Int, _ t: Int) -> UnsafeMutablePointer<Float> {
         let matrix = headSize * headSize
-        guard storesSteps else { return checkpointBase.mutable + task * matrix }
+        guard storesWeights else { return checkpointBase.mutable + task * matrix }
         if endsChunk(t) { return checkpointBase.mutable + (task * chunks + t / chunkLength) * matrix }
         return chunkBase.mutable + (task * (chunkLength - 1) + t % chunkLength) * matrix
     }
@@ -458,15 +470,34 @@ enum FastWeightKernels {
         weightGradient s: UnsafeMutablePointer<Float>, dQuery dq: UnsafeMutablePointer<Float>,
         dKey dk: UnsafeMutablePointer<Float>, dUpdate du: UnsafeMutablePointer<Float>, size d: Int
     ) {
+        queryGradient(current: w, dOutput: dy, dQuery: dq, size: d)
+        carryBackward(key: k, update: u, query: q, dOutput: dy, weightGradient: s, dKey: dk, dUpdate: du, size: d)
+    }
+
+    /// The read's gradient with respect to the query: dq = W_t dy (overwritten).
+    @inline(__always)
+    static func queryGradient(
+        current w: UnsafePointer<Float>, dOutput dy: UnsafePointer<Float>, dQuery dq: UnsafeMutablePointer<Float>,
+        size d: Int
+    ) {
+        if d == 16 { return store16(FastWeightKernels16.rowDots(w, load16(dy)), dq) }
+        for e in 0..<d { dq[e] = rowDot(w + e * d, dy, size: d) }
+    }
+
+    /// The part of `writeAndReadBackward` that needs no W: S += q ⊗ dy; du = k S; dk = S u
+    /// (du, dk overwritten).
+    @inline(__always)
+    static func carryBackward(
+        key k: UnsafePointer<Float>, update u: UnsafePointer<Float>, query q: UnsafePointer<Float>,
+        dOutput dy: UnsafePointer<Float>, weightGradient s: UnsafeMutablePointer<Float>,
+        dKey dk: UnsafeMutablePointer<Float>, dUpdate du: UnsafeMutablePointer<Float>, size d: Int
+    ) {
         if d == 16 {
-            return FastWeightKernels16.writeAndReadBackward(
-                current: w, key: k, update: u, query: q, dOutput: dy, weightGradient: s, dQuery: dq,
-                dKey: dk, dUpdate: du)
+            return FastWeightKernels16.carryBackward(key: k, update: u, query: q, dOutput: dy, weightGradient: s, dKey: dk, dUpdate: du)
         }
         du.update(repeating: 0, count: d)
         for e in 0..<d {
             let row = s + e * d
-            dq[e] = rowDot(w + e * d, dy, size: d)
             rowAxpy(row, q[e], dy, size: d)
             dk[e] = rowDot(row, u, size: d)
             rowAxpy(du, k[e], row, size: d)

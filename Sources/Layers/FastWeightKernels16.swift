@@ -158,8 +158,18 @@ enum FastWeightKernels16 {
         weightGradient s: UnsafeMutablePointer<Float>, dQuery dq: UnsafeMutablePointer<Float>,
         dKey dk: UnsafeMutablePointer<Float>, dUpdate du: UnsafeMutablePointer<Float>
     ) {
+        store16(rowDots(w, load16(dy)), dq)
+        carryBackward(key: k, update: u, query: q, dOutput: dy, weightGradient: s, dKey: dk, dUpdate: du)
+    }
+
+    /// S += q ⊗ dy; du = k S; dk = S u (du, dk overwritten): `writeAndReadBackward` without dq.
+    @inline(__always)
+    static func carryBackward(
+        key k: UnsafePointer<Float>, update u: UnsafePointer<Float>, query q: UnsafePointer<Float>,
+        dOutput dy: UnsafePointer<Float>, weightGradient s: UnsafeMutablePointer<Float>,
+        dKey dk: UnsafeMutablePointer<Float>, dUpdate du: UnsafeMutablePointer<Float>
+    ) {
         let dyv = load16(dy)
-        store16(rowDots(w, dyv), dq)
         var duv = Row()
         for e in 0..<16 {
             let updated = row(s, e) + Row(repeating: q[e]) * dyv
@@ -205,5 +215,115 @@ enum FastWeightKernels16 {
         let k = step.key
         for e in 0..<16 { store16(row(s, e) - Row(repeating: k[e]) * dvv, s + 16 * e) }
         return dBeta
+    }
+
+    /// A [16, 16] matrix held in sixteen SIMD16 values, so that a loop over time keeps it in
+    /// vector registers (a local of this type is split into its rows by the optimiser) instead
+    /// of storing it and loading it back at every step. Row e is `r<e>`; the rows are spelled
+    /// out because a subscript over a switch or a tuple would put the matrix back in memory.
+    struct Matrix16 {
+        var r0: Row
+        var r1: Row
+        var r2: Row
+        var r3: Row
+        var r4: Row
+        var r5: Row
+        var r6: Row
+        var r7: Row
+        var r8: Row
+        var r9: Row
+        var r10: Row
+        var r11: Row
+        var r12: Row
+        var r13: Row
+        var r14: Row
+        var r15: Row
+
+        /// The zero matrix.
+        @inline(__always) init() {
+            let zero = Row()
+            (r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13, r14, r15) = (zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero)
+        }
+
+        /// Row e += x_e z (each element as `write` computes it: row + x_e * z, unfused).
+        @inline(__always) mutating func addOuter(_ x: UnsafePointer<Float>, _ z: Row) {
+            r0 = r0 + Row(repeating: x[0]) * z
+            r1 = r1 + Row(repeating: x[1]) * z
+            r2 = r2 + Row(repeating: x[2]) * z
+            r3 = r3 + Row(repeating: x[3]) * z
+            r4 = r4 + Row(repeating: x[4]) * z
+            r5 = r5 + Row(repeating: x[5]) * z
+            r6 = r6 + Row(repeating: x[6]) * z
+            r7 = r7 + Row(repeating: x[7]) * z
+            r8 = r8 + Row(repeating: x[8]) * z
+            r9 = r9 + Row(repeating: x[9]) * z
+            r10 = r10 + Row(repeating: x[10]) * z
+            r11 = r11 + Row(repeating: x[11]) * z
+            r12 = r12 + Row(repeating: x[12]) * z
+            r13 = r13 + Row(repeating: x[13]) * z
+            r14 = r14 + Row(repeating: x[14]) * z
+            r15 = r15 + Row(repeating: x[15]) * z
+        }
+
+        /// Σ_e x_e row_e, summed in the order e = 0, 1, ..., 15 from zero (`writeAndRead`'s order).
+        @inline(__always) func product(_ x: UnsafePointer<Float>) -> Row {
+            var total = Row()
+            total = total + Row(repeating: x[0]) * r0
+            total = total + Row(repeating: x[1]) * r1
+            total = total + Row(repeating: x[2]) * r2
+            total = total + Row(repeating: x[3]) * r3
+            total = total + Row(repeating: x[4]) * r4
+            total = total + Row(repeating: x[5]) * r5
+            total = total + Row(repeating: x[6]) * r6
+            total = total + Row(repeating: x[7]) * r7
+            total = total + Row(repeating: x[8]) * r8
+            total = total + Row(repeating: x[9]) * r9
+            total = total + Row(repeating: x[10]) * r10
+            total = total + Row(repeating: x[11]) * r11
+            total = total + Row(repeating: x[12]) * r12
+            total = total + Row(repeating: x[13]) * r13
+            total = total + Row(repeating: x[14]) * r14
+            total = total + Row(repeating: x[15]) * r15
+            return total
+        }
+
+        /// Σ_e x_e row_e with two running sums (even and odd e), added at the end: half the
+        /// dependent additions of `product`, for backward passes whose order is their own.
+        @inline(__always) func pairedProduct(_ x: UnsafePointer<Float>) -> Row {
+            var even = Row(), odd = Row()
+            even = even + Row(repeating: x[0]) * r0
+            even = even + Row(repeating: x[2]) * r2
+            even = even + Row(repeating: x[4]) * r4
+            even = even + Row(repeating: x[6]) * r6
+            even = even + Row(repeating: x[8]) * r8
+            even = even + Row(repeating: x[10]) * r10
+            even = even + Row(repeating: x[12]) * r12
+            even = even + Row(repeating: x[14]) * r14
+            odd = odd + Row(repeating: x[1]) * r1
+            odd = odd + Row(repeating: x[3]) * r3
+            odd = odd + Row(repeating: x[5]) * r5
+            odd = odd + Row(repeating: x[7]) * r7
+            odd = odd + Row(repeating: x[9]) * r9
+            odd = odd + Row(repeating: x[11]) * r11
+            odd = odd + Row(repeating: x[13]) * r13
+            odd = odd + Row(repeating: x[15]) * r15
+            return even + odd
+        }
+
+        /// (M z)_e = row_e . z for the 16 rows, by the halving tree of `rowDots`.
+        @inline(__always) func rowDots(_ z: Row) -> Row {
+            @inline(__always) func halves(_ a: Row, _ b: Row) -> Row {
+                Row(lowHalf: a.lowHalf + a.highHalf, highHalf: b.lowHalf + b.highHalf)
+            }
+            @inline(__always) func pairs(_ a: Row, _ b: Row) -> Row {
+                Row(lowHalf: a.evenHalf + a.oddHalf, highHalf: b.evenHalf + b.oddHalf)
+            }
+            let f0 = halves(r0 * z, r1 * z), f1 = halves(r2 * z, r3 * z)
+            let f2 = halves(r4 * z, r5 * z), f3 = halves(r6 * z, r7 * z)
+            let f4 = halves(r8 * z, r9 * z), f5 = halves(r10 * z, r11 * z)
+            let f6 = halves(r12 * z, r13 * z), f7 = halves(r14 * z, r15 * z)
+            let g0 = pairs(f0, f1), g1 = pairs(f2, f3), g2 = pairs(f4, f5), g3 = pairs(f6, f7)
+            return pairs(pairs(g0, g1), pairs(g2, g3))
+        }
     }
 }

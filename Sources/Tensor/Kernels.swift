@@ -128,7 +128,10 @@ public func multiplyInPlace(
 public func addRowVector(
     _ y: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, rows: Int, columns: Int
 ) {
-    for r in 0..<rows { addInPlace(y + r * columns, bias, count: columns) }
+    let y = SendablePointer(y), bias = SendablePointer(bias)
+    parallelChunks(rows, minimumChunk: max(1, 16_384 / max(1, columns))) { range in
+        for r in range { addInPlace(y.mutable + r * columns, bias.pointer, count: columns) }
+    }
 }
 
 // MARK: - Exponential

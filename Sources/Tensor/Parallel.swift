@@ -1,6 +1,4 @@
 import CBLAS
-import Dispatch
-import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -25,7 +23,6 @@ public struct SendablePointer<Element>: @unchecked Sendable {
 /// `count` threads compute and no OpenBLAS thread pool competes with them.
 public enum Threads {
     nonisolated(unsafe) public private(set) static var count: Int = 1
-    nonisolated(unsafe) static var insideParallelRegion = false
 
     /// Sets the number of compute threads (0 = all cores); OpenBLAS runs single-threaded.
     public static func configure(_ requested: Int) {
@@ -41,26 +38,18 @@ public enum Threads {
     }
 }
 
-/// Runs `body(i)` for every `i` in `0..<count` on up to `Threads.count` workers, each taking
-/// the next unclaimed index when it finishes (items of uneven cost, such as experts with
-/// different numbers of tokens, balance themselves). Callers make items coarse (one head, one
-/// chunk of rows, one expert). The result never depends on the number of threads or the
-/// schedule: each index runs exactly once and writes only its own outputs.
+/// Runs `body(i)` for every `i` in `0..<count` on up to `Threads.count` threads (the caller and
+/// the persistent workers of `WorkerPool`), each taking the next unclaimed index when it
+/// finishes (items of uneven cost, such as experts with different numbers of tokens, balance
+/// themselves). Callers make items coarse (one head, one chunk of rows, one expert). The
+/// result never depends on the number of threads or the schedule: each index runs exactly
+/// once and writes only its own outputs.
 public func parallelFor(_ count: Int, _ body: @Sendable (Int) -> Void) {
     let workers = min(Threads.count, count)
-    if workers <= 1 || Threads.insideParallelRegionForInlining {
+    // One thread, or a region already running (this is one of its items, or another thread
+    // started it): the items run here, in order.
+    if workers <= 1 || !WorkerPool.shared.run(count, helpers: min(workers, 0xffff) - 1, body) {
         for i in 0..<count { body(i) }
-        return
-    }
-    Threads.enterParallelRegion()
-    defer { Threads.leaveParallelRegion() }
-    let next = Atomic<Int>(0)
-    DispatchQueue.concurrentPerform(iterations: workers) { _ in
-        while true {
-            let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
-            if i >= count { break }
-            body(i)
-        }
     }
 }
 
@@ -81,11 +70,9 @@ public func parallelChunks(
 }
 
 extension Threads {
-    @usableFromInline static var insideParallelRegionForInlining: Bool { insideParallelRegion }
-
-    @usableFromInline static func enterParallelRegion() { insideParallelRegion = true }
-
-    @usableFromInline static func leaveParallelRegion() { insideParallelRegion = false }
+    /// Whether a `parallelFor` region is running (on any thread): a product then stays on the
+    /// thread that asks for it.
+    @usableFromInline static var insideParallelRegionForInlining: Bool { WorkerPool.shared.isRunning }
 }
 
 /// Asks the processor to bring `count` floats from `address` into cache ahead of their use

@@ -27,6 +27,11 @@ public enum Benchmark {
         public var moeToDenseBlockRatio: Double?
         /// The OpenBLAS kernel of the measurement and why it was chosen.
         public var openBLAS: OpenBLASKernel.Status?
+        public var moeTokensPerSecond: Double?
+        /// Evaluation of the same model under its protocol (batch 4, 4 segments of memory).
+        public var evaluation: EvaluationFigures?
+        /// The quick-start model (training step and evaluation), as `Scripts/quickstart` trains it.
+        public var quickstart: QuickstartFigures?
 
         public init(
             threads: Int, sgemmSize: Int, sgemmGFLOPS: Double, preset: String, tokensPerStep: Int,
@@ -55,7 +60,64 @@ public enum Benchmark {
             case fractionOfSgemm = "fraction_of_sgemm", measuredSteps = "measured_steps", stepSeconds = "step_seconds"
             case moeStepSeconds = "moe_seconds_per_step_median", moeToDenseStepRatio = "moe_to_dense_step_ratio"
             case feedForwardBlockSeconds = "feedforward_block_seconds_median", moeToDenseBlockRatio = "moe_to_dense_block_ratio"
-            case openBLAS = "openblas"
+            case openBLAS = "openblas", moeTokensPerSecond = "moe_tokens_per_second"
+            case evaluation, quickstart
+        }
+    }
+
+    /// Evaluation throughput once the memory is full, against the training throughput of the
+    /// same model measured in the same run.
+    public struct EvaluationFigures: Codable, Sendable {
+        public var batchSize: Int
+        public var memorySegments: Int
+        public var secondsPerBatch: Double
+        public var tokensPerSecond: Double
+        public var toTrainingRatio: Double
+        /// The ratio the two would have at equal FLOP/s: training FLOPs per token (3 x a
+        /// forward pass at the training memory) over evaluation's (a forward pass reading
+        /// `memorySegments` segments of memory), both by the accountant's count.
+        public var ratioAtEqualFLOPRate: Double
+        public var batchSeconds: [Double]
+
+        public init(_ config: RunConfig, batchSeconds: [Double], trainingTokensPerSecond: Double) throws {
+            batchSize = config.evaluation.batchSize
+            memorySegments = config.evaluation.memorySegments
+            self.batchSeconds = batchSeconds
+            secondsPerBatch = Benchmark.median(batchSeconds)
+            tokensPerSecond = Double(batchSize * config.training.segmentLength) / secondsPerBatch
+            toTrainingRatio = tokensPerSecond / trainingTokensPerSecond
+            let t = config.training.segmentLength
+            let training = try Benchmark.forwardFLOPsPerToken(
+                config, PassShape(tokens: TokenShape(batch: config.training.batchSize, length: t), memoryCapacity: config.training.memoryLength, training: true, dropout: false))
+            let evaluation = try Benchmark.forwardFLOPsPerToken(
+                config, PassShape(tokens: TokenShape(batch: batchSize, length: t), memoryCapacity: memorySegments * t, training: false, dropout: false))
+            ratioAtEqualFLOPRate = 3 * training / evaluation
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case batchSize = "batch_size", memorySegments = "memory_segments"
+            case secondsPerBatch = "seconds_per_batch_median", tokensPerSecond = "tokens_per_second"
+            case toTrainingRatio = "to_training_ratio", ratioAtEqualFLOPRate = "ratio_at_equal_flop_rate"
+            case batchSeconds = "batch_seconds"
+        }
+    }
+
+    public struct QuickstartFigures: Codable, Sendable {
+        public var secondsPerStep: Double
+        public var tokensPerSecond: Double
+        public var stepSeconds: [Double]
+        public var evaluation: EvaluationFigures
+
+        public init(secondsPerStep: Double, tokensPerSecond: Double, stepSeconds: [Double], evaluation: EvaluationFigures) {
+            self.secondsPerStep = secondsPerStep
+            self.tokensPerSecond = tokensPerSecond
+            self.stepSeconds = stepSeconds
+            self.evaluation = evaluation
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case secondsPerStep = "seconds_per_step_median", tokensPerSecond = "tokens_per_second"
+            case stepSeconds = "step_seconds", evaluation
         }
     }
 
@@ -146,6 +208,31 @@ public enum Benchmark {
             if i >= warmup { seconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9) }
         }
         return seconds
+    }
+
+    /// Forward FLOPs per token of `config`'s model for `pass` (matrix products, as
+    /// `lmtrain count` counts them).
+    public static func forwardFLOPsPerToken(_ config: RunConfig, _ pass: PassShape) throws -> Double {
+        try config.model.makeModel().forwardFLOPs(pass).reduce(0) { $0 + $1.perToken }
+    }
+
+    /// Seconds per evaluation batch of `config`'s model (freshly initialised) under its
+    /// evaluation protocol (batch size, memory segments) on random tokens, through the same
+    /// code as `lmtrain eval`: `batches` batches timed after the batches that fill the memory.
+    public static func evaluationBatchSeconds(_ config: RunConfig, batches: Int) throws -> [Double] {
+        let model = try config.model.makeModel()
+        model.initialize(seed: config.training.seed)
+        let (b, t, m) = (config.evaluation.batchSize, config.training.segmentLength, config.evaluation.memorySegments)
+        let filling = max(1, m)
+        var rng = RandomGenerator(seed: 3)
+        let count = b * t * (filling + batches) + 1
+        let tokens = TokenSequence(bytes: (0..<count).map { _ in UInt8(rng.integer(below: config.model.vocabularySize)) })
+        var stamps = [DispatchTime.now().uptimeNanoseconds]
+        _ = try LanguageModelingTask.evaluate(
+            model, tokens: tokens, unit: .bytes, split: "bench", batchSize: b, segmentLength: t,
+            memorySegments: m, maximumBatches: filling + batches
+        ) { _ in stamps.append(DispatchTime.now().uptimeNanoseconds) }
+        return (filling + 1..<stamps.count).map { Double(stamps[$0] - stamps[$0 - 1]) / 1e9 }
     }
 
     /// Times `steps` training steps (forward, backward, Adam) of `model` on random ids of

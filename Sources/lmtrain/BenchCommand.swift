@@ -68,13 +68,26 @@ struct Bench: ParsableCommand {
             modelFLOPsPerToken: flopsPerToken, modelGFLOPS: modelRate, fractionOfSgemm: modelRate / sgemm,
             measuredSteps: steps, stepSeconds: seconds)
         print(String(format: "bench preset training: %.3f s/step (median of %d), %.0f tokens/s, %.1f model GFLOP/s = %.0f%% of sgemm", median, steps, report.tokensPerSecond, modelRate, 100 * report.fractionOfSgemm))
+        report.evaluation = try measureEvaluation(config, name: "bench preset", trainingTokensPerSecond: report.tokensPerSecond)
 
         // The bench preset with a σ-MoE block of 16 experts x 64, K = 4.
         var moeConfig = config
         moeConfig.model.feedForward = FeedForwardConfig(MixtureOfExperts.SigmaConfig(experts: 16, expertSize: 64, k: 4))
         let moeSeconds = try Benchmark.trainingStepSeconds(moeConfig, warmup: 2, steps: steps)
         let moeMedian = Benchmark.median(moeSeconds)
-        print(String(format: "bench preset with --ffn moe --experts 16 --expert-size 64 --k 4: %.3f s/step (median of %d) = %.2f x dense", moeMedian, steps, moeMedian / median))
+        print(String(format: "bench preset with --ffn moe --experts 16 --expert-size 64 --k 4: %.3f s/step (median of %d), %.0f tokens/s = %.2f x the dense step time", moeMedian, steps, Double(tokens) / moeMedian, moeMedian / median))
+        report.moeTokensPerSecond = Double(tokens) / moeMedian
+
+        // The quick-start model as Scripts/quickstart trains it (dense variant).
+        var quick = Preset.quickstart.config
+        quick.model.vocabularySize = 205
+        let quickSeconds = try Benchmark.trainingStepSeconds(quick, warmup: 2, steps: steps)
+        let quickMedian = Benchmark.median(quickSeconds)
+        let quickRate = Double(quick.training.batchSize * quick.training.segmentLength) / quickMedian
+        print(String(format: "quickstart preset training: %.3f s/step (median of %d), %.0f tokens/s", quickMedian, steps, quickRate))
+        report.quickstart = Benchmark.QuickstartFigures(
+            secondsPerStep: quickMedian, tokensPerSecond: quickRate, stepSeconds: quickSeconds,
+            evaluation: try measureEvaluation(quick, name: "quickstart preset", trainingTokensPerSecond: quickRate))
 
         // Feedforward blocks alone: 8192 tokens, d_model 512, forward + backward.
         let blocks: [(String, FeedForwardConfig)] = [
@@ -104,6 +117,18 @@ struct Bench: ParsableCommand {
 }
 
 extension Bench {
+    /// Evaluation batches of `config`'s model timed once its memory is full (`steps` of them),
+    /// printed against the training throughput measured just before.
+    func measureEvaluation(_ config: RunConfig, name: String, trainingTokensPerSecond: Double) throws -> Benchmark.EvaluationFigures {
+        let seconds = try Benchmark.evaluationBatchSeconds(config, batches: steps)
+        let figures = try Benchmark.EvaluationFigures(config, batchSeconds: seconds, trainingTokensPerSecond: trainingTokensPerSecond)
+        print(String(
+            format: "%@ evaluation (batch %d, memory %d x %d): %.3f s/batch (median of %d), %.0f tokens/s = %.2f x training (%.2f x at equal FLOP/s)",
+            name, figures.batchSize, figures.memorySegments, config.training.segmentLength, figures.secondsPerBatch, steps,
+            figures.tokensPerSecond, figures.toTrainingRatio, figures.ratioAtEqualFLOPRate))
+        return figures
+    }
+
     /// The formal-language models' training throughput, merged into the JSON at `output` under
     /// "formal": per model the step times and the median tokens/s.
     func runFormal(_ blas: OpenBLASKernel.Status) throws {

@@ -24,10 +24,11 @@ import TestSupport
             #expect(Accountant.trainingPass(config).length == preset.task.longestString(of: .train), "\(name)")
             #expect(Accountant.evaluationPass(config).length == preset.task.longestString(of: .bin1), "\(name)")
 
-            // Stored fast weights of every layer: the linear Transformer, DeltaNet and Recurrent
-            // DeltaNet keep, per (sequence, head), ceil(T / C) chunk ends (a buffer that holds
-            // evaluation's running W, one per sequence and head, when that is larger) and C - 1
-            // rebuilt steps, C = ceil(sqrt(T)), of d x d each; the SRWM every step's d x (3d + 4).
+            // Stored fast weights of every layer: DeltaNet and Recurrent DeltaNet keep, per
+            // (sequence, head), ceil(T / C) chunk ends (a buffer that holds evaluation's running
+            // W, one per sequence and head, when that is larger) and C - 1 rebuilt steps,
+            // C = ceil(sqrt(T)), of d x d each; the SRWM every step's d x (3d + 4); the linear
+            // Transformer none (its backward rebuilds W_t in a sweep forward in time).
             let b = FormalPreset.budget(preset.task)
             let d = b.modelWidth / b.heads, t = preset.task.longestString(of: .train)
             let tasks = b.batchSize * b.heads, evaluationTasks = Accountant.evaluationPass(config).batch * b.heads
@@ -35,7 +36,7 @@ import TestSupport
             while c * c < t { c += 1 }
             let floats: Int =
                 switch preset.model {
-                case .linearTransformer, .deltaNet, .recurrentDeltaNet:
+                case .deltaNet, .recurrentDeltaNet:
                     d * d * (max(tasks * ((t + c - 1) / c), evaluationTasks) + tasks * (c - 1))
                 case .selfReferential: d * (3 * d + 4) * t * tasks
                 default: 0

@@ -1,0 +1,43 @@
+import Configuration
+import Layers
+import Models
+import Testing
+import Training
+
+/// The evaluation figures of `lmtrain bench`: one timing per batch after the memory is full,
+/// and the ratio training and evaluation would have at equal FLOP/s, from the accountant's
+/// per-pass counts.
+struct BenchmarkTests {
+    @Test func evaluationIsTimedPerBatchOnceTheMemoryIsFull() throws {
+        var config = Fixtures.tinyConfig()
+        config.model.vocabularySize = 40
+        let seconds = try Benchmark.evaluationBatchSeconds(config, batches: 3)
+        #expect(seconds.count == 3)
+        #expect(seconds.allSatisfy { $0 > 0 })
+        let figures = try Benchmark.EvaluationFigures(config, batchSeconds: seconds, trainingTokensPerSecond: 1000)
+        let tokens = Double(config.evaluation.batchSize * config.training.segmentLength)
+        #expect(abs(figures.tokensPerSecond - tokens / Benchmark.median(seconds)) < 1e-9 * figures.tokensPerSecond)
+        #expect(abs(figures.toTrainingRatio - figures.tokensPerSecond / 1000) < 1e-12 * figures.toTrainingRatio)
+    }
+
+    /// With training's batch and as much memory as training reads, a forward pass costs per
+    /// token what a training pass's forward does, so the ratio is 3; more memory makes
+    /// evaluation's attention dearer (and a smaller batch its relative-position projection,
+    /// which is computed once per batch).
+    @Test func ratioAtEqualFLOPRateFollowsTheMemory() throws {
+        var config = Fixtures.tinyConfig()
+        config.model.vocabularySize = 40
+        config.evaluation = EvaluationConfig(batchSize: 4, memorySegments: 1)  // training's batch and memory
+        let same = try Benchmark.EvaluationFigures(config, batchSeconds: [1], trainingTokensPerSecond: 1)
+        #expect(abs(same.ratioAtEqualFLOPRate - 3) < 1e-12)
+        config.evaluation = EvaluationConfig(batchSize: 2, memorySegments: 4)
+        let longer = try Benchmark.EvaluationFigures(config, batchSeconds: [1], trainingTokensPerSecond: 1)
+        #expect(longer.ratioAtEqualFLOPRate < 3)
+        let model = try config.model.makeModel()
+        let t = config.training.segmentLength
+        let train = model.forwardFLOPs(PassShape(tokens: TokenShape(batch: 4, length: t), memoryCapacity: t, training: true, dropout: false))
+        let eval = model.forwardFLOPs(PassShape(tokens: TokenShape(batch: 2, length: t), memoryCapacity: 4 * t, training: false, dropout: false))
+        let expected = 3 * train.reduce(0) { $0 + $1.perToken } / eval.reduce(0) { $0 + $1.perToken }
+        #expect(abs(longer.ratioAtEqualFLOPRate - expected) < 1e-12 * expected)
+    }
+}
