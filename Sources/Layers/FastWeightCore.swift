@@ -16,7 +16,8 @@ import Tensor
 //   delta:  dv = beta du,  dbeta = du . (v - vbar),  dvbar = -dv,
 //           dk += W_{t-1} dvbar,  S += k ⊗ dvbar  (S is now dL/dW_{t-1})
 // W_{t-1} and W_t come from what a training forward pass stores, not from undoing the rank-1
-// updates (which drifts in float32): the steps are cut into chunks of C = ceil(sqrt(T)); the
+// updates (which drifts in float32). (The linear Transformer stores no W: see
+// LinearTransformerCore.swift.) The steps are cut into chunks of C = ceil(sqrt(T)); the
 // forward pass keeps W at the end of every chunk, and backward, on reaching a chunk's last
 // step, rebuilds the chunk's other W_t from the previous chunk's end and the saved keys and
 // updates with the forward pass's own write (the same bits). Memory per (sequence, head) is
@@ -579,9 +580,10 @@ enum FastWeightKernels {
 }
 
 /// How the fast-weight layers go back through time: a training pass keeps the fast weights
-/// backward needs instead of undoing the rank-one updates (which drifts in float32). The
-/// linear Transformer, DeltaNet and Recurrent DeltaNet keep W at the end of every chunk of
-/// ceil(sqrt(T)) steps and rebuild the chunk being walked back; the SRWM keeps every step's.
+/// backward needs instead of undoing the rank-one updates (which drifts in float32). DeltaNet
+/// and Recurrent DeltaNet keep W at the end of every chunk of ceil(sqrt(T)) steps and rebuild
+/// the chunk being walked back; the SRWM keeps every step's; the linear Transformer keeps none
+/// (its backward rebuilds W_t in a sweep forward in time).
 /// The accountant reports these buffers under this name; they grow with the batch.
 public enum BackwardThroughTime {
     /// The words in the names of the buffers that keep fast weights for backward.

@@ -12,8 +12,10 @@ import Tensor
 // Saved per step: fq, fk, v. No W_t is kept: dfq needs W_t, and S needs no W at all, so
 // backward is two sweeps per (sequence, head): forward in time rebuilding W_t in the running W
 // (the forward pass's write, so the same bits) for dfq, then back in time for S, dv and dfk.
-// Nothing grows with T but the step vectors, and both sweeps stay in cache (measured: this
-// replaced chunked storage, and its rebuilds, that cost more than the extra sweep).
+// Nothing grows with T but the step vectors. At d = 16 both sweeps, and the forward pass, hold
+// their matrix in registers (`forward16`, `backward16`); with them the recurrence went from
+// 26-28% of the training step's perf samples (chunked storage and rebuilds) to 15%. The
+// general-d sweeps below keep the running W in memory.
 
 /// The linear Transformer's recurrence: an unnormalised sum of phi(k) ⊗ v outer products,
 /// read with phi(q). No parameters of its own.
