@@ -36,7 +36,7 @@ public func gemm(
         return
     }
     let workers = Threads.count
-    if workers > 1 && !Threads.insideParallelRegionForInlining && m * n * k >= 1 << 21 {
+    if workers > 1 && !Threads.parallelRegionRunning && m * n * k >= 1 << 21 {
         let a = SendablePointer(a), b = SendablePointer(b), c = SendablePointer(c)
         if m >= n || m >= 64 * workers {
             // Row blocks: op(A) rows and C rows.

@@ -72,7 +72,7 @@ public func parallelChunks(
 extension Threads {
     /// Whether a `parallelFor` region is running (on any thread): a product then stays on the
     /// thread that asks for it.
-    @usableFromInline static var insideParallelRegionForInlining: Bool { WorkerPool.shared.isRunning }
+    @usableFromInline static var parallelRegionRunning: Bool { WorkerPool.shared.isRunning }
 }
 
 /// Asks the processor to bring `count` floats from `address` into cache ahead of their use

@@ -1,4 +1,5 @@
 import CBLAS
+import Dispatch
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -132,14 +133,14 @@ final class WorkerPool: @unchecked Sendable {
 
     /// The next generation after `seen`: spins for `spinNanoseconds`, then sleeps.
     private func waitForRegion(after seen: Int) -> Int {
-        let deadline = Self.monotonicNanoseconds() + Self.spinNanoseconds
+        let deadline = DispatchTime.now().uptimeNanoseconds + Self.spinNanoseconds
         var spins = 0
         while true {
             let current = generation.load(ordering: .acquiring)
             if current != seen { return current }
             lmtrain_spin_pause()
             spins += 1
-            if spins & 255 == 0 && Self.monotonicNanoseconds() > deadline { break }
+            if spins & 255 == 0 && DispatchTime.now().uptimeNanoseconds > deadline { break }
         }
         pthread_mutex_lock(mutex)
         sleepers += 1
@@ -147,11 +148,5 @@ final class WorkerPool: @unchecked Sendable {
         sleepers -= 1
         pthread_mutex_unlock(mutex)
         return generation.load(ordering: .acquiring)
-    }
-
-    private static func monotonicNanoseconds() -> UInt64 {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
     }
 }

@@ -86,12 +86,14 @@ public enum Benchmark {
             secondsPerBatch = Benchmark.median(batchSeconds)
             tokensPerSecond = Double(batchSize * config.training.segmentLength) / secondsPerBatch
             toTrainingRatio = tokensPerSecond / trainingTokensPerSecond
-            let t = config.training.segmentLength
-            let training = try Benchmark.forwardFLOPsPerToken(
-                config, PassShape(tokens: TokenShape(batch: config.training.batchSize, length: t), memoryCapacity: config.training.memoryLength, training: true, dropout: false))
-            let evaluation = try Benchmark.forwardFLOPsPerToken(
-                config, PassShape(tokens: TokenShape(batch: batchSize, length: t), memoryCapacity: memorySegments * t, training: false, dropout: false))
-            ratioAtEqualFLOPRate = 3 * training / evaluation
+            // Forward FLOPs per token of each pass, as `lmtrain count` counts them.
+            let model = try config.model.makeModel(), t = config.training.segmentLength
+            func perToken(batch: Int, memory: Int, training: Bool) -> Double {
+                let pass = PassShape(tokens: TokenShape(batch: batch, length: t), memoryCapacity: memory, training: training, dropout: false)
+                return model.forwardFLOPs(pass).reduce(0) { $0 + $1.perToken }
+            }
+            ratioAtEqualFLOPRate = 3 * perToken(batch: config.training.batchSize, memory: config.training.memoryLength, training: true)
+                / perToken(batch: batchSize, memory: memorySegments * t, training: false)
         }
 
         enum CodingKeys: String, CodingKey {
@@ -208,12 +210,6 @@ public enum Benchmark {
             if i >= warmup { seconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9) }
         }
         return seconds
-    }
-
-    /// Forward FLOPs per token of `config`'s model for `pass` (matrix products, as
-    /// `lmtrain count` counts them).
-    public static func forwardFLOPsPerToken(_ config: RunConfig, _ pass: PassShape) throws -> Double {
-        try config.model.makeModel().forwardFLOPs(pass).reduce(0) { $0 + $1.perToken }
     }
 
     /// Seconds per evaluation batch of `config`'s model (freshly initialised) under its
