@@ -2,6 +2,7 @@
 import PackageDescription
 
 // Targets import only downward:
+//   CMPI -> Distributed -> lmtrain (Tensor's Collective, over MPI).
 //   CBLAS, CZlib -> Tensor -> Layers -> Models -> Configuration -> Accounting -> Training -> lmtrain
 //   CZlib -> Datasets -> Configuration;  Accounting builds models to ask them (no parameter memory).
 //   Heaps (no dependencies) -> Layers, Tokenizers;  Tokenizers -> Datasets.
@@ -28,7 +29,7 @@ let package = Package(
             name: "LMTrain",
             targets: [
                 "Heaps", "Tensor", "Layers", "Models", "Tokenizers", "Datasets", "Configuration", "Accounting",
-                "Training", "FormalLanguages",
+                "Training", "FormalLanguages", "Distributed",
             ]),
     ],
     dependencies: [
@@ -41,9 +42,15 @@ let package = Package(
         .systemLibrary(
             name: "CZlib", pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]),
+        // Open MPI, for data-parallel training under mpirun (Docs/distributed.md).
+        .systemLibrary(
+            name: "CMPI", pkgConfig: "ompi-c",
+            providers: [.apt(["libopenmpi-dev"])]),
         // The binary heap of the BPE merge queues and of PKM's top-k selection.
         .target(name: "Heaps"),
         .target(name: "Tensor", dependencies: ["CBLAS"]),
+        // The ranks of an mpirun job as a `Collective` (Tensor's protocol), through Open MPI.
+        .target(name: "Distributed", dependencies: ["CMPI", "Tensor"]),
         .target(name: "Layers", dependencies: ["Tensor", "Heaps"]),
         .target(name: "Models", dependencies: ["Layers", "Tensor"]),
         // Byte, word and SentencePiece-compatible BPE tokenizers (pure Swift).
@@ -61,7 +68,7 @@ let package = Package(
         .executableTarget(
             name: "lmtrain",
             dependencies: [
-                "Training", "Configuration", "Accounting", "Models", "Datasets", "Tensor",
+                "Training", "Configuration", "Accounting", "Models", "Datasets", "Tensor", "Distributed",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         // The readers of user files as fuzz targets, a seeded mutator, and the runner (for the

@@ -23,6 +23,6 @@ ensure_packages() {
 
 # The system packages lmtrain builds and runs with.
 ensure_lmtrain_packages() {
-  ensure_packages libopenblas-dev zlib1g-dev pkg-config bible-kjv bible-kjv-text
+  ensure_packages libopenblas-dev zlib1g-dev pkg-config libopenmpi-dev openmpi-bin bible-kjv bible-kjv-text
   command -v swift >/dev/null || die "no Swift toolchain on PATH: install Swift 6 from swift.org"
 }

@@ -29,6 +29,16 @@ public struct RunConfig: Sendable, Codable, Equatable {
 }
 
 /// The optimiser of a run (`training.optimizer`, Docs/model.md "Optimisation").
+/// How dropout masks (and expert dropout) are drawn.
+public enum DropoutDraws: String, Sendable, Codable, CaseIterable {
+    /// Each stream of the batch from its own generator, seeded per mask by the run's generator
+    /// and the stream's index: a data-parallel job draws the same masks under any number of ranks.
+    case perStream = "per_stream"
+    /// The whole pass from the run's generator, as lmtrain did before per-stream draws: runs
+    /// whose config lacks the key keep it (and resume as one process only).
+    case shared
+}
+
 public enum OptimizerKind: String, Sendable, Codable, CaseIterable {
     /// Adam with decoupled weight decay, as `torch.optim.AdamW` (the σ-MoE experiments).
     case adamw
@@ -79,6 +89,7 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     public var checkpointInterval: Int
     /// Checkpoints kept in the run directory (older ones are deleted).
     public var keepCheckpoints: Int
+    public var dropoutDraws: DropoutDraws
 
     enum CodingKeys: String, CodingKey {
         case steps, epochs, seed, optimizer, schedule
@@ -88,6 +99,7 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
         case adamEpsilon = "adam_epsilon", logInterval = "log_interval"
         case validationInterval = "validation_interval", validationBatches = "validation_batches"
         case checkpointInterval = "checkpoint_interval", keepCheckpoints = "keep_checkpoints"
+        case dropoutDraws = "dropout_draws"
     }
 
     public init(
@@ -97,7 +109,7 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
         weightDecay: Double = 0, adamBeta1: Double = 0.9, adamBeta2: Double = 0.999,
         adamEpsilon: Double = 1e-8, seed: UInt64 = 1, logInterval: Int = 10,
         validationInterval: Int = 0, validationBatches: Int = 0, checkpointInterval: Int = 0,
-        keepCheckpoints: Int = 3
+        keepCheckpoints: Int = 3, dropoutDraws: DropoutDraws = .perStream
     ) {
         self.steps = steps
         self.batchSize = batchSize
@@ -118,10 +130,12 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
         self.validationBatches = validationBatches
         self.checkpointInterval = checkpointInterval
         self.keepCheckpoints = keepCheckpoints
+        self.dropoutDraws = dropoutDraws
     }
 
-    /// Every key is required except `optimizer`, `schedule` and `epochs`, which configs written
-    /// before they existed lack: those runs used AdamW, the cosine schedule and `steps`.
+    /// Every key is required except `optimizer`, `schedule`, `epochs` and `dropout_draws`, which
+    /// configs written before they existed lack: those runs used AdamW, the cosine schedule,
+    /// `steps` and shared dropout draws.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let epochs = try c.decodeIfPresent(Int.self, forKey: .epochs)
@@ -144,7 +158,8 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
             validationInterval: try c.decode(Int.self, forKey: .validationInterval),
             validationBatches: try c.decode(Int.self, forKey: .validationBatches),
             checkpointInterval: try c.decode(Int.self, forKey: .checkpointInterval),
-            keepCheckpoints: try c.decode(Int.self, forKey: .keepCheckpoints))
+            keepCheckpoints: try c.decode(Int.self, forKey: .keepCheckpoints),
+            dropoutDraws: try c.decodeIfPresent(DropoutDraws.self, forKey: .dropoutDraws) ?? .shared)
         self.epochs = epochs
     }
 
@@ -171,6 +186,7 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
         try c.encode(validationBatches, forKey: .validationBatches)
         try c.encode(checkpointInterval, forKey: .checkpointInterval)
         try c.encode(keepCheckpoints, forKey: .keepCheckpoints)
+        try c.encode(dropoutDraws, forKey: .dropoutDraws)
     }
 
     public func validate() throws {

@@ -12,7 +12,8 @@ import Tensor
 //               dweight += sum_r dy xhat, dbias += sum_r dy
 //
 // Each worker owns a range of features (columns) and walks the rows in order, so every sum
-// runs in row order whatever the thread count. Backward needs only xhat, which forward writes
+// runs in row order whatever the thread count. In a data-parallel job R counts every rank's
+// rows and each sum over rows is reduced across ranks (`Collective`). Backward needs only xhat, which forward writes
 // over its input when the input is `inputBuffer(rows:)`: the input costs no buffer of its own.
 
 /// Feature-wise batch normalisation of an `[R, C]` matrix: `y = weight (x - mean) /
@@ -35,6 +36,9 @@ public final class BatchNorm {
     private let runningMean: UnsafeMutablePointer<Float>  // [C]
     private let runningVariance: UnsafeMutablePointer<Float>  // [C]
     private var usedBatchStatistics = false
+    /// Rows of the last training pass's statistics (every rank's) and the ranks they span.
+    private var batchStatisticsRows = 0
+    private var batchCollective: (any Collective)?
     // Forward activations (kept for backward).
     private let normalized = FloatBuffer()  // [R, C] xhat
     private let inverseStd = FloatBuffer()  // [C]
@@ -108,11 +112,14 @@ public final class BatchNorm {
 
     /// x: [R, C] -> y: [R, C] (overwritten). Training needs R >= 2 (the unbiased variance) and
     /// updates the running statistics. x may be `inputBuffer(rows:)`, which then holds xhat.
+    /// In a data-parallel job (`collective`), R and the statistics are those of every rank's
+    /// rows together: each per-feature sum is reduced across ranks before it is used.
     public func forward(
         _ x: UnsafePointer<Float>, rows: Int, output y: UnsafeMutablePointer<Float>, training: Bool,
-        arena: ParameterArena
+        arena: ParameterArena, collective: (any Collective)? = nil
     ) {
-        precondition(!training || rows >= 2, "batch norm \(name) needs at least 2 rows in training")
+        let overallRows = training ? (collective?.sum(rows) ?? rows) : rows
+        precondition(!training || overallRows >= 2, "batch norm \(name) needs at least 2 rows in training")
         let f = width
         let z = SendablePointer(x)
         let xhat = SendablePointer(normalized.reserved(rows * f))
@@ -125,17 +132,21 @@ public final class BatchNorm {
         let runningVariance = SendablePointer(self.runningVariance)
         usedBatchStatistics = training
         let eps = Self.epsilon, momentum = Self.momentum
-        let count = Float(rows)
-        parallelChunks(f, minimumChunk: 256) { range in
-            let m = mean.mutable
-            if training {
+        let count = Float(overallRows)
+        let statistics = mean.mutable, variances = SendablePointer(mean.mutable + f)
+        if training {
+            parallelChunks(f, minimumChunk: 256) { range in
+                let m = mean.mutable
                 for j in range { m[j] = 0 }
                 for r in 0..<rows {
                     let row = z.pointer + r * f
                     for j in range { m[j] += row[j] }
                 }
+            }
+            collective?.allReduceSum(statistics, count: f)
+            parallelChunks(f, minimumChunk: 256) { range in
+                let m = mean.mutable, v = variances.mutable
                 for j in range { m[j] /= count }
-                let v = m + f
                 for j in range { v[j] = 0 }
                 for r in 0..<rows {
                     let row = z.pointer + r * f
@@ -144,6 +155,12 @@ public final class BatchNorm {
                         v[j] += c * c
                     }
                 }
+            }
+            collective?.allReduceSum(variances.mutable, count: f)
+        }
+        parallelChunks(f, minimumChunk: 256) { range in
+                let m = mean.mutable, v = variances.mutable
+            if training {
                 for j in range {
                     v[j] /= count
                     inv.mutable[j] = 1 / (v[j] + eps).squareRoot()
@@ -167,10 +184,13 @@ public final class BatchNorm {
                 }
             }
         }
+        batchStatisticsRows = overallRows
+        batchCollective = training ? collective : nil
     }
 
     /// In place: dy -> dx ([R, C]) for the statistics the last `forward` used. Accumulates
-    /// dweight += sum_r dy xhat and dbias += sum_r dy.
+    /// dweight += sum_r dy xhat and dbias += sum_r dy over this rank's rows; the batch
+    /// statistics' gradient uses those sums over every rank's rows.
     public func backward(
         inPlace dy: UnsafeMutablePointer<Float>, rows: Int, arena: ParameterArena
     ) {
@@ -182,7 +202,7 @@ public final class BatchNorm {
         let dBeta = SendablePointer(arena.gradient(bias))
         let sums = SendablePointer(featureSums.reserved(2 * f))
         let batch = usedBatchStatistics
-        let count = Float(rows)
+        let count = Float(batch ? batchStatisticsRows : rows)
         parallelChunks(f, minimumChunk: 256) { range in
             let s = sums.mutable, sx = sums.mutable + f
             for j in range {
@@ -200,6 +220,10 @@ public final class BatchNorm {
                 dGamma.mutable[j] += sx[j]
                 dBeta.mutable[j] += s[j]
             }
+        }
+        batchCollective?.allReduceSum(sums.mutable, count: 2 * f)
+        parallelChunks(f, minimumChunk: 256) { range in
+            let s = sums.pointer, sx = sums.pointer + f
             for r in 0..<rows {
                 let gr = g.mutable + r * f, xr = xhat.pointer + r * f
                 for j in range {

@@ -1,18 +1,55 @@
 import Tensor
 
 /// What a forward pass needs besides its inputs: whether it trains (dropout, expert dropout,
-/// regularisers, Sinkhorn routing) and the generator that draws the random masks.
+/// regularisers, Sinkhorn routing), the generator that draws the random masks, and, in a
+/// data-parallel job, the other ranks: layers whose training pass reduces over the whole
+/// batch (the σ-MoE regulariser, Switch's balancing loss, batch norm) reduce across
+/// `collective`, and the loss is normalised by the scored positions of the whole batch.
 public struct ForwardContext: Sendable {
     public var training: Bool
     /// False turns every dropout (and expert dropout) off while keeping training behaviour
     /// otherwise: `lmtrain step` uses it so its gradients are deterministic.
     public var dropout: Bool
     public var rng: RandomGenerator
+    /// The ranks of the job (a single process: `SingleProcess`).
+    public var collective: any Collective
+    /// Scored positions of the whole batch over every rank, by which the mean cross-entropy
+    /// divides (nil: this pass's own, as in a single process).
+    public var scoredPositionsOverall: Int?
+    /// Index in the whole batch of this pass's first stream (a rank's share starts there).
+    public var firstStream = 0
+    /// Draw dropout masks from `rng` over the whole pass at once, as lmtrain did before masks
+    /// were drawn per stream: runs whose config predates that keep it (one process only).
+    public var sharedDropoutDraws = false
 
-    public init(training: Bool, dropout: Bool? = nil, rng: RandomGenerator) {
+    public init(
+        training: Bool, dropout: Bool? = nil, rng: RandomGenerator,
+        collective: any Collective = SingleProcess.shared, scoredPositionsOverall: Int? = nil
+    ) {
         self.training = training
         self.dropout = dropout ?? training
         self.rng = rng
+        self.collective = collective
+        self.scoredPositionsOverall = scoredPositionsOverall
+    }
+
+    /// The collective a training pass reduces over, nil in a single process or evaluation
+    /// (evaluation passes reduce nothing inside the model).
+    public var trainingCollective: (any Collective)? {
+        training && collective.isDistributed ? collective : nil
+    }
+
+    /// The generator of one stream's masks in a pass: `base` (one draw of the shared generator
+    /// per mask, the same on every rank) mixed with the stream's index in the whole batch
+    /// through SplitMix64's finaliser, so that streams never share a sequence.
+    public static func streamGenerator(base: UInt64, stream: Int) -> RandomGenerator {
+        func mix(_ value: UInt64) -> UInt64 {
+            var z = value
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        return RandomGenerator(seed: mix(base ^ mix(UInt64(stream) &+ 0x9E37_79B9_7F4A_7C15)))
     }
 
     /// Whether random masks are drawn in this pass.

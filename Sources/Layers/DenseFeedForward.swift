@@ -98,7 +98,7 @@ public class DenseFeedForward: FeedForwardLayer {
         let h = hidden.reserved(count)
         up.forward(x, rows: shape.rows, output: h, arena: arena)
         for i in 0..<count { h[i] = max(h[i], 0) }
-        hiddenDropout.forward(h, count: count, context: &context)
+        hiddenDropout.forward(h, count: count, streams: shape.batch, context: &context)
         sparsifyHidden(h, rows: shape.rows)
         down.forward(h, rows: shape.rows, output: y, arena: arena)
     }

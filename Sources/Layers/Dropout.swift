@@ -19,13 +19,38 @@ public final class Dropout {
         if pass.dropout && rate > 0 { plan.declare(mask, "dropout mask", count: count) }
     }
 
-    /// x *= mask, drawing a new mask from `context.rng` in training.
-    public func forward(_ x: UnsafeMutablePointer<Float>, count: Int, context: inout ForwardContext) {
+    /// x *= mask in training. x holds `streams` streams of equal blocks (every layer's
+    /// activations are [B, T, ...] row-major); each stream's block draws from its own generator,
+    /// seeded by one draw of `context.rng` and the stream's index in the whole batch, so a
+    /// stream's mask does not depend on which rank of a data-parallel job runs it.
+    public func forward(_ x: UnsafeMutablePointer<Float>, count: Int, streams: Int, context: inout ForwardContext) {
         active = context.dropoutActive && rate > 0
         guard active else { return }
         let m = mask.reserved(count)
-        Dropout.fillMask(m, count: count, rate: rate, rng: &context.rng)
+        Dropout.fillStreamMasks(m, count: count, streams: streams, context: &context) { block, count, rng in
+            Dropout.fillMask(block, count: count, rate: rate, rng: &rng)
+        }
         multiplyInPlace(x, m, count: count)
+    }
+
+    /// Fills `count` mask entries made of `streams` equal blocks, one per stream, with `fill`
+    /// and each stream's generator (`ForwardContext.streamGenerator`); runs with
+    /// `sharedDropoutDraws` draw the whole mask from `context.rng` in one go.
+    public static func fillStreamMasks<T>(
+        _ mask: UnsafeMutablePointer<T>, count: Int, streams: Int, context: inout ForwardContext,
+        _ fill: (UnsafeMutablePointer<T>, Int, inout RandomGenerator) -> Void
+    ) {
+        if context.sharedDropoutDraws {
+            fill(mask, count, &context.rng)
+            return
+        }
+        precondition(streams > 0 && count % streams == 0, "\(count) mask entries do not split into \(streams) streams")
+        let block = count / streams
+        let base = context.rng.next()
+        for stream in 0..<streams {
+            var rng = ForwardContext.streamGenerator(base: base, stream: context.firstStream + stream)
+            fill(mask + stream * block, block, &rng)
+        }
     }
 
     /// dx = dy * mask, in place.

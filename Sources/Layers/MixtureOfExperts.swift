@@ -331,6 +331,10 @@ public final class MixtureOfExperts: FeedForwardLayer {
     private let columnLogMean = Buffer<Double>()  // log pbar per column
     private let rowLogSumExp = Buffer<Double>()  // logsumexp of each row's regularised logits
     private let regularizerRows = FloatBuffer()  // softmax over the regularised logits [R, C]
+    /// Rows the regulariser averages over: this pass's, or the whole batch's over every rank.
+    private var regularizedRows = 0
+    /// Switch: f_e, the share of the batch's (token, slot) pairs routed to expert e [N].
+    private var switchFractions: [Double] = []
     // Backward only.
     private let dSortedOutput = FloatBuffer()
     private let dHidden = FloatBuffer()
@@ -436,9 +440,12 @@ public final class MixtureOfExperts: FeedForwardLayer {
         let useDropout = context.dropoutActive && expertDropout > 0
         let mask = dropMask.reserved(r * n)
         if useDropout {
-            // Expert dropout: each (token, expert) score independently with probability δ.
+            // Expert dropout: each (token, expert) score independently with probability δ, from
+            // each stream's own generator (`Dropout.fillStreamMasks`).
             let threshold = UInt64((Double(expertDropout) * 16_777_216).rounded())
-            for i in 0..<(r * n) { mask[i] = (context.rng.next() >> 40) < threshold ? 1 : 0 }
+            Dropout.fillStreamMasks(mask, count: r * n, streams: shape.batch, context: &context) { block, count, rng in
+                for i in 0..<count { block[i] = (rng.next() >> 40) < threshold ? 1 : 0 }
+            }
         } else {
             mask.update(repeating: 0, count: r * n)
         }
@@ -639,7 +646,7 @@ public final class MixtureOfExperts: FeedForwardLayer {
                 }
             }
         }
-        auxiliaryLoss = context.training ? regularizerForward(rows: r) : 0
+        auxiliaryLoss = context.training ? regularizerForward(rows: r, collective: context.trainingCollective) : 0
     }
 
     /// The regularised logits of one row: all N (entropy on raw z), or the K chosen raw logits
@@ -653,7 +660,10 @@ public final class MixtureOfExperts: FeedForwardLayer {
     }
 
     /// Computes the auxiliary loss and saves the regularised rows' softmax for its gradient.
-    private func regularizerForward(rows r: Int) -> Double {
+    /// Both losses average over the batch's rows: in a data-parallel job (`collective`) their
+    /// column statistics are reduced over every rank's rows, so each rank computes the loss of
+    /// the whole batch and the gradient of its own rows' share in it.
+    private func regularizerForward(rows r: Int, collective: (any Collective)?) -> Double {
         let c = regularizedColumns
         let p = regularizerRows.reserved(r * c)
         let logMean = columnLogMean.reserved(c)
@@ -671,28 +681,51 @@ public final class MixtureOfExperts: FeedForwardLayer {
             lse[row] = m + Foundation.log(total)
             softmaxInPlace(p + row * c, count: c)
         }
+        regularizedRows = collective?.sum(r) ?? r
         switch regularizer {
         case .entropy(let gamma):
             // log pbar_e = logsumexp_r(log_softmax(z_r)_e) - log R, with log_softmax computed
-            // from the logits (not log of the rounded probabilities), in Double.
+            // from the logits (not log of the rounded probabilities), in Double. Across ranks:
+            // each rank's sum of exp(. - its maximum), rescaled to the overall maximum.
+            var maxima = [Double](repeating: -.infinity, count: c)
+            var totals = [Double](repeating: 0, count: c)
             for column in 0..<c {
                 var m = -Double.infinity
                 for row in 0..<r { m = max(m, logSoftmax(row: row, column: column)) }
                 var total = 0.0
                 for row in 0..<r { total += Foundation.exp(logSoftmax(row: row, column: column) - m) }
-                logMean[column] = m + Foundation.log(total) - Foundation.log(Double(r))
+                (maxima[column], totals[column]) = (m, total)
+            }
+            if let collective {
+                let overall = collective.maximum(maxima)
+                for column in 0..<c where maxima[column] > -.infinity {
+                    totals[column] *= Foundation.exp(maxima[column] - overall[column])
+                }
+                totals = collective.sum(totals)
+                maxima = overall
+            }
+            for column in 0..<c {
+                logMean[column] = maxima[column] + Foundation.log(totals[column]) - Foundation.log(Double(regularizedRows))
             }
             var loss = 0.0
             for column in 0..<c { loss += Foundation.exp(logMean[column]) * logMean[column] }
             return gamma * loss
         case .switchBalance(let gamma):
-            var loss = 0.0
+            // Per expert: its (token, slot) pairs and the sum of its probabilities over rows.
             let offsets = expertOffsets.pointer
+            var sums = [Double](repeating: 0, count: 2 * experts)
             for e in 0..<experts {
-                let f = Double(offsets[e + 1] - offsets[e]) / Double(r * k)
-                var meanP = 0.0
-                for row in 0..<r { meanP += Double(p[row * c + e]) }
-                loss += f * meanP / Double(r)
+                sums[e] = Double(offsets[e + 1] - offsets[e])
+                var sumP = 0.0
+                for row in 0..<r { sumP += Double(p[row * c + e]) }
+                sums[experts + e] = sumP
+            }
+            if let collective { sums = collective.sum(sums) }
+            let rows = regularizedRows
+            switchFractions = (0..<experts).map { sums[$0] / Double(rows * k) }
+            var loss = 0.0
+            for e in 0..<experts {
+                loss += switchFractions[e] * sums[experts + e] / Double(rows)
             }
             return gamma / Double(experts) * loss
         }
@@ -813,15 +846,12 @@ public final class MixtureOfExperts: FeedForwardLayer {
         let c = regularizedColumns
         let p = regularizerRows.pointer
         let w = regularizerWeights.reserved(c)
+        let overallRows = Double(regularizedRows)
         switch regularizer {
         case .entropy(let gamma):
-            for column in 0..<c { w[column] = Float(gamma * (columnLogMean.pointer[column] + 1) / Double(r)) }
+            for column in 0..<c { w[column] = Float(gamma * (columnLogMean.pointer[column] + 1) / overallRows) }
         case .switchBalance(let gamma):
-            let offsets = expertOffsets.pointer
-            for e in 0..<n {
-                let f = Double(offsets[e + 1] - offsets[e]) / Double(r * kk)
-                w[e] = Float(gamma * f / Double(n * r))
-            }
+            for e in 0..<n { w[e] = Float(gamma * switchFractions[e] / (Double(n) * overallRows)) }
         }
         for row in 0..<r {
             let probabilities = p + row * c

@@ -387,7 +387,8 @@ public final class ProductKeyMemory: FeedForwardLayer {
     ) {
         let rows = shape.rows
         lastRows = rows
-        let query = queryForward(x, rows: rows, training: context.training, arena: arena)
+        let query = queryForward(
+            x, rows: rows, training: context.training, arena: arena, collective: context.trainingCollective)
         scoreHalves(query, rows: rows, arena: arena)
         if usesDensePath {
             forwardDense(rows: rows, output: y, arena: arena)
@@ -412,7 +413,8 @@ public final class ProductKeyMemory: FeedForwardLayer {
     /// mlp-bn: q = BN(x Wq^T + bq) [R, F], by batch statistics in training (which update the
     /// running ones) and running statistics in evaluation (`BatchNorm`).
     private func queryForward(
-        _ x: UnsafePointer<Float>, rows: Int, training: Bool, arena: ParameterArena
+        _ x: UnsafePointer<Float>, rows: Int, training: Bool, arena: ParameterArena,
+        collective: (any Collective)?
     ) -> QueryLayout {
         guard let projection = queryProjection, let norm = queryNorm else { return queryLayout(x) }
         // z goes where the batch norm keeps xhat and is normalised in place.
@@ -420,7 +422,7 @@ public final class ProductKeyMemory: FeedForwardLayer {
         projection.forward(x, rows: rows, output: z, arena: arena)
         norm.forward(
             z, rows: rows, output: queryValues.reserved(rows * queryWidth), training: training,
-            arena: arena)
+            arena: arena, collective: collective)
         return queryLayout(x)
     }
 

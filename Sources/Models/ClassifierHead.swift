@@ -12,7 +12,9 @@ final class ClassifierHead {
     let crossEntropy: SoftmaxCrossEntropy
     let classes: Int
     private var rows = 0
-    private var scored = 0
+    /// Positions the mean cross-entropy divides by: this pass's scored rows, or those of the
+    /// whole batch over every rank of a data-parallel job.
+    private var normalizer = 0
     private let targets = Buffer<Int32>()
     private let logitBuffer = FloatBuffer()
     private let dLogits = FloatBuffer()
@@ -34,8 +36,10 @@ final class ClassifierHead {
     }
 
     /// h: [R, D]; returns the cross-entropy summed over the scored rows and their number.
+    /// `scoredOverall` is the normaliser of the mean when it is not this pass's own count.
     func forward(
-        _ h: UnsafePointer<Float>, targets targetIDs: UnsafePointer<Int32>, rows: Int, arena: ParameterArena
+        _ h: UnsafePointer<Float>, targets targetIDs: UnsafePointer<Int32>, rows: Int, arena: ParameterArena,
+        scoredOverall: Int? = nil
     ) -> (sum: Double, scored: Int) {
         self.rows = rows
         let targetCopy = targets.reserved(rows)
@@ -43,7 +47,7 @@ final class ClassifierHead {
         let z = logitBuffer.reserved(rows * classes)
         output.forward(h, rows: rows, output: z, arena: arena)
         let loss = crossEntropy.forward(logits: z, targets: targetCopy, rows: rows)
-        scored = loss.scored
+        normalizer = scoredOverall ?? loss.scored
         return loss
     }
 
@@ -55,7 +59,7 @@ final class ClassifierHead {
         let dz = dLogits.reserved(rows * classes)
         crossEntropy.backward(
             logits: logitBuffer.pointer, targets: targets.pointer, rows: rows,
-            lossScale: 1 / Float(max(1, scored)), dLogits: dz)
+            lossScale: 1 / Float(max(1, normalizer)), dLogits: dz)
         output.backward(h, dOutput: dz, rows: rows, dInput: dInput, accumulateInput: false, arena: arena)
     }
 }

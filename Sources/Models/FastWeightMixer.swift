@@ -93,7 +93,7 @@ final class ProjectedFastWeightMixer: MixerSublayer {
         let y = heads.reserved(rows * core.heads * core.headSize)
         core.forward(p, shape: shape, output: y, arena: arena, training: context.training)
         output.forward(y, rows: rows, output: out, arena: arena)
-        dropout.forward(out, count: n, context: &context)
+        dropout.forward(out, count: n, streams: shape.batch, context: &context)
         addInPlace(out, h, count: n)
     }
 

@@ -160,7 +160,7 @@ final class FastWeightBlock: StackLayer {
         let normalized = normalizedMiddle.reserved(n)
         feedForwardNorm.forward(m, rows: shape.rows, output: normalized, arena: arena)
         feedForward.forward(normalized, shape: shape, output: output, arena: arena, context: &context)
-        feedForwardDropout.forward(output, count: n, context: &context)
+        feedForwardDropout.forward(output, count: n, streams: shape.batch, context: &context)
         addInPlace(output, m, count: n)
     }
 

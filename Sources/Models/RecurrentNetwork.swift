@@ -95,8 +95,8 @@ public final class RecurrentNetwork: SequenceWiseModel {
         embedding.forward(ids, rows: rows, output: e, arena: arena)
         let o = states.reserved(rows * config.modelWidth)
         recurrent.forward(e, shape: shape, output: o, arena: arena)
-        dropout.forward(o, count: rows * config.modelWidth, context: &context)
-        let (loss, scored) = head.forward(o, targets: batch.targets, rows: rows, arena: arena)
+        dropout.forward(o, count: rows * config.modelWidth, streams: shape.batch, context: &context)
+        let (loss, scored) = head.forward(o, targets: batch.targets, rows: rows, arena: arena, scoredOverall: context.scoredPositionsOverall)
         return ForwardLoss(crossEntropySum: loss, scoredPositions: scored, auxiliaryLoss: 0)
     }
 

@@ -75,7 +75,7 @@ final class ResidualStack {
             finalNorm.forward(top, rows: rows, output: z, arena: arena)
             top = UnsafePointer(z)
         }
-        let (loss, scored) = head.forward(top, targets: batch.targets, rows: rows, arena: arena)
+        let (loss, scored) = head.forward(top, targets: batch.targets, rows: rows, arena: arena, scoredOverall: context.scoredPositionsOverall)
         return ForwardLoss(crossEntropySum: loss, scoredPositions: scored, auxiliaryLoss: 0)
     }
 

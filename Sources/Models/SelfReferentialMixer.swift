@@ -58,7 +58,7 @@ final class SelfReferentialMixer: MixerSublayer {
         let y = heads.reserved(n)
         core.forward(h, shape: shape, output: y, training: context.training, arena: arena)
         output.forward(y, rows: rows, output: out, arena: arena)
-        dropout.forward(out, count: n, context: &context)
+        dropout.forward(out, count: n, streams: shape.batch, context: &context)
         let z = normalized.reserved(n)
         norm.forward(h, rows: rows, output: z, arena: arena)
         addInPlace(out, z, count: n)

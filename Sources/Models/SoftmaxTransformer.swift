@@ -157,13 +157,13 @@ final class PostNormLayer: StackLayer {
         let rows = shape.rows, n = rows * width
         let a = attended.reserved(n)
         attention.forward(h, shape: shape, output: a, arena: arena)
-        attentionDropout.forward(a, count: n, context: &context)
+        attentionDropout.forward(a, count: n, streams: shape.batch, context: &context)
         addInPlace(a, h, count: n)
         let m = middle.reserved(n)
         norm1.forward(a, rows: rows, output: m, arena: arena)
         let f = fed.reserved(n)
         feedForward.forward(m, shape: shape, output: f, arena: arena, context: &context)
-        feedForwardDropout.forward(f, count: n, context: &context)
+        feedForwardDropout.forward(f, count: n, streams: shape.batch, context: &context)
         addInPlace(f, m, count: n)
         norm2.forward(f, rows: rows, output: output, arena: arena)
     }

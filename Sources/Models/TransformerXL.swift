@@ -151,7 +151,7 @@ public final class TransformerXL: SequenceModel {
 
         let h0 = hidden[0].reserved(rows * d)
         embedding.forward(tokenCopy, rows: rows, output: h0, arena: arena)
-        embeddingDropout.forward(h0, count: rows * d, context: &context)
+        embeddingDropout.forward(h0, count: rows * d, streams: shape.batch, context: &context)
         for (l, block) in blocks.enumerated() {
             let memoryRows = memoryLength > 0 ? UnsafePointer(memory!.buffers[l].pointer) : nil
             block.forward(
@@ -161,11 +161,12 @@ public final class TransformerXL: SequenceModel {
         }
         let f = finalHidden.reserved(rows * d)
         finalNorm.forward(hidden[blocks.count].pointer, rows: rows, output: f, arena: arena)
-        outputDropout.forward(f, count: rows * d, context: &context)
+        outputDropout.forward(f, count: rows * d, streams: shape.batch, context: &context)
         let z = logitBuffer.reserved(rows * v)
         outputLayer.forward(f, rows: rows, output: z, arena: arena)
         let (loss, scored) = crossEntropy.forward(logits: z, targets: targetCopy, rows: rows)
-        scoredPositions = scored
+        // The mean over the whole batch: in a data-parallel job, over every rank's positions.
+        scoredPositions = context.scoredPositionsOverall ?? scored
         var auxiliary = 0.0
         if context.training {
             for block in blocks { auxiliary += block.feedForward.auxiliaryLoss }

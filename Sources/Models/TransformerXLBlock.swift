@@ -96,13 +96,13 @@ public final class TransformerXLBlock {
         attention.forward(
             normalized, batch: b, queryLength: t, memoryLength: m, memoryCapacity: memoryStride,
             output: h2, arena: arena)
-        attentionDropout.forward(h2, count: b * t * d, context: &context)
+        attentionDropout.forward(h2, count: b * t * d, streams: b, context: &context)
         addInPlace(h2, h, count: b * t * d)
 
         let normalizedH2 = normalizedMiddle.reserved(b * t * d)
         feedForwardNorm.forward(h2, rows: b * t, output: normalizedH2, arena: arena)
         feedForward.forward(normalizedH2, shape: shape, output: output, arena: arena, context: &context)
-        feedForwardDropout.forward(output, count: b * t * d, context: &context)
+        feedForwardDropout.forward(output, count: b * t * d, streams: b, context: &context)
         addInPlace(output, h2, count: b * t * d)
     }
 

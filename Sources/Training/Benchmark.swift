@@ -193,6 +193,61 @@ public enum Benchmark {
 
     /// Times `steps` training steps of `config` on random tokens (after `warmup` steps).
     public static func trainingStepSeconds(_ config: RunConfig, warmup: Int, steps: Int) throws -> [Double] {
+        try dataParallelStepSeconds(config, warmup: warmup, steps: steps, collective: SingleProcess.shared).steps
+    }
+
+    /// What a data-parallel job's training step costs: per step the seconds of the whole step
+    /// and of its gradient all-reduce (0 in a single process).
+    public struct DataParallelFigures: Codable, Sendable {
+        public var ranks: Int
+        public var threadsPerRank: Int
+        public var variant: String
+        public var tokensPerStep: Int
+        public var parameters: Int
+        public var secondsPerStep: Double
+        public var tokensPerSecond: Double
+        public var tokensPerSecondPerRank: Double
+        public var allReduceSecondsPerStep: Double
+        public var stepSeconds: [Double]
+        public var allReduceSeconds: [Double]
+
+        /// Medians of `seconds` (every rank runs the same steps: rank 0's are the job's).
+        public init(
+            ranks: Int, threadsPerRank: Int, variant: String, tokensPerStep: Int, parameters: Int,
+            seconds: (steps: [Double], allReduce: [Double])
+        ) {
+            self.ranks = ranks
+            self.threadsPerRank = threadsPerRank
+            self.variant = variant
+            self.tokensPerStep = tokensPerStep
+            self.parameters = parameters
+            secondsPerStep = Benchmark.median(seconds.steps)
+            tokensPerSecond = Double(tokensPerStep) / secondsPerStep
+            tokensPerSecondPerRank = tokensPerSecond / Double(ranks)
+            allReduceSecondsPerStep = Benchmark.median(seconds.allReduce)
+            stepSeconds = seconds.steps
+            allReduceSeconds = seconds.allReduce
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case ranks, variant, parameters
+            case threadsPerRank = "threads_per_rank"
+            case tokensPerStep = "tokens_per_step"
+            case secondsPerStep = "seconds_per_step"
+            case tokensPerSecond = "tokens_per_second"
+            case tokensPerSecondPerRank = "tokens_per_second_per_rank"
+            case allReduceSecondsPerStep = "all_reduce_seconds_per_step"
+            case stepSeconds = "step_seconds"
+            case allReduceSeconds = "all_reduce_seconds"
+        }
+    }
+
+    /// Times `steps` training steps of `config` on random tokens (after `warmup` steps) as one
+    /// rank of `collective`'s job (every rank calls it): each step's seconds and the part of
+    /// them spent in the gradient all-reduce.
+    public static func dataParallelStepSeconds(
+        _ config: RunConfig, warmup: Int, steps: Int, collective: any Collective
+    ) throws -> (steps: [Double], allReduce: [Double]) {
         var rng = RandomGenerator(seed: 2)
         let needed = config.training.batchSize * (config.training.segmentLength + 1) * (warmup + steps + 2)
         let bytes = (0..<(needed + 1000)).map { _ in UInt8(32 + rng.integer(below: config.model.vocabularySize)) }
@@ -202,14 +257,18 @@ public enum Benchmark {
             train: tokens, valid: tokens, test: tokens, fingerprint: "random")
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("lmtrain-bench-\(getpid())")
         defer { try? FileManager.default.removeItem(at: directory) }
-        let trainer = try Trainer(config: config, corpus: corpus, runDirectory: directory)
-        var seconds: [Double] = []
+        let trainer = try Trainer(config: config, corpus: corpus, runDirectory: directory, collective: collective)
+        var seconds: [Double] = [], allReduce: [Double] = []
         for i in 0..<(warmup + steps) {
             let start = DispatchTime.now().uptimeNanoseconds
+            let communicated = trainer.allReduceSeconds
             _ = try trainer.trainStep()
-            if i >= warmup { seconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9) }
+            if i >= warmup {
+                seconds.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+                allReduce.append(trainer.allReduceSeconds - communicated)
+            }
         }
-        return seconds
+        return (seconds, allReduce)
     }
 
     /// Seconds per evaluation batch of `config`'s model (freshly initialised) under its

@@ -152,9 +152,11 @@ public enum Checkpoint {
             throw DataError("\(url.path): tensor \(tensor) holds \(values[index]) at index \(index): the checkpoint is damaged or its run diverged; use an earlier checkpoint")
         }
 
-        /// Restores parameters, optimiser state, carried state and generator for `--resume`.
+        /// Restores parameters, optimiser state, carried state and generator for `--resume`; a
+        /// rank of a data-parallel job (`shard`) restores its own streams of the saved state.
         public func restoreTraining(
-            model: any SequenceModel, optimizer: any Optimizer, state: (any CarriedState)?
+            model: any SequenceModel, optimizer: any Optimizer, state: (any CarriedState)?,
+            shard: StreamShard? = nil
         ) throws -> (step: Int, rng: RandomGenerator) {
             guard isTrainingCheckpoint, let step, let optimizerStep = file.metadata["optimizer_step"].flatMap(Int.init) else {
                 throw DataError("\(url.path): holds weights only (no optimiser state); it cannot be resumed")
@@ -170,7 +172,9 @@ public enum Checkpoint {
             do {
                 try state?.restore { name in
                     guard let info = file.tensors[name] else { return nil }
-                    return NamedTensor(name: name, shape: info.shape, values: try file.array(name, dtype: .f32, as: Float.self))
+                    let saved = NamedTensor(name: name, shape: info.shape, values: try file.array(name, dtype: .f32, as: Float.self))
+                    // A rank of a data-parallel job takes its own streams of the whole batch's state.
+                    return shard.map { saved.streams($0) } ?? saved
                 }
             } catch let error as DataError {
                 throw error

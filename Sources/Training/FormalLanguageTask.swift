@@ -142,8 +142,8 @@ public final class FormalLanguageTask: TrainingTask {
     /// error); the loss is the mean of the batches' mean cross-entropies, as the paper's script
     /// reports it.
     public func evaluate(
-        _ model: any SequenceModel, split: String, maximumBatches: Int? = nil,
-        progress: ((EvaluationProgress) -> Void)? = nil
+        _ model: any SequenceModel, split: String, maximumBatches: Int?, collective: any Collective,
+        progress: ((EvaluationProgress) -> Void)?
     ) throws -> EvaluationResult {
         guard let which = FormalSplit(rawValue: split) else {
             throw DataError("unknown split \(split): use train, bin0 or bin1")
@@ -156,17 +156,29 @@ public final class FormalLanguageTask: TrainingTask {
         let v = model.outputClasses
         for index in 0..<batches {
             let rows = (index * b)..<min((index + 1) * b, sequences.count)
-            let tokenBatch = fill(which, rows)
-            let loss = model.forward(tokenBatch, state: nil, context: &context)
-            lossSum += loss.crossEntropy
-            positions += loss.scoredPositions
-            let length = tokenBatch.shape.length
-            for row in 0..<tokenBatch.shape.batch {
-                scored += 1
-                if Self.allCorrect(logits: model.logits + row * length * v, targets: tokenBatch.targets + row * length, length: length, classes: v) {
-                    correct += 1
+            // In a data-parallel job, this rank's sequences of the batch; the batch's mean
+            // cross-entropy is that of all of them.
+            let tokenBatch = fill(which, rows).streams(of: collective)
+            var loss = ForwardLoss(crossEntropySum: 0, scoredPositions: 0, auxiliaryLoss: 0)
+            var batchCorrect = 0
+            if tokenBatch.shape.batch > 0 {
+                loss = model.forward(tokenBatch, state: nil, context: &context)
+                let length = tokenBatch.shape.length
+                for row in 0..<tokenBatch.shape.batch where Self.allCorrect(
+                    logits: model.logits + row * length * v, targets: tokenBatch.targets + row * length,
+                    length: length, classes: v)
+                {
+                    batchCorrect += 1
                 }
             }
+            if collective.isDistributed {
+                let sums = collective.sum([loss.crossEntropySum, Double(loss.scoredPositions), Double(batchCorrect)])
+                (loss.crossEntropySum, loss.scoredPositions, batchCorrect) = (sums[0], Int(sums[1]), Int(sums[2]))
+            }
+            lossSum += loss.crossEntropy
+            positions += loss.scoredPositions
+            scored += rows.count
+            correct += batchCorrect
             progress?(EvaluationProgress(batches: index + 1, totalBatches: batches, tokens: positions))
         }
         let accuracy = 100 * Double(correct) / Double(max(1, scored))

@@ -81,8 +81,8 @@ public final class LanguageModelingTask: TrainingTask {
     public var finalSplits: [String] { [Split.valid.rawValue, Split.test.rawValue] }
 
     public func evaluate(
-        _ model: any SequenceModel, split: String, maximumBatches: Int? = nil,
-        progress: ((EvaluationProgress) -> Void)? = nil
+        _ model: any SequenceModel, split: String, maximumBatches: Int?, collective: any Collective,
+        progress: ((EvaluationProgress) -> Void)?
     ) throws -> EvaluationResult {
         guard let which = Split(rawValue: split) else {
             throw DataError("unknown split \(split): use train, valid or test")
@@ -91,18 +91,25 @@ public final class LanguageModelingTask: TrainingTask {
             model, tokens: corpus.split(which), unit: corpus.unit, split: split,
             batchSize: evaluation.batchSize, segmentLength: training.segmentLength,
             memorySegments: evaluation.memorySegments, maximumBatches: maximumBatches,
-            progress: progress)
+            collective: collective, progress: progress)
     }
 
+    /// The evaluation streams carry memory from segment to segment: the ranks must divide them.
+    public var carriedEvaluationBatch: Int? { evaluation.batchSize }
+
     /// The protocol on `tokens` of `unit` with explicit settings (`lmtrain eval` chooses them).
+    /// In a data-parallel job each rank runs its share of the streams (`collective`'s size must
+    /// divide `batchSize`) and every rank returns the result of the whole split.
     public static func evaluate(
         _ model: any SequenceModel, tokens: TokenSequence, unit: TokenUnit, split: String,
         batchSize: Int, segmentLength: Int, memorySegments: Int, maximumBatches: Int? = nil,
+        collective: any Collective = SingleProcess.shared,
         progress: ((EvaluationProgress) -> Void)? = nil
     ) throws -> EvaluationResult {
         try requireEvaluable(tokens, split: split, batchSize: batchSize, segmentLength: segmentLength)
         let batcher = OrderedBatcher(tokens: tokens, batch: batchSize, segmentLength: segmentLength)
-        let state = model.makeState(batch: batchSize, capacity: memorySegments * segmentLength)
+        let shard = try Trainer.shard(batch: batchSize, collective: collective, flag: "--eval-batch-size")
+        let state = model.makeState(batch: shard.count, capacity: memorySegments * segmentLength)
         let chunks = min(batcher.allChunks, maximumBatches ?? .max)
         let inputs = Buffer<Int32>(count: batchSize * segmentLength)
         let targets = Buffer<Int32>(count: batchSize * segmentLength)
@@ -115,11 +122,15 @@ public final class LanguageModelingTask: TrainingTask {
             let batch = TokenBatch(
                 shape: TokenShape(batch: batchSize, length: length), inputs: inputs.pointer,
                 targets: targets.pointer)
-            let loss = model.forward(batch, state: state, context: &context)
+            let loss = model.forward(batch.streams(shard), state: state, context: &context)
             if let state { model.advance(state) }
             lossSum += loss.crossEntropySum
             count += loss.scoredPositions
-            progress?(EvaluationProgress(batches: index + 1, totalBatches: chunks, tokens: count))
+            progress?(EvaluationProgress(batches: index + 1, totalBatches: chunks, tokens: count * collective.size))
+        }
+        if collective.isDistributed {
+            let sums = collective.sum([lossSum, Double(count)])
+            (lossSum, count) = (sums[0], Int(sums[1]))
         }
         let loss = lossSum / Double(count)
         var metrics = [headline(loss: loss, unit: unit)]

@@ -49,7 +49,15 @@ public final class Trainer {
     public private(set) var rng: RandomGenerator
     /// Optimiser steps completed.
     public private(set) var step: Int
-    private let metrics: MetricsLog
+    /// The ranks of a data-parallel job (a single process: `SingleProcess`) and the streams of
+    /// each batch this rank runs.
+    public let collective: any Collective
+    public let shard: StreamShard
+    /// Rank 0 writes the run directory (metrics, checkpoints, report); the others write nothing.
+    public var writesFiles: Bool { collective.rank == 0 }
+    /// Seconds spent summing gradients across ranks, over the steps this process ran.
+    public private(set) var allReduceSeconds = 0.0
+    private let metrics: MetricsLog?
     public private(set) var lastCheckpoint: URL?
     /// Selection counts of the sparse blocks (one entry per layer that has them) over training
     /// passes only: the current log interval, and the whole run in this process.
@@ -80,12 +88,19 @@ public final class Trainer {
     /// directory over that holds a config but no checkpoint yet (a run stopped before its first
     /// checkpoint), from step 0 with that config.
     public convenience init(
-        config: RunConfig, task: any TrainingTask, runDirectory: URL, restarting: Bool = false
+        config: RunConfig, task: any TrainingTask, runDirectory: URL, restarting: Bool = false,
+        collective: any Collective = SingleProcess.shared
     ) throws {
         let config = try Self.runConfig(config, task: task)
         if !(restarting && Self.checkpoints(in: runDirectory).isEmpty) { try Self.requireFree(runDirectory) }
-        try self.init(config: config, task: task, runDirectory: runDirectory, resumeStep: restarting ? 0 : nil)
-        try AtomicFile.write(ConfigResolution.prettyJSON(config), to: runDirectory.appendingPathComponent("config.json"))
+        // Every rank has looked at the directory before rank 0 writes into it.
+        collective.barrier()
+        try self.init(
+            config: config, task: task, runDirectory: runDirectory, resumeStep: restarting ? 0 : nil,
+            collective: collective)
+        if writesFiles {
+            try AtomicFile.write(ConfigResolution.prettyJSON(config), to: runDirectory.appendingPathComponent("config.json"))
+        }
         model.initialize(seed: config.training.seed)
     }
 
@@ -117,13 +132,18 @@ public final class Trainer {
     }
 
     /// Continues the run saved in `checkpoint`, with exactly the state it had.
-    public convenience init(resuming checkpoint: Checkpoint.Loaded, task: any TrainingTask, runDirectory: URL) throws {
+    public convenience init(
+        resuming checkpoint: Checkpoint.Loaded, task: any TrainingTask, runDirectory: URL,
+        collective: any Collective = SingleProcess.shared
+    ) throws {
         try checkpoint.requireConfig(ofRunIn: runDirectory)
         guard checkpoint.dataFingerprint == task.dataFingerprint else {
             throw TrainingError(description: "\(checkpoint.url.path) was trained on other data (fingerprint \(checkpoint.dataFingerprint), this data \(task.dataFingerprint)): pass the same --data")
         }
-        try self.init(config: checkpoint.config, task: task, runDirectory: runDirectory, resumeStep: checkpoint.step ?? 0)
-        let restored = try checkpoint.restoreTraining(model: model, optimizer: optimizer, state: state)
+        try self.init(
+            config: checkpoint.config, task: task, runDirectory: runDirectory, resumeStep: checkpoint.step ?? 0,
+            collective: collective)
+        let restored = try checkpoint.restoreTraining(model: model, optimizer: optimizer, state: state, shard: shard)
         step = restored.step
         rng = restored.rng
         bestScore = checkpoint.bestScore
@@ -140,38 +160,67 @@ public final class Trainer {
     }
 
     /// A fresh language-modelling run on `corpus` (`LanguageModelingTask`).
-    public convenience init(config: RunConfig, corpus: Corpus, runDirectory: URL, restarting: Bool = false) throws {
+    public convenience init(
+        config: RunConfig, corpus: Corpus, runDirectory: URL, restarting: Bool = false,
+        collective: any Collective = SingleProcess.shared
+    ) throws {
         try self.init(
             config: config, task: LanguageModelingTask(corpus: corpus, config: config),
-            runDirectory: runDirectory, restarting: restarting)
+            runDirectory: runDirectory, restarting: restarting, collective: collective)
     }
 
     /// Continues a language-modelling run on `corpus`.
-    public convenience init(resuming checkpoint: Checkpoint.Loaded, corpus: Corpus, runDirectory: URL) throws {
+    public convenience init(
+        resuming checkpoint: Checkpoint.Loaded, corpus: Corpus, runDirectory: URL,
+        collective: any Collective = SingleProcess.shared
+    ) throws {
         try self.init(
             resuming: checkpoint, task: LanguageModelingTask(corpus: corpus, config: checkpoint.config),
-            runDirectory: runDirectory)
+            runDirectory: runDirectory, collective: collective)
     }
 
-    private init(config: RunConfig, task: any TrainingTask, runDirectory: URL, resumeStep: Int?) throws {
+    private init(
+        config: RunConfig, task: any TrainingTask, runDirectory: URL, resumeStep: Int?, collective: any Collective
+    ) throws {
         self.config = config
         self.task = task
         self.runDirectory = runDirectory
-        // Temporaries of checkpoints and logs that a killed process of this run left behind.
-        for folder in [runDirectory, runDirectory.appendingPathComponent("checkpoints")] {
-            AtomicFile.removeStaleTemporaries(in: folder)
-        }
+        self.collective = collective
         let t = config.training
+        shard = try Self.shard(batch: t.batchSize, collective: collective, flag: "--batch-size")
+        if collective.isDistributed && t.dropoutDraws == .shared {
+            throw TrainingError(description: "this run draws its dropout masks over the whole batch at once (training.dropout_draws shared, from an lmtrain before per-stream draws): train it as one process, without mpirun")
+        }
+        if let evaluationBatch = task.carriedEvaluationBatch {
+            _ = try Self.shard(batch: evaluationBatch, collective: collective, flag: "--eval-batch-size")
+        }
+        // Temporaries of checkpoints and logs that a killed process of this run left behind.
+        if collective.rank == 0 {
+            for folder in [runDirectory, runDirectory.appendingPathComponent("checkpoints")] {
+                AtomicFile.removeStaleTemporaries(in: folder)
+            }
+        }
         model = try config.model.makeModel()
         optimizer = t.makeOptimizer(parameters: model.layout.count)
         schedule = t.makeSchedule()
-        state = model.makeState(batch: t.batchSize, capacity: t.memoryLength)
+        state = model.makeState(batch: shard.count, capacity: t.memoryLength)
         rng = RandomGenerator(seed: t.seed ^ 0x5EED_D80F)
         step = 0
-        metrics = try MetricsLog(url: runDirectory.appendingPathComponent("metrics.jsonl"), keepingStepsUpTo: resumeStep)
+        metrics = collective.rank == 0
+            ? try MetricsLog(url: runDirectory.appendingPathComponent("metrics.jsonl"), keepingStepsUpTo: resumeStep)
+            : nil
         if let largest = task.largestTrainingBatch {
-            model.reserveBuffers(for: PassShape(tokens: largest, memoryCapacity: t.memoryLength, training: true, dropout: true))
+            let local = TokenShape(batch: (largest.batch + collective.size - 1) / collective.size, length: largest.length)
+            model.reserveBuffers(for: PassShape(tokens: local, memoryCapacity: t.memoryLength, training: true, dropout: true))
         }
+    }
+
+    /// This rank's streams of a batch of `batch`; throws one line unless the ranks divide it.
+    public static func shard(batch: Int, collective: any Collective, flag: String) throws -> StreamShard {
+        guard batch % collective.size == 0 else {
+            throw TrainingError(description: "\(flag) \(batch) does not split over \(collective.size) ranks: choose a multiple of \(collective.size) or another mpirun -np")
+        }
+        return StreamShard(globalBatch: batch, rank: collective.rank, ranks: collective.size)
     }
 
     /// One optimiser step on the next batch; throws on a non-finite loss or gradient before
@@ -179,14 +228,36 @@ public final class Trainer {
     public func trainStep() throws -> StepRecord {
         let t = config.training
         let started = Date()
-        let (batch, restartsState) = task.trainingBatch(step: step)
+        let (wholeBatch, restartsState) = task.trainingBatch(step: step)
+        let batch = wholeBatch.streams(of: collective)
         if restartsState { state?.reset() }
         model.arena.zeroGradients()
-        var context = ForwardContext(training: true, rng: rng)
-        let result = model.forward(batch, state: state, context: &context)
+        let distributed = collective.isDistributed
+        var context = ForwardContext(
+            training: true, rng: rng, collective: collective,
+            scoredPositionsOverall: distributed ? collective.sum(batch.scoredPositions) : nil)
+        context.firstStream = StreamShard(globalBatch: wholeBatch.shape.batch, rank: collective.rank, ranks: collective.size).first
+        context.sharedDropoutDraws = t.dropoutDraws == .shared
+        // A rank whose share of a last, short batch of sequences is empty contributes nothing.
+        var result = batch.shape.batch > 0
+            ? model.forward(batch, state: state, context: &context)
+            : ForwardLoss(crossEntropySum: 0, scoredPositions: 0, auxiliaryLoss: 0)
+        if distributed {
+            // The loss of the whole batch (the auxiliary losses already are); a non-finite loss
+            // on any rank is non-finite on every rank, so all stop together.
+            let sums = collective.sum([result.crossEntropySum, Double(result.scoredPositions)])
+            result.crossEntropySum = sums[0]
+            result.scoredPositions = Int(sums[1])
+        }
         let loss = result.objective
         guard loss.isFinite else { throw nonFinite("loss is \(loss)") }
-        model.backward()
+        if batch.shape.batch > 0 { model.backward() }
+        if distributed {
+            // Each rank's gradient is its streams' share of the whole batch's: their sum is it.
+            let started = DispatchTime.now().uptimeNanoseconds
+            collective.allReduceSum(model.arena.gradients, count: model.arena.count)
+            allReduceSeconds += Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+        }
         let norm = clipGradientNorm(model.arena, maximum: t.gradientClip)
         guard norm.isFinite else { throw nonFinite("gradient norm is \(norm)") }
         let rate = schedule.rate(at: step)
@@ -195,12 +266,13 @@ public final class Trainer {
         rng = context.rng
         step += 1
         let seconds = Date().timeIntervalSince(started)
-        trainedPositions += batch.shape.rows
+        // Positions of the whole batch: the job's throughput.
+        trainedPositions += wholeBatch.shape.rows
         trainingSeconds += seconds
         return StepRecord(
             step: step, loss: loss, crossEntropy: result.crossEntropy, auxiliaryLoss: result.auxiliaryLoss,
-            learningRate: rate, positions: batch.shape.rows, gradientNorm: norm,
-            tokensPerSecond: Double(batch.shape.rows) / seconds,
+            learningRate: rate, positions: wholeBatch.shape.rows, gradientNorm: norm,
+            tokensPerSecond: Double(wholeBatch.shape.rows) / seconds,
             elapsedSeconds: seconds)
     }
 
@@ -209,9 +281,18 @@ public final class Trainer {
         return TrainingError(description: "step \(step + 1): \(what); training stopped, \(kept) (try a lower --lr or stronger --clip)")
     }
 
-    /// Moves the model's counts into `intervalUsage` and `runUsage` and resets them.
+    /// Moves the model's counts (summed over ranks) into `intervalUsage` and `runUsage` and
+    /// resets them.
     private func collectUsage() {
-        let current = model.usage
+        var current = model.usage
+        if collective.isDistributed {
+            let summed = collective.sum(current.flatMap { $0.counts.map(Double.init) })
+            var offset = 0
+            for i in current.indices {
+                current[i].counts = summed[offset..<(offset + current[i].counts.count)].map { Int($0) }
+                offset += current[i].counts.count
+            }
+        }
         if intervalUsage.isEmpty { intervalUsage = current.map { UsageCounts(unit: $0.unit, counts: [Int](repeating: 0, count: $0.counts.count)) } }
         if runUsage.isEmpty { runUsage = intervalUsage }
         for i in current.indices {
@@ -239,30 +320,41 @@ public final class Trainer {
         collectUsage()
         defer { model.resetUsage() }
         return try task.validationSplits.map {
-            try task.evaluate(model, split: $0, maximumBatches: task.validationBatches, progress: nil)
+            try task.evaluate(
+                model, split: $0, maximumBatches: task.validationBatches, collective: collective, progress: nil)
         }
     }
 
     /// Writes `checkpoints/step-NNNNNNN.safetensors` and deletes the oldest beyond the limit.
+    /// Collective in a data-parallel job: every rank calls it, rank 0 writes.
     @discardableResult
     public func saveCheckpoint() throws -> URL {
         let url = checkpointDirectory.appendingPathComponent(String(format: "step-%07d.safetensors", step))
         try save(to: url)
         lastCheckpoint = url
-        let all = Self.checkpoints(in: runDirectory)
-        for old in all.dropLast(config.training.keepCheckpoints) { try? FileManager.default.removeItem(at: old) }
+        if writesFiles {
+            let all = Self.checkpoints(in: runDirectory)
+            for old in all.dropLast(config.training.keepCheckpoints) { try? FileManager.default.removeItem(at: old) }
+        }
         return url
     }
 
-    /// A training checkpoint of the current state at `url`.
+    /// A training checkpoint of the current state at `url`, with the carried state of every
+    /// rank's streams (collective), written by rank 0.
     private func save(to url: URL) throws {
-        try Checkpoint.save(
-            model: model, config: config, dataFingerprint: task.dataFingerprint,
-            vocabulary: task.vocabularyDescription,
-            training: .init(
-                step: step, optimizer: optimizer, state: state, rng: rng, bestScore: bestScore, solved: solved,
-                elapsedSeconds: currentElapsedSeconds),
-            to: url)
+        var savedState = state
+        if collective.isDistributed, let state { savedState = GatheredState(state, collective: collective) }
+        if writesFiles {
+            try Checkpoint.save(
+                model: model, config: config, dataFingerprint: task.dataFingerprint,
+                vocabulary: task.vocabularyDescription,
+                training: .init(
+                    step: step, optimizer: optimizer, state: savedState, rng: rng, bestScore: bestScore,
+                    solved: solved, elapsedSeconds: currentElapsedSeconds),
+                to: url)
+        }
+        // No rank goes on (and could fail or be stopped) before the checkpoint is complete.
+        collective.barrier()
     }
 
     /// `elapsedSeconds` including the running session.
@@ -305,13 +397,14 @@ public final class Trainer {
                 record.tokensPerSecond = Double(intervalTokens) / now.timeIntervalSince(intervalStart)
                 intervalTokens = 0
                 intervalStart = now
-                metrics.write([
+                let usage = usageFields()  // collective: every rank counts
+                metrics?.write([
                     ("type", "train"), ("step", record.step), ("loss", record.loss),
                     ("cross_entropy", record.crossEntropy), ("auxiliary_loss", record.auxiliaryLoss),
                     ("learning_rate", record.learningRate), ("gradient_norm", record.gradientNorm),
                     ("tokens_per_second", record.tokensPerSecond),
                     ("elapsed_seconds", now.timeIntervalSince(runStart)),
-                ] + usageFields())
+                ] + usage)
             }
             record.elapsedSeconds = Date().timeIntervalSince(runStart)
             records.append(record)
@@ -332,7 +425,8 @@ public final class Trainer {
                     end = step
                 }
             }
-            let stopping = step < end && shouldStop?() == true
+            // The ranks of a data-parallel job stop together (a signal may reach one first).
+            let stopping = step < end && collective.any(shouldStop?() == true)
             if (t.checkpointInterval > 0 && step % t.checkpointInterval == 0) || step == end || stopping {
                 let url = try saveCheckpoint()
                 observer?.didSaveCheckpoint(url, atStep: step)
@@ -345,7 +439,7 @@ public final class Trainer {
 
     /// Appends an evaluation record to the metrics log.
     public func writeEvaluation(_ result: EvaluationResult, type: String = "valid") {
-        metrics.write([("type", type), ("step", step)] + result.logFields)
+        metrics?.write([("type", type), ("step", step)] + result.logFields)
     }
 
     /// Training positions per second over the steps this process ran.
@@ -364,7 +458,9 @@ public final class Trainer {
             evaluated = bestCheckpoint
         }
         for split in task.finalSplits {
-            let result = try task.evaluate(model, split: split, maximumBatches: nil) { progress?(split, $0) }
+            let result = try task.evaluate(model, split: split, maximumBatches: nil, collective: collective) {
+                progress?(split, $0)
+            }
             writeEvaluation(result, type: "final")
             results.append(result)
         }
@@ -376,7 +472,7 @@ public final class Trainer {
             peakResidentBytes: RunReport.peakResidentBytes(),
             usage: runUsage.enumerated().map { RunReport.Usage(layer: $0.offset, $0.element) })
         report.openBLAS = OpenBLASKernel.status
-        try report.write(to: runDirectory.appendingPathComponent("report.json"))
+        if writesFiles { try report.write(to: runDirectory.appendingPathComponent("report.json")) }
         return report
     }
 }

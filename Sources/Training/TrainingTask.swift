@@ -1,6 +1,7 @@
 import Foundation
 import Layers
 import Models
+import Tensor
 
 /// What a run learns from and how it is measured: where each step's batch comes from, when
 /// the model's carried state starts over, when and how the run is evaluated, which evaluation
@@ -42,11 +43,16 @@ public protocol TrainingTask: AnyObject {
     /// The splits a finished run is evaluated on, in order.
     var finalSplits: [String] { get }
     /// Evaluates `model` on `split`, at most `maximumBatches` batches when given; `progress`
-    /// hears after every batch.
+    /// hears after every batch. In a data-parallel job every rank calls it (`collective`), runs
+    /// its share of the evaluation streams, and gets the result of the whole split.
     func evaluate(
-        _ model: any SequenceModel, split: String, maximumBatches: Int?,
+        _ model: any SequenceModel, split: String, maximumBatches: Int?, collective: any Collective,
         progress: ((EvaluationProgress) -> Void)?
     ) throws -> EvaluationResult
+
+    /// Streams of an evaluation batch that carry state from batch to batch, which the ranks of
+    /// a data-parallel job must divide (nil: no carried state; batches may split unevenly).
+    var carriedEvaluationBatch: Int? { get }
 
     /// The score of a periodic evaluation by which the best checkpoint is kept (higher is
     /// better), nil for tasks that keep only the newest checkpoints.
@@ -66,6 +72,15 @@ public protocol TrainingTask: AnyObject {
 }
 
 extension TrainingTask {
+    /// `evaluate` in a single process.
+    public func evaluate(
+        _ model: any SequenceModel, split: String, maximumBatches: Int? = nil,
+        progress: ((EvaluationProgress) -> Void)? = nil
+    ) throws -> EvaluationResult {
+        try evaluate(model, split: split, maximumBatches: maximumBatches, collective: SingleProcess.shared, progress: progress)
+    }
+
+    public var carriedEvaluationBatch: Int? { nil }
     public var inputClasses: Int { outputClasses }
     public var largestTrainingBatch: TokenShape? { nil }
     public func selectionScore(_ results: [EvaluationResult]) -> Double? { nil }

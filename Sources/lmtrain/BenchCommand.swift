@@ -7,7 +7,7 @@ import Models
 import Tensor
 import Training
 
-struct Bench: ParsableCommand {
+struct Bench: ParsableCommand, DataParallelCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure the sgemm rate and the training and evaluation throughput of the bench and quickstart presets.",
         discussion: """
@@ -24,6 +24,12 @@ struct Bench: ParsableCommand {
             seven formal-language models at one size (by default the presets' width: batch 32,
             length 64, d_model 64, 4 heads, 2 layers, ff factor 4; 2 symbols and the pad), added
             under "formal".
+
+            With --data-parallel (implied under mpirun): the bench preset's training step, dense
+            and σ-MoE, as a data-parallel job: the batch split over the ranks, per rank and in
+            total tokens/s, and the gradient all-reduce's seconds per step, under
+            "data_parallel" (Docs/distributed.md). Compare `mpirun -np 2 lmtrain bench --threads
+            1` with `lmtrain bench --data-parallel --threads 2`.
             """)
 
     @Option(help: "Timed training steps (after 2 warm-up steps).") var steps: Int = 5
@@ -34,6 +40,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Corpus for --tokenizers: a WikiText name (in Data/) or path.") var tokenizerData: String = "wikitext-2"
     @Option(help: "BPE pieces for --tokenizers.") var pieces: Int = 8000
     @Flag(help: "Measure the formal-language models instead (see below).") var formal = false
+    @Flag(help: "Measure the data-parallel training step instead (see below; implied under mpirun).") var dataParallel = false
     @Option(help: "--formal: sequences per batch.") var formalBatch: Int = 32
     @Option(help: "--formal: sequence length.") var formalLength: Int = 64
     @Option(help: "--formal: d_model (and the LSTM embedding size).") var formalDModel: Int = 64
@@ -48,8 +55,9 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
-        try OutputPath.checkWritable(output, flag: "--output")
         try threads.apply()
+        if dataParallel || Job.collective.isDistributed { return try runDataParallel() }
+        try OutputPath.checkWritable(output, flag: "--output")
         try OutputPath.check(
             URL(fileURLWithPath: output), flag: "--output", content: .text,
             inputs: tokenizers ? [("--tokenizer-data", tokenizerData)] : [])
@@ -134,6 +142,35 @@ extension Bench {
         return figures
     }
 
+    /// The bench preset's training step (dense and σ-MoE 16 x 64, K 4) as a data-parallel job of
+    /// every rank, merged into the JSON at `output` under "data_parallel" by rank 0.
+    func runDataParallel() throws {
+        let collective = Job.collective
+        if collective.rank == 0 { try OutputPath.checkWritable(output, flag: "--output") }
+        var config = Preset.bench.config
+        config.model.vocabularySize = 205
+        var moe = config
+        moe.model.feedForward = FeedForwardConfig(MixtureOfExperts.SigmaConfig(experts: 16, expertSize: 64, k: 4))
+        let tokens = config.training.batchSize * config.training.segmentLength
+        print("data-parallel bench preset: \(collective.size) ranks x \(Threads.count) threads, batch \(config.training.batchSize) x \(config.training.segmentLength) split over the ranks")
+        var figures: [Benchmark.DataParallelFigures] = []
+        for (variant, variantConfig) in [("dense", config), ("moe", moe)] {
+            let seconds = try Benchmark.dataParallelStepSeconds(variantConfig, warmup: 2, steps: steps, collective: collective)
+            let parameters = try variantConfig.model.makeModel().layout.count
+            let f = Benchmark.DataParallelFigures(
+                ranks: collective.size, threadsPerRank: Threads.count, variant: variant, tokensPerStep: tokens,
+                parameters: parameters, seconds: seconds)
+            print(String(
+                format: "%@: %.3f s/step (median of %d), %.0f tokens/s in total, %.0f per rank; gradient all-reduce (%d floats) %.2f ms/step = %.1f%% of the step",
+                variant, f.secondsPerStep, steps, f.tokensPerSecond, f.tokensPerSecondPerRank, parameters,
+                1000 * f.allReduceSecondsPerStep, 100 * f.allReduceSecondsPerStep / f.secondsPerStep))
+            figures.append(f)
+        }
+        guard collective.rank == 0 else { return }
+        let runs = try JSONSerialization.jsonObject(with: JSONEncoder().encode(figures))
+        try merge(["openblas": OpenBLASKernel.status.kernel, "runs": runs], under: "data_parallel")
+    }
+
     /// The formal-language models' training throughput, merged into the JSON at `output` under
     /// "formal": per model the step times and the median tokens/s.
     func runFormal(_ blas: OpenBLASKernel.Status) throws {
@@ -171,11 +208,7 @@ extension Bench {
             models[kind.rawValue] = ["seconds_per_step_median": median, "tokens_per_second": rate, "step_seconds": seconds]
         }
         figures["models"] = models
-        let url = URL(fileURLWithPath: output)
-        var object = (FileManager.default.contents(atPath: url.path)).flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] } ?? [:]
-        object["formal"] = figures
-        try AtomicFile.write(try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), to: url)
-        print("wrote \(output)")
+        try merge(figures, under: "formal")
     }
 
     /// The tokenizer benchmark, merged into the JSON at `output` under "tokenizers".
@@ -184,10 +217,15 @@ extension Bench {
             throw ValidationError("--tokenizer-data \(tokenizerData): not a WikiText corpus (give wikitext-2 or a path to its archive or folder)")
         }
         let report = try TokenizerBenchmark.run(CorpusSources(wikiText), pieces: pieces) { print($0) }
+        try merge(try JSONSerialization.jsonObject(with: JSONEncoder().encode(report)), under: "tokenizers")
+    }
+
+    /// Writes `value` under `key` of the JSON object at `output`, keeping its other figures.
+    func merge(_ value: Any, under key: String) throws {
         let url = URL(fileURLWithPath: output)
         var object = (FileManager.default.contents(atPath: url.path)).flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] } ?? [:]
-        object["tokenizers"] = try JSONSerialization.jsonObject(with: JSONEncoder().encode(report))
+        object[key] = value
         try AtomicFile.write(try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), to: url)
-        print("wrote \(output)")
+        print("wrote \(output) (\(key))")
     }
 }

@@ -4,7 +4,7 @@ import Foundation
 import Configuration
 import Training
 
-struct Eval: ParsableCommand {
+struct Eval: ParsableCommand, DataParallelCommand {
     static let configuration = CommandConfiguration(
         abstract: "Evaluate a checkpoint on a split with the Transformer-XL test protocol.")
 
@@ -45,7 +45,10 @@ struct Eval: ParsableCommand {
         let start = Date()
         let result = try LanguageModelingTask.evaluate(
             model, tokens: corpus.split(Split(rawValue: split.rawValue)!), unit: corpus.unit, split: split.rawValue,
-            batchSize: batchSize, segmentLength: length, memorySegments: memorySegments)
+            batchSize: batchSize, segmentLength: length, memorySegments: memorySegments,
+            collective: Job.collective)
+        // Under mpirun every rank has the whole split's result; rank 0 writes it.
+        guard Job.collective.rank == 0 else { return }
         print("\(split): loss \(String(format: "%.4f", result.loss)) | \(result.metricText) | \(result.tokens) tokens | batch \(batchSize), segment \(length), memory \(memorySegments) segments | \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
         try writeJSON(result, to: url)
         print("wrote \(url.path)")

@@ -47,7 +47,7 @@ struct FormalData: ParsableCommand {
     }
 }
 
-struct FormalTrain: ParsableCommand {
+struct FormalTrain: ParsableCommand, DataParallelCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
         abstract: "Train one model on one task (the preset TASK-MODEL, then any lmtrain train option).",

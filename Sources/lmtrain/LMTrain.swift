@@ -25,10 +25,16 @@ struct LMTrain: ParsableCommand {
     static func main() {
         // Before anything computes: the best OpenBLAS kernel for this CPU (may run lmtrain again).
         OpenBLASKernel.selectForThisCPU()
+        // Under mpirun: MPI starts here (after any re-execution above, before any work).
+        Job.start()
         do {
             var command = try parseAsRoot()
+            try Job.requireSingleProcess(unless: command)
             try command.run()
+            Job.finish()
         } catch let error as ExitCode {
+            // Interruptions reach every rank of a job together (their stop is agreed).
+            Job.finish()
             Foundation.exit(error.rawValue)
         } catch {
             // --help and --version arrive as errors with a success exit code: print them whole.
@@ -37,8 +43,7 @@ struct LMTrain: ParsableCommand {
             }
             let message = Self.message(for: error)
             let firstLine = message.split(separator: "\n").first.map(String.init) ?? message
-            FileHandle.standardError.write(Data("lmtrain: \(firstLine)\n".utf8))
-            Foundation.exit(exitCode(for: error).rawValue)
+            Job.fail(firstLine, code: exitCode(for: error).rawValue)
         }
     }
 }

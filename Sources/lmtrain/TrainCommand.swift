@@ -11,7 +11,7 @@ import Training
 import Glibc
 #endif
 
-struct Train: ParsableCommand {
+struct Train: ParsableCommand, DataParallelCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train a model; evaluates on valid and test at the end.",
         discussion: """
@@ -53,29 +53,30 @@ struct Train: ParsableCommand {
 
     /// The trainer of a new or resumed run and the lock on its directory; nil for a finished
     /// run, which is left untouched.
-    func start() throws -> (Trainer, RunDirectoryLock)? {
+    func start() throws -> (Trainer, RunDirectoryLock?)? {
         guard let resume else {
             let (config, note) = try options.resolveWithNote()
             if let note { print(note) }
-            let directory = try runDir.map { URL(fileURLWithPath: $0) } ?? Self.makeDefaultRunDirectory(preset: options.preset)
-            let lock = try RunDirectoryLock(directory)
+            let directory = try runDirectory()
+            let lock = try lockRunDirectory(directory)
             try Trainer.requireFree(directory)
             let task = try Trainer.task(for: config)
             try admit(Trainer.runConfig(config, task: task))
-            return (try Trainer(config: config, task: task, runDirectory: directory), lock)
+            return (try Trainer(config: config, task: task, runDirectory: directory, collective: Job.collective), lock)
         }
         if options.changesConfig {
             throw ValidationError("--resume continues the saved config: drop the config flags (only --threads and --stop-at apply)")
         }
         let (runDirectory, checkpointURL) = try Self.locate(resume)
-        let lock = try RunDirectoryLock(runDirectory)
+        let lock = try lockRunDirectory(runDirectory)
         guard let checkpointURL else {
             // Stopped before its first checkpoint: start over with the saved config.
             let file = runDirectory.appendingPathComponent("config.json")
             let config = try ConfigResolution.decode(ConfigResolution.readObject(file), source: file.path)
             let task = try Trainer.task(for: config)
             try admit(Trainer.runConfig(config, task: task))
-            let trainer = try Trainer(config: config, task: task, runDirectory: runDirectory, restarting: true)
+            let trainer = try Trainer(
+                config: config, task: task, runDirectory: runDirectory, restarting: true, collective: Job.collective)
             print("\(runDirectory.path) has no checkpoint yet: starting it over from step 0 with its config.json")
             return (trainer, lock)
         }
@@ -93,9 +94,27 @@ struct Train: ParsableCommand {
         if let note = ConfigDrift.note(runDirectory: runDirectory, checkpoint: checkpoint.config) { print(note) }
         let task = try Trainer.task(for: checkpoint.config)
         try admit(checkpoint.config)
-        let trainer = try Trainer(resuming: checkpoint, task: task, runDirectory: runDirectory)
+        let trainer = try Trainer(resuming: checkpoint, task: task, runDirectory: runDirectory, collective: Job.collective)
         print("resuming \(checkpointURL.path) at step \(trainer.step)")
         return (trainer, lock)
+    }
+
+    /// `--run-dir`, or a new default directory, which rank 0 of a data-parallel job creates and
+    /// names to the others.
+    func runDirectory() throws -> URL {
+        if let runDir { return URL(fileURLWithPath: runDir) }
+        let collective = Job.collective
+        let path = collective.rank == 0 ? try Self.makeDefaultRunDirectory(preset: options.preset).path : ""
+        return URL(fileURLWithPath: collective.broadcast(path))
+    }
+
+    /// The lock on the run directory, held by rank 0 for the whole job (nil on the other ranks,
+    /// which wait until rank 0 holds it: it also creates the directory).
+    func lockRunDirectory(_ directory: URL) throws -> RunDirectoryLock? {
+        let collective = Job.collective
+        let lock = collective.rank == 0 ? try RunDirectoryLock(directory) : nil
+        collective.barrier()
+        return lock
     }
 
     /// Refuses a run that is predicted not to fit in memory, unless --force.

@@ -98,7 +98,7 @@ import TestSupport
             dropout.declareBuffers(count: n, for: PassShape(tokens: TokenShape(batch: 1, length: n), context: context), in: &$0)
         }
         var x = [Float](repeating: 1, count: n)
-        dropout.forward(&x, count: n, context: &context)
+        dropout.forward(&x, count: n, streams: 4, context: &context)
         let kept = x.filter { $0 != 0 }
         #expect(abs(Double(kept.count) / Double(n) - 0.75) < 0.01)
         #expect(kept.allSatisfy { abs($0 - 4.0 / 3.0) < 1e-6 })
@@ -108,8 +108,41 @@ import TestSupport
         // Evaluation: identity.
         var eval = ForwardContext(training: false, rng: RandomGenerator(seed: 9))
         var y = [Float](repeating: 3, count: 10)
-        dropout.forward(&y, count: 10, context: &eval)
+        dropout.forward(&y, count: 10, streams: 1, context: &eval)
         #expect(y == [Float](repeating: 3, count: 10))
+    }
+
+    /// Each stream's part of a mask comes from its own generator: the mask of 4 streams is the
+    /// masks of streams 0-1 and 2-3 drawn apart (as two ranks draw them), streams differ, and
+    /// the run's generator advances by one draw per mask whatever the number of streams.
+    @Test func dropoutMasksAreDrawnPerStream() {
+        let dropout = Dropout(rate: 0.5)
+        let perStream = 64
+        let pass = PassShape(tokens: TokenShape(batch: 4, length: perStream), training: true, dropout: true)
+        BufferPlan.reserve { dropout.declareBuffers(count: 4 * perStream, for: pass, in: &$0) }
+        func mask(streams: Range<Int>, seed: UInt64) -> ([Float], RandomGenerator) {
+            var context = ForwardContext(training: true, rng: RandomGenerator(seed: seed))
+            context.firstStream = streams.lowerBound
+            var x = [Float](repeating: 1, count: streams.count * perStream)
+            dropout.forward(&x, count: x.count, streams: streams.count, context: &context)
+            return (x, context.rng)
+        }
+        let (whole, after) = mask(streams: 0..<4, seed: 5)
+        let (first, afterFirst) = mask(streams: 0..<2, seed: 5)
+        let (second, _) = mask(streams: 2..<4, seed: 5)
+        #expect(whole == first + second)
+        #expect(after == afterFirst)
+        let blocks = (0..<4).map { Array(whole[($0 * perStream)..<(($0 + 1) * perStream)]) }
+        #expect(Set(blocks.map { $0.description }).count == 4)
+        // Shared draws (runs from before): the whole mask from the run's generator, as before.
+        var shared = ForwardContext(training: true, rng: RandomGenerator(seed: 5))
+        shared.sharedDropoutDraws = true
+        var y = [Float](repeating: 1, count: 4 * perStream)
+        dropout.forward(&y, count: y.count, streams: 4, context: &shared)
+        var expected = [Float](repeating: 0, count: y.count)
+        var rng = RandomGenerator(seed: 5)
+        Dropout.fillMask(&expected, count: expected.count, rate: 0.5, rng: &rng)
+        #expect(y == expected && shared.rng == rng)
     }
 
     /// The mean over scored rows against the formula in Double, and the gradient against finite

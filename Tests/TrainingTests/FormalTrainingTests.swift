@@ -364,7 +364,8 @@ final class ScriptedScores: TrainingTask {
     var finalSplits: [String] { inner.finalSplits }
 
     func evaluate(
-        _ model: any SequenceModel, split: String, maximumBatches: Int?, progress: ((EvaluationProgress) -> Void)?
+        _ model: any SequenceModel, split: String, maximumBatches: Int?, collective: any Collective,
+        progress: ((EvaluationProgress) -> Void)?
     ) throws -> EvaluationResult {
         let index = min(evaluations / 2, scores.count - 1)
         evaluations += 1

@@ -1,0 +1,119 @@
+/// The processes of a data-parallel job and the reductions a training step needs across them.
+///
+/// Every rank holds the whole model and runs a contiguous share of the batch's streams; every
+/// quantity that one process would reduce over the batch (the loss normaliser, the σ-MoE
+/// regulariser's column statistics, Switch's balancing statistics, batch-norm statistics,
+/// gradients, usage counts) is reduced across ranks with these calls, so that a step under N
+/// ranks computes what one process computes on the whole batch. Every rank makes the same
+/// calls in the same order (they are collective). A single process is `SingleProcess`: rank 0
+/// of 1, and every call returns at once. The MPI implementation is in the `Distributed` target.
+public protocol Collective: AnyObject, Sendable {
+    /// This process's index, 0 ..< size.
+    var rank: Int { get }
+    /// Processes in the job.
+    var size: Int { get }
+    /// values = sum over ranks of values, in place, the same on every rank.
+    func allReduceSum(_ values: UnsafeMutablePointer<Float>, count: Int)
+    /// values = sum over ranks of values, in place.
+    func allReduceSum(_ values: UnsafeMutablePointer<Double>, count: Int)
+    /// values = maximum over ranks of values, in place.
+    func allReduceMax(_ values: UnsafeMutablePointer<Double>, count: Int)
+    /// Every rank's `count` values, rank after rank, into `output` ([size * count]) on every rank.
+    func allGather(_ values: UnsafePointer<Float>, count: Int, into output: UnsafeMutablePointer<Float>)
+    /// Rank 0's `count` bytes at `bytes` on every rank.
+    func broadcast(_ bytes: UnsafeMutableRawPointer, count: Int)
+    /// Waits until every rank has reached this call.
+    func barrier()
+}
+
+extension Collective {
+    /// Whether more than one process takes part.
+    public var isDistributed: Bool { size > 1 }
+
+    /// The sums over ranks of `values`.
+    public func sum(_ values: [Double]) -> [Double] {
+        guard isDistributed else { return values }
+        var copy = values
+        copy.withUnsafeMutableBufferPointer { allReduceSum($0.baseAddress!, count: $0.count) }
+        return copy
+    }
+
+    /// The sum over ranks of an integer count (exact below 2^53).
+    public func sum(_ value: Int) -> Int { Int(sum([Double(value)])[0]) }
+
+    /// The maxima over ranks of `values`.
+    public func maximum(_ values: [Double]) -> [Double] {
+        guard isDistributed else { return values }
+        var copy = values
+        copy.withUnsafeMutableBufferPointer { allReduceMax($0.baseAddress!, count: $0.count) }
+        return copy
+    }
+
+    /// Rank 0's `text` on every rank (what the others pass is ignored).
+    public func broadcast(_ text: String) -> String {
+        guard isDistributed else { return text }
+        var length = [Double(rank == 0 ? text.utf8.count : 0)]
+        length = sum(length)
+        var bytes = rank == 0 ? Array(text.utf8) : [UInt8](repeating: 0, count: Int(length[0]))
+        if !bytes.isEmpty { bytes.withUnsafeMutableBytes { broadcast($0.baseAddress!, count: $0.count) } }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Whether `flag` holds on any rank.
+    public func any(_ flag: Bool) -> Bool {
+        guard isDistributed else { return flag }
+        return maximum([flag ? 1 : 0])[0] > 0
+    }
+
+    /// Every rank's `values` (the same count on each), rank after rank.
+    public func gather(_ values: [Float]) -> [Float] {
+        guard isDistributed else { return values }
+        var output = [Float](repeating: 0, count: values.count * size)
+        values.withUnsafeBufferPointer { local in
+            output.withUnsafeMutableBufferPointer {
+                allGather(local.baseAddress!, count: values.count, into: $0.baseAddress!)
+            }
+        }
+        return output
+    }
+}
+
+/// A job of one process: rank 0 of 1; every reduction is the identity.
+public final class SingleProcess: Collective {
+    public static let shared = SingleProcess()
+    public var rank: Int { 0 }
+    public var size: Int { 1 }
+    public func allReduceSum(_ values: UnsafeMutablePointer<Float>, count: Int) {}
+    public func allReduceSum(_ values: UnsafeMutablePointer<Double>, count: Int) {}
+    public func allReduceMax(_ values: UnsafeMutablePointer<Double>, count: Int) {}
+    public func allGather(_ values: UnsafePointer<Float>, count: Int, into output: UnsafeMutablePointer<Float>) {
+        output.update(from: values, count: count)
+    }
+    public func broadcast(_ bytes: UnsafeMutableRawPointer, count: Int) {}
+    public func barrier() {}
+}
+
+/// The streams (batch rows) one rank runs: a contiguous share of the global batch's streams.
+public struct StreamShard: Sendable, Equatable {
+    /// Streams of the whole batch (all ranks).
+    public var globalBatch: Int
+    /// Global index of this rank's first stream.
+    public var first: Int
+    /// Streams this rank runs.
+    public var count: Int
+
+    /// Rank `rank` of `ranks` runs streams floor(rank B / N) ..< floor((rank + 1) B / N): B/N
+    /// each when N divides B (which carried state needs), otherwise shares differing by one.
+    public init(globalBatch: Int, rank: Int, ranks: Int) {
+        precondition(ranks > 0 && (0..<ranks).contains(rank), "rank \(rank) of \(ranks)")
+        self.globalBatch = globalBatch
+        first = rank * globalBatch / ranks
+        count = (rank + 1) * globalBatch / ranks - first
+    }
+
+    /// Every stream of a batch of `batch`.
+    public static func whole(_ batch: Int) -> StreamShard { StreamShard(globalBatch: batch, rank: 0, ranks: 1) }
+
+    /// Global stream indices of this shard.
+    public var streams: Range<Int> { first..<(first + count) }
+}
