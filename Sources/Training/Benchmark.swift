@@ -242,6 +242,22 @@ public enum Benchmark {
         }
     }
 
+    /// Seconds of `repeats` all-reduces (sums) of `count` floats across `collective`'s ranks,
+    /// each started together (a barrier first) after one untimed call: the communication of a
+    /// gradient of `count` parameters alone.
+    public static func allReduceSeconds(count: Int, repeats: Int, collective: any Collective) -> [Double] {
+        let values = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        defer { values.deallocate() }
+        values.initialize(repeating: 1, count: count)
+        collective.allReduceSum(values, count: count)
+        return (0..<repeats).map { _ in
+            collective.barrier()
+            let start = DispatchTime.now().uptimeNanoseconds
+            collective.allReduceSum(values, count: count)
+            return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        }
+    }
+
     /// Times `steps` training steps of `config` on random tokens (after `warmup` steps) as one
     /// rank of `collective`'s job (every rank calls it): each step's seconds and the part of
     /// them spent in the gradient all-reduce.

@@ -166,9 +166,22 @@ extension Bench {
                 1000 * f.allReduceSecondsPerStep, 100 * f.allReduceSecondsPerStep / f.secondsPerStep))
             figures.append(f)
         }
+        // The all-reduce alone at growing sizes: the cost model's bandwidth and latency terms.
+        var sweep: [[String: Any]] = []
+        if collective.isDistributed {
+            for floats in [1 << 14, 1 << 17, 1 << 20, 1 << 22, 1 << 24] {
+                let median = Benchmark.median(Benchmark.allReduceSeconds(count: floats, repeats: 7, collective: collective))
+                // The ring's traffic per rank: 2 (N - 1)/N x 4 bytes per float.
+                let sent = 2 * Double(collective.size - 1) / Double(collective.size) * 4 * Double(floats)
+                print(String(
+                    format: "all-reduce of %d floats (%.1f MB): %.3f ms (median of 7), %.1f Gbit/s of ring traffic per rank",
+                    floats, 4 * Double(floats) / 1e6, 1000 * median, sent * 8 / median / 1e9))
+                sweep.append(["floats": floats, "seconds": median, "ring_gbits_per_second": sent * 8 / median / 1e9])
+            }
+        }
         guard collective.rank == 0 else { return }
         let runs = try JSONSerialization.jsonObject(with: JSONEncoder().encode(figures))
-        try merge(["openblas": OpenBLASKernel.status.kernel, "runs": runs], under: "data_parallel")
+        try merge(["openblas": OpenBLASKernel.status.kernel, "runs": runs, "all_reduce": sweep], under: "data_parallel")
     }
 
     /// The formal-language models' training throughput, merged into the JSON at `output` under

@@ -250,7 +250,7 @@ extension ScheduleKind: ExpressibleByArgument {}
 
 /// `--threads`: compute threads shared by OpenBLAS and lmtrain's parallel loops.
 struct ThreadOptions: ParsableArguments {
-    @Option(parsing: .unconditional, help: "Compute threads (0: all cores; more than the cores are not granted). OpenBLAS and lmtrain share them.")
+    @Option(parsing: .unconditional, help: "Compute threads (0: all cores, shared evenly by the ranks of an mpirun job on this node; more than the cores are not granted). OpenBLAS and lmtrain share them.")
     var threads: Int = 0
 
     func validate() throws {
@@ -258,11 +258,14 @@ struct ThreadOptions: ParsableArguments {
     }
 
     /// Sets the thread count; more threads than cores would only contend, so asking for more
-    /// gets the cores, and a line says so.
+    /// gets the cores, and a line says so. Under mpirun the default divides the cores among the
+    /// ranks on this node (Open MPI's OMPI_COMM_WORLD_LOCAL_SIZE): ranks that each took every
+    /// core would spin against each other.
     func apply() throws {
         try validate()
         let cores = Threads.onlineCores
         if threads > cores { print("--threads \(threads) is more than the \(cores) cores here: using \(cores)") }
-        Threads.configure(min(threads, cores))
+        let localRanks = ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap(Int.init) ?? 1
+        Threads.configure(threads == 0 ? max(1, cores / max(1, localRanks)) : min(threads, cores))
     }
 }
