@@ -12,7 +12,11 @@ struct Compare: ParsableCommand {
             Example: lmtrain compare --preset quickstart --variants dense,moe,pkm-matched,topk
             The variants are audited first; unequal parameter counts stop the comparison unless
             --allow-unequal is given (the report then says so). Writes report.md, report.json,
-            validation.svg and usage.svg, and one run directory per variant.
+            validation.svg and usage.svg, and one run directory per variant (per variant and
+            seed with --seeds N: seeds S, S+1, ..., S+N-1 from --seed S, and the report adds
+            mean and standard deviation over the seeds and the difference to dense with its 95%
+            interval). The same command with the same --output continues a comparison that was
+            stopped: finished runs are kept, stopped ones resumed from their last checkpoint.
             """)
 
     @OptionGroup var options: ConfigOptions
@@ -20,12 +24,14 @@ struct Compare: ParsableCommand {
     var variants: String = "dense,moe"
     @Option(help: "Output folder (default runs/compare-PRESET-DATE-TIME).") var output: String?
     @Option(help: "Allowed difference in total parameters, in percent.") var tolerance: Double = 0.5
+    @Option(help: "Seeds per variant: the config's seed and the next ones.") var seeds: Int = 1
     @Flag(help: "Run even when parameter counts differ by more than the tolerance (the report is marked).")
     var allowUnequal = false
     @OptionGroup var threads: ThreadOptions
 
     func run() throws {
         try threads.apply()
+        guard seeds >= 1 else { throw ValidationError("--seeds must be at least 1 (got \(seeds))") }
         guard let base = Preset(name: options.preset), base.variant == nil else {
             throw ValidationError("compare --preset takes a size (\(Preset.sizeNames)); the variants come from --variants")
         }
@@ -66,27 +72,47 @@ struct Compare: ParsableCommand {
         if FileManager.default.fileExists(atPath: folder.appendingPathComponent("report.json").path) {
             throw ValidationError("\(folder.path) already holds a comparison: choose another --output")
         }
+        // A folder with configs but no report holds a comparison that stopped: continue it.
+        let continuing = FileManager.default.fileExists(atPath: folder.appendingPathComponent("configs").path)
         try AtomicFile.write(Data(), to: folder.appendingPathComponent(".lmtrain-compare"))
+        let firstSeed = configs[0].1.training.seed
+        let seedList = (0..<UInt64(seeds)).map { firstSeed &+ $0 }
         var rows: [ComparisonReport.Row] = []
         for ((variant, config), entry) in zip(configs, audit.entries) {
-            print("\n== \(variant.rawValue): \(config.model.summary) ==")
-            let configFile = folder.appendingPathComponent("configs/\(variant.rawValue).json")
-            try AtomicFile.write(ConfigResolution.prettyJSON(config), to: configFile)
-            let runDirectory = folder.appendingPathComponent(variant.rawValue)
-            fflush(nil)
-            try Self.runChild(["train", "--config", configFile.path, "--run-dir", runDirectory.path, "--threads", String(threads.threads)], variant: variant.rawValue)
-            rows.append(try Self.row(variant: variant.rawValue, entry: entry, runDirectory: runDirectory))
+            for seed in seedList {
+                var seeded = config
+                seeded.training.seed = seed
+                let name = seeds == 1 ? variant.rawValue : "\(variant.rawValue)-seed-\(seed)"
+                let runDirectory = folder.appendingPathComponent(name)
+                print("\n== \(variant.rawValue)\(seeds == 1 ? "" : ", seed \(seed)"): \(config.model.summary) ==")
+                let configFile = folder.appendingPathComponent("configs/\(name).json")
+                let configJSON = ConfigResolution.prettyJSON(seeded)
+                if continuing, let saved = FileManager.default.contents(atPath: configFile.path), saved != configJSON {
+                    throw ValidationError("\(folder.path) holds a stopped comparison with another config for \(name) (\(configFile.path)): repeat its command or choose another --output")
+                }
+                try AtomicFile.write(configJSON, to: configFile)
+                fflush(nil)
+                if FileManager.default.fileExists(atPath: runDirectory.appendingPathComponent("report.json").path) {
+                    print("finished earlier: kept (\(runDirectory.path))")
+                } else if FileManager.default.fileExists(atPath: runDirectory.appendingPathComponent("config.json").path) {
+                    // Stopped: resume from its newest checkpoint (or start it over without one).
+                    try Self.runChild(["train", "--resume", runDirectory.path, "--threads", String(threads.threads)], variant: name)
+                } else {
+                    try Self.runChild(["train", "--config", configFile.path, "--run-dir", runDirectory.path, "--threads", String(threads.threads)], variant: name)
+                }
+                rows.append(try Self.row(variant: variant.rawValue, seed: seed, entry: entry, runDirectory: runDirectory))
+            }
         }
         let t = configs[0].1.training
         let report = ComparisonReport(
-            preset: base.size.rawValue, steps: t.steps, seed: t.seed, data: corpus.name, unit: corpus.unit,
+            preset: base.size.rawValue, steps: t.steps, seeds: seedList, data: corpus.name, unit: corpus.unit,
             parameterSpreadPercent: spread, tolerancePercent: tolerance, unequal: !equal, rows: rows)
         try writeJSON(report, to: folder.appendingPathComponent("report.json"))
         try AtomicFile.write(Data(report.markdown.utf8), to: folder.appendingPathComponent("report.md"))
         try AtomicFile.write(Data(report.validationChart.utf8), to: folder.appendingPathComponent("validation.svg"))
         try AtomicFile.write(Data(report.usageChart.utf8), to: folder.appendingPathComponent("usage.svg"))
         try? FileManager.default.removeItem(at: folder.appendingPathComponent(".lmtrain-compare"))
-        print("\ncomparison (\(corpus.name), \(t.steps) steps, seed \(t.seed)\(equal ? "" : ", UNEQUAL parameter counts")):")
+        print("\ncomparison (\(corpus.name), \(t.steps) steps, \(seeds == 1 ? "seed \(t.seed)" : "seeds \(seedList.map(String.init).joined(separator: ", "))")\(equal ? "" : ", UNEQUAL parameter counts")):")
         print(report.text)
         print("report \(folder.appendingPathComponent("report.md").path)")
     }
@@ -104,7 +130,7 @@ struct Compare: ParsableCommand {
     }
 
     /// Reads a finished run back: report.json and the validation lines of metrics.jsonl.
-    static func row(variant: String, entry: Accounting.Audit.Entry, runDirectory: URL) throws -> ComparisonReport.Row {
+    static func row(variant: String, seed: UInt64, entry: Accounting.Audit.Entry, runDirectory: URL) throws -> ComparisonReport.Row {
         let report = try RunReport.read(runDirectory.appendingPathComponent("report.json"))
         var validation: [[Double]] = []
         let log = (try? String(contentsOf: runDirectory.appendingPathComponent("metrics.jsonl"), encoding: .utf8)) ?? ""
@@ -118,12 +144,13 @@ struct Compare: ParsableCommand {
         }
         let account = entry.account
         return ComparisonReport.Row(
-            variant: variant, feedForward: entry.config.model.feedForward?.summary ?? entry.config.model.summary,
+            variant: variant, seed: seed, feedForward: entry.config.model.feedForward?.summary ?? entry.config.model.summary,
             parameters: account.parameters.total, activeParameters: account.parameters.activePerToken,
             feedForwardShareUsed: account.parameters.feedForwardShareUsed ?? 1, flopsPerToken: account.flops.forwardPerToken,
             valid: report.result("valid"), test: report.result("test"),
             trainingTokensPerSecond: report.trainingTokensPerSecond, peakResidentBytes: report.peakResidentBytes,
             predictedPeakBytes: account.memory.peakTraining, runDirectory: runDirectory.path,
-            validation: validation, usagePerplexity: report.usage.map(\.relativePerplexity), usageUnit: report.usage.first?.unit)
+            validation: validation, usagePerplexity: report.usage.map(\.relativePerplexity),
+            deadFraction: report.usage.map(\.deadFraction), usageUnit: report.usage.first?.unit)
     }
 }

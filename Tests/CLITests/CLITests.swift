@@ -225,6 +225,55 @@ let tinyFlags = ["--d-model", "16", "--layers", "1", "--heads", "2", "--d-ff", "
         #expect(forcedMarkdown.contains("do NOT have equal parameter counts"))
     }
 
+    /// `compare --seeds 2`: a run per variant and seed, the summary over seeds with the
+    /// difference to dense, and a stopped comparison continued by the same command (finished
+    /// runs kept, the stopped one resumed) or refused when the config changed.
+    @Test func compareWithSeedsSummarisesAndContinues() throws {
+        let folder = scratch("compare-seeds")
+        let corpus = try textFile(in: folder)
+        let small = ["--data", corpus.path, "--steps", "2", "--batch-size", "2", "--segment-length", "8",
+                     "--memory-length", "8", "--eval-batch-size", "2", "--eval-memory", "1", "--log-every", "1", "--seed", "7"]
+        let output = folder.appendingPathComponent("cmp")
+        let command = ["compare", "--preset", "quickstart", "--variants", "dense,moe", "--seeds", "2", "--output", output.path] + small
+        let run = try lmtrain(command, in: folder)
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.stdout.contains("over 2 seeds"))
+        let reportURL = output.appendingPathComponent("report.json")
+        let report = try JSONSerialization.jsonObject(with: Data(contentsOf: reportURL)) as! [String: Any]
+        #expect(report["seeds"] as? [Int] == [7, 8])
+        let rows = report["rows"] as! [[String: Any]]
+        #expect(rows.map { "\($0["variant"]!)-\($0["seed"]!)" } == ["dense-7", "dense-8", "moe-7", "moe-8"])
+        let summaries = report["summaries"] as! [[String: Any]]
+        #expect(summaries.map { $0["seeds"] as? Int } == [2, 2])
+        let testValues = rows.map { (($0["test"] as! [String: Any])["metrics"] as! [[String: Any]])[0]["value"] as! Double }
+        let dense = (summaries[0]["test"] as! [String: Any])["mean"] as! Double
+        #expect(abs(dense - (testValues[0] + testValues[1]) / 2) < 1e-12)
+        let difference = summaries[1]["test_difference_to_dense"] as! [String: Any]
+        #expect(abs(difference["difference"] as! Double - ((testValues[2] + testValues[3]) / 2 - dense)) < 1e-12)
+        #expect(difference["half_width_95"] is Double)
+        // The seeds' runs differ (their initialisations do).
+        #expect(testValues[0] != testValues[1])
+
+        // A comparison stopped in its last run: the same command keeps the finished runs and
+        // resumes the stopped one.
+        let dense7 = try Data(contentsOf: output.appendingPathComponent("dense-seed-7/metrics.jsonl"))
+        try FileManager.default.removeItem(at: reportURL)
+        try FileManager.default.removeItem(at: output.appendingPathComponent("moe-seed-8/report.json"))
+        let again = try lmtrain(command, in: folder)
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(again.stdout.components(separatedBy: "finished earlier: kept").count == 4, "\(again.stdout)")
+        #expect(try Data(contentsOf: output.appendingPathComponent("dense-seed-7/metrics.jsonl")) == dense7)
+        #expect(FileManager.default.fileExists(atPath: reportURL.path))
+        let resumed = try JSONSerialization.jsonObject(with: Data(contentsOf: reportURL)) as! [String: Any]
+        let resumedValues = (resumed["rows"] as! [[String: Any]]).map { (($0["test"] as! [String: Any])["metrics"] as! [[String: Any]])[0]["value"] as! Double }
+        #expect(resumedValues == testValues)
+
+        // Stopped again, but asked with other settings: refused.
+        try FileManager.default.removeItem(at: reportURL)
+        let changed = try lmtrain(command + ["--lr", "0.002"], in: folder)
+        #expect(changed.status != 0 && changed.stderr.contains("holds a stopped comparison with another config"), "\(changed.stderr)")
+    }
+
     /// The accountant's predicted training peak is within 15% of the measured peak resident
     /// memory of real runs of the bench preset, dense and σ-MoE.
     @Test(.enabled(if: isReleaseBuild, "bench-preset training steps need a release build: run Scripts/test"))

@@ -100,12 +100,16 @@ import TestSupport
         model.initialize(seed: 3)
         let shape = TokenShape(batch: 2, length: 4)
         let (inputs, targets) = TransformerXLTests.batch(seed: 7, shape: shape, vocabulary: 11)
+        // The masks' seed: one whose dropout and expert-dropout masks put no expert or value
+        // selection within the finite-difference step of the sampled parameters (a selection
+        // that flips there makes the loss jump, which no gradient describes).
+        let maskSeed: UInt64 = 9
         func loss() -> Double {
-            var context = ForwardContext(training: true, rng: RandomGenerator(seed: 8))
+            var context = ForwardContext(training: true, rng: RandomGenerator(seed: maskSeed))
             return model.forward(inputs: inputs, targets: targets, shape: shape, context: &context).objective
         }
         model.arena.zeroGradients()
-        var context = ForwardContext(training: true, rng: RandomGenerator(seed: 8))
+        var context = ForwardContext(training: true, rng: RandomGenerator(seed: maskSeed))
         let auxiliary = model.forward(inputs: inputs, targets: targets, shape: shape, context: &context).auxiliaryLoss
         if block.kind == MixtureOfExperts.SigmaConfig.kind { #expect(auxiliary < 0) }
         model.backward()
