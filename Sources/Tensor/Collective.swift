@@ -110,10 +110,4 @@ public struct StreamShard: Sendable, Equatable {
         first = rank * globalBatch / ranks
         count = (rank + 1) * globalBatch / ranks - first
     }
-
-    /// Every stream of a batch of `batch`.
-    public static func whole(_ batch: Int) -> StreamShard { StreamShard(globalBatch: batch, rank: 0, ranks: 1) }
-
-    /// Global stream indices of this shard.
-    public var streams: Range<Int> { first..<(first + count) }
 }

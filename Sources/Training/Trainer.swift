@@ -229,14 +229,15 @@ public final class Trainer {
         let t = config.training
         let started = Date()
         let (wholeBatch, restartsState) = task.trainingBatch(step: step)
-        let batch = wholeBatch.streams(of: collective)
+        let stepShard = StreamShard(globalBatch: wholeBatch.shape.batch, rank: collective.rank, ranks: collective.size)
+        let batch = wholeBatch.streams(stepShard)
         if restartsState { state?.reset() }
         model.arena.zeroGradients()
         let distributed = collective.isDistributed
         var context = ForwardContext(
             training: true, rng: rng, collective: collective,
             scoredPositionsOverall: distributed ? collective.sum(batch.scoredPositions) : nil)
-        context.firstStream = StreamShard(globalBatch: wholeBatch.shape.batch, rank: collective.rank, ranks: collective.size).first
+        context.firstStream = stepShard.first
         context.sharedDropoutDraws = t.dropoutDraws == .shared
         // A rank whose share of a last, short batch of sequences is empty contributes nothing.
         var result = batch.shape.batch > 0

@@ -40,8 +40,16 @@ struct Invocation {
 func lmtrain(
     _ arguments: [String], in directory: URL? = nil, input: Data? = nil, environment: [String: String] = [:]
 ) throws -> Invocation {
+    try runProcess(binary, arguments, in: directory, input: input, environment: environment)
+}
+
+/// Runs `executable` as `lmtrain(...)` runs the binary (a launcher such as mpirun, say).
+func runProcess(
+    _ executable: URL, _ arguments: [String], in directory: URL? = nil, input: Data? = nil,
+    environment: [String: String] = [:]
+) throws -> Invocation {
     let process = Process()
-    process.executableURL = binary
+    process.executableURL = executable
     process.arguments = arguments
     if let directory { process.currentDirectoryURL = directory }
     process.environment = ProcessInfo.processInfo.environment.filter { $0.key != "LMTRAIN_DATA" }

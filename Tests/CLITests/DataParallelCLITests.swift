@@ -11,27 +11,15 @@ import TestSupport
     static let launcher: URL? = ["/usr/bin/mpirun", "/usr/local/bin/mpirun"].map { URL(fileURLWithPath: $0) }
         .first { FileManager.default.isExecutableFile(atPath: $0.path) }
 
-    /// Runs `arguments` as `ranks` ranks of one job, one thread each.
+    /// Open MPI's settings for these tests: root allowed, more ranks than cores allowed.
+    static let environment = [
+        "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "OMPI_MCA_rmaps_base_oversubscribe": "1",
+    ]
+
+    /// Runs `arguments` as `ranks` ranks of one job.
     static func mpirun(_ ranks: Int, _ arguments: [String], in folder: URL) throws -> Invocation {
-        let process = Process()
-        process.executableURL = try #require(launcher, "mpirun not found: install openmpi-bin (Scripts/test does)")
-        process.arguments = ["-np", "\(ranks)", "--oversubscribe", binary.path] + arguments
-        process.currentDirectoryURL = folder
-        process.environment = ProcessInfo.processInfo.environment.filter { $0.key != "LMTRAIN_DATA" }.merging([
-            "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-            "OMPI_MCA_rmaps_base_oversubscribe": "1",
-        ]) { _, added in added }
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Invocation(
-            status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-            stderr: String(decoding: errData, as: UTF8.self))
+        let launcher = try #require(launcher, "mpirun not found: install openmpi-bin (Scripts/test does)")
+        return try runProcess(launcher, ["-np", "\(ranks)", "--oversubscribe", binary.path] + arguments, in: folder, environment: environment)
     }
 
     /// A Transformer-XL small enough for 50 steps in seconds, with memory and a batch of 4.
@@ -196,9 +184,7 @@ import TestSupport
         process.executableURL = try #require(Self.launcher)
         process.arguments = ["-np", "2", "--oversubscribe", binary.path] + flags
         process.currentDirectoryURL = folder
-        process.environment = ProcessInfo.processInfo.environment.merging([
-            "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-        ]) { _, added in added }
+        process.environment = ProcessInfo.processInfo.environment.merging(Self.environment) { _, added in added }
         let err = Pipe()
         process.standardOutput = FileHandle.nullDevice
         process.standardError = err
