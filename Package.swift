@@ -102,7 +102,7 @@ let package = Package(
             ]),
         .testTarget(
             name: "AccountingTests",
-            dependencies: ["Accounting", "Configuration", "Models", "Training", "Tensor", "TestSupport"]),
+            dependencies: ["Accounting", "Configuration", "Layers", "Models", "Training", "Tensor", "TestSupport"]),
         // A short seeded mutation run of every fuzz target over Fuzz/corpus, and the findings.
         .testTarget(name: "FuzzTargetsTests", dependencies: ["FuzzTargets", "Datasets", "TestSupport"]),
         // Runs the built `lmtrain` binary: bad input, exit codes, a short end-to-end run.

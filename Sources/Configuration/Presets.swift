@@ -26,6 +26,12 @@ public struct Preset: Sendable, Equatable, CustomStringConvertible {
         case wtB = "wt-b"
         /// enwik8, 41M (E8).
         case e8
+        /// CPU-sized WikiText: WT-S scaled down to the quickstart's shape (d 128, 4 layers),
+        /// trained on WikiText-2 through an 8000-piece BPE; WT-S's σ-MoE settings (δ 0, γ 1e-3).
+        case wtCPU = "wt-cpu"
+        /// CPU-sized bytes: the same shape with E8's σ-MoE settings (δ 0.05, γ 1e-4), trained on
+        /// the default corpus (KJV bytes; `--data enwik8` for the paper's corpus).
+        case bytesCPU = "bytes-cpu"
     }
 
     /// The feedforward variants of the paper's comparisons.
@@ -37,6 +43,12 @@ public struct Preset: Sendable, Equatable, CustomStringConvertible {
         case pkmMatched = "pkm-matched"
         /// Parameter-matched PKM with the dense-like value init: the paper's improved PKM.
         case pkmInit = "pkm-init"
+        /// σ-MoE's selection ablations: softmax before or after the top-K (same shape as `moe`).
+        case moeSoftmaxBefore = "moe-softmax-before"
+        case moeSoftmaxAfter = "moe-softmax-after"
+        /// The original PKM (Lample et al.), parameter matched: softmax per head over the top
+        /// knn, a query network with batch norm, sparse value reads.
+        case pkmOriginal = "pkm-original"
     }
 
     public init(size: Size, variant: Variant? = nil) {
@@ -91,7 +103,8 @@ extension Preset.Size {
     /// (quickstart: 8 x 64, K 2 is 0.17% larger than d_ff 512; 16 x 32 would be 1.1% larger).
     var expertShape: (experts: Int, size: Int, k: Int, dropout: Float, gamma: Double) {
         switch self {
-        case .quickstart: (8, 64, 2, 0, 1e-3)
+        case .quickstart, .wtCPU: (8, 64, 2, 0, 1e-3)
+        case .bytesCPU: (8, 64, 2, 0.05, 1e-4)
         case .bench: (16, 64, 4, 0, 1e-3)
         case .wtS: (16, 128, 4, 0, 1e-3)
         case .wtSStar: (128, 128, 4, 0.05, 1e-3)
@@ -103,12 +116,30 @@ extension Preset.Size {
     /// PKM sub-keys per half: value-count matched and parameter matched (the paper's for the
     /// paper sizes), and the heads. The CPU sizes use 2 heads so that an integer n_keys
     /// matches the dense block's parameters within 0.5% (4 heads would miss by more).
-    var productKeyShape: (valueMatched: Int, parameterMatched: Int, heads: Int, knn: Int) {
+    /// `original`: n_keys and heads of the original PKM with its query network, the closest
+    /// count (`lmtrain count --ffn pkm --pkm-query mlp-bn --pkm-heads H`). WT-S uses 3 heads:
+    /// with 4 the nearest n_keys misses the dense model's total by 0.61%. At the byte CPU
+    /// sizes no integer n_keys comes within 0.5% (2 heads: +0.89%; 3 heads: +0.67%).
+    var productKeyShape: (valueMatched: Int, parameterMatched: Int, heads: Int, knn: Int, original: (keys: Int, heads: Int)) {
         switch self {
-        case .quickstart: (23, 31, 2, 32)
-        case .bench: (32, 44, 2, 64)
-        case .wtS, .wtSStar, .e8: (46, 62, 4, 128)
-        case .wtB: (64, 89, 4, 128)
+        case .quickstart, .wtCPU, .bytesCPU: (23, 31, 2, 32, (27, 2))
+        case .bench: (32, 44, 2, 64, (38, 2))
+        case .wtS: (46, 62, 4, 128, (52, 3))
+        case .e8: (46, 62, 4, 128, (43, 4))
+        case .wtSStar: (46, 62, 4, 128, (175, 4))
+        case .wtB: (64, 89, 4, 128, (62, 4))
+        }
+    }
+
+    /// The CPU sizes (scaled-down shapes; see `denseConfig`).
+    var isCPUSized: Bool { self == .quickstart || self == .bench || self == .wtCPU || self == .bytesCPU }
+
+    /// The paper size a CPU size scales down (nil for the paper sizes and the bench shape).
+    public var paperCounterpart: Preset.Size? {
+        switch self {
+        case .wtCPU: .wtS
+        case .quickstart, .bytesCPU: .e8
+        default: nil
         }
     }
 
@@ -119,15 +150,21 @@ extension Preset.Size {
         switch variant {
         case .dense:
             return dense.feedForward
-        case .moe:
+        case .moe, .moeSoftmaxBefore, .moeSoftmaxAfter:
+            let selection: MixtureOfExperts.Selection = switch variant {
+            case .moeSoftmaxBefore: .softmaxBeforeTopK
+            case .moeSoftmaxAfter: .softmaxAfterTopK
+            default: .sigmoid
+            }
             return FeedForwardConfig(MixtureOfExperts.SigmaConfig(
-                experts: e.experts, expertSize: e.size, k: e.k, expertDropout: e.dropout, regularization: e.gamma))
+                experts: e.experts, expertSize: e.size, k: e.k, expertDropout: e.dropout, regularization: e.gamma,
+                selection: selection))
         case .sBase:
             return FeedForwardConfig(MixtureOfExperts.SBaseConfig(
                 experts: e.experts, expertSize: e.size, k: e.k, expertDropout: e.dropout, regularization: e.gamma))
         case .topK:
             // The paper's K = 128 (about d_ff / 16); the CPU sizes keep that share.
-            let k = self == .quickstart || self == .bench ? denseWidth / 16 : 128
+            let k = isCPUSized ? denseWidth / 16 : 128
             return FeedForwardConfig(TopKFeedForward.Config(hiddenSize: denseWidth, k: k))
         case .pkm:
             let p = productKeyShape
@@ -140,11 +177,16 @@ extension Preset.Size {
             let p = productKeyShape
             return FeedForwardConfig(ProductKeyMemory.Config(
                 keysPerHalf: p.parameterMatched, heads: p.heads, knn: p.knn, activation: .relu, valueInit: .dense))
+        case .pkmOriginal:
+            let p = productKeyShape
+            return FeedForwardConfig(ProductKeyMemory.Config(
+                keysPerHalf: p.original.keys, heads: p.original.heads, knn: p.knn, activation: .softmaxPerHead,
+                query: .mlpBatchNorm, path: .sparse))
         case .switchMoE:
             // The paper's Switch experts have G = 512 (their count follows d_ff); the CPU sizes
             // keep the σ-MoE expert count with one expert per token.
             switch self {
-            case .quickstart, .bench:
+            case _ where isCPUSized:
                 return FeedForwardConfig(MixtureOfExperts.SwitchConfig(experts: 4, expertSize: denseWidth / 4))
             default:
                 return FeedForwardConfig(MixtureOfExperts.SwitchConfig(
@@ -159,7 +201,8 @@ extension Preset.Size {
     /// The dense configuration of this size.
     var denseConfig: RunConfig {
         switch self {
-        case .quickstart:
+        case .quickstart, .bytesCPU:
+            // bytes-cpu differs from the quick start only in its σ-MoE settings (E8's).
             RunConfig(
                 model: ModelConfig(TransformerXL.Config(
                     vocabularySize: 256, modelWidth: 128, layers: 4, heads: 4,
@@ -171,6 +214,10 @@ extension Preset.Size {
                     checkpointInterval: 250),
                 evaluation: EvaluationConfig(batchSize: 4, memorySegments: 4),
                 data: DataConfig())
+        case .wtCPU:
+            // The quick start's shape and schedule (1000 steps: 1M tokens, about 0.36 epochs of
+            // WikiText-2) on WikiText-2 through the 8000-piece BPE.
+            Self.quickstart.denseConfig.on(DataConfig(source: "wikitext-2", tokenizer: "bpe:8000"), vocabularySize: 8000)
         case .bench:
             RunConfig(
                 model: ModelConfig(TransformerXL.Config(
@@ -215,5 +262,15 @@ extension Preset.Size {
                 evaluation: EvaluationConfig(batchSize: 4, memorySegments: 4),
                 data: DataConfig(source: "enwik8"))
         }
+    }
+}
+
+extension RunConfig {
+    /// The same run on other data, with that data's vocabulary.
+    fileprivate func on(_ data: DataConfig, vocabularySize: Int) -> RunConfig {
+        var config = self
+        config.data = data
+        config.model.vocabularySize = vocabularySize
+        return config
     }
 }

@@ -203,7 +203,7 @@ public struct ComparisonReport: Sendable, Codable {
 
     /// Plain-text table for the terminal: every run, then with several seeds the summary.
     public var text: String {
-        seeds.count > 1 ? Self.render(table) + "\n\nover \(seeds.count) seeds (mean ± standard deviation; * the 95% interval excludes 0):\n" + Self.render(seedTable) : Self.render(table)
+        seeds.count > 1 ? Self.render(table) + "\n\nover the seeds (mean ± standard deviation; * the 95% interval excludes 0):\n" + Self.render(seedTable) : Self.render(table)
     }
 
     static func render(_ rows: [[String]]) -> String {
@@ -233,7 +233,7 @@ public struct ComparisonReport: Sendable, Codable {
         if seeds.count > 1 {
             let summary = seedTable
             lines += [
-                "", "Over the \(seeds.count) seeds: mean ± sample standard deviation; the test difference to dense with the half-width of its 95% interval (Welch's t over the seeds; * when the interval excludes 0).", "",
+                "", "Over each variant's seeds (column seeds): mean ± sample standard deviation; the test difference to dense with the half-width of its 95% interval (Welch's t over the seeds; * when the interval excludes 0).", "",
                 "| " + summary[0].joined(separator: " | ") + " |", "|" + summary[0].map { _ in "---" }.joined(separator: "|") + "|",
             ]
             lines += summary.dropFirst().map { "| " + $0.joined(separator: " | ") + " |" }

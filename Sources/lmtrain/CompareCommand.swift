@@ -17,10 +17,12 @@ struct Compare: ParsableCommand {
             mean and standard deviation over the seeds and the difference to dense with its 95%
             interval). The same command with the same --output continues a comparison that was
             stopped: finished runs are kept, stopped ones resumed from their last checkpoint.
+            VARIANT:N in --variants gives that variant N seeds instead of --seeds
+            (--variants dense:3,moe:3,switch:2).
             """)
 
     @OptionGroup var options: ConfigOptions
-    @Option(help: "Comma-separated variants: \(Preset.Variant.allCases.map(\.rawValue).joined(separator: ", ")).")
+    @Option(help: "Comma-separated variants, each optionally with its seed count as VARIANT:N: \(Preset.Variant.allCases.map(\.rawValue).joined(separator: ", ")).")
     var variants: String = "dense,moe"
     @Option(help: "Output folder (default runs/compare-PRESET-DATE-TIME).") var output: String?
     @Option(help: "Allowed difference in total parameters, in percent.") var tolerance: Double = 0.5
@@ -38,17 +40,7 @@ struct Compare: ParsableCommand {
         guard options.feedForward.change.isEmpty else {
             throw ValidationError("compare sets the feedforward block of each variant: drop --ffn and the block options")
         }
-        let names = variants.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-        var chosen: [Preset.Variant] = []
-        for name in names {
-            guard let variant = Preset.Variant(rawValue: name) else {
-                throw ValidationError("--variants: '\(name)' is unknown: use \(Preset.Variant.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-            chosen.append(variant)
-        }
-        guard chosen.count >= 2, Set(chosen).count == chosen.count else {
-            throw ValidationError("--variants needs at least two different variants (got \(variants))")
-        }
+        let (chosen, seedCounts) = try Self.parseVariants(variants, defaultSeeds: seeds)
 
         // One config per variant: the size's preset, the variant's block, then the flags.
         var configs: [(Preset.Variant, RunConfig)] = []
@@ -76,15 +68,16 @@ struct Compare: ParsableCommand {
         let continuing = FileManager.default.fileExists(atPath: folder.appendingPathComponent("configs").path)
         try AtomicFile.write(Data(), to: folder.appendingPathComponent(".lmtrain-compare"))
         let firstSeed = configs[0].1.training.seed
-        let seedList = (0..<UInt64(seeds)).map { firstSeed &+ $0 }
+        let mostSeeds = seedCounts.max()!
+        let seedList = (0..<UInt64(mostSeeds)).map { firstSeed &+ $0 }
         var rows: [ComparisonReport.Row] = []
-        for ((variant, config), entry) in zip(configs, audit.entries) {
-            for seed in seedList {
+        for (((variant, config), entry), count) in zip(zip(configs, audit.entries), seedCounts) {
+            for seed in seedList.prefix(count) {
                 var seeded = config
                 seeded.training.seed = seed
-                let name = seeds == 1 ? variant.rawValue : "\(variant.rawValue)-seed-\(seed)"
+                let name = mostSeeds == 1 ? variant.rawValue : "\(variant.rawValue)-seed-\(seed)"
                 let runDirectory = folder.appendingPathComponent(name)
-                print("\n== \(variant.rawValue)\(seeds == 1 ? "" : ", seed \(seed)"): \(config.model.summary) ==")
+                print("\n== \(variant.rawValue)\(mostSeeds == 1 ? "" : ", seed \(seed)"): \(config.model.summary) ==")
                 let configFile = folder.appendingPathComponent("configs/\(name).json")
                 let configJSON = ConfigResolution.prettyJSON(seeded)
                 if continuing, let saved = FileManager.default.contents(atPath: configFile.path), saved != configJSON {
@@ -112,9 +105,34 @@ struct Compare: ParsableCommand {
         try AtomicFile.write(Data(report.validationChart.utf8), to: folder.appendingPathComponent("validation.svg"))
         try AtomicFile.write(Data(report.usageChart.utf8), to: folder.appendingPathComponent("usage.svg"))
         try? FileManager.default.removeItem(at: folder.appendingPathComponent(".lmtrain-compare"))
-        print("\ncomparison (\(corpus.name), \(t.steps) steps, \(seeds == 1 ? "seed \(t.seed)" : "seeds \(seedList.map(String.init).joined(separator: ", "))")\(equal ? "" : ", UNEQUAL parameter counts")):")
+        print("\ncomparison (\(corpus.name), \(t.steps) steps, \(mostSeeds == 1 ? "seed \(t.seed)" : "seeds \(seedList.map(String.init).joined(separator: ", "))")\(equal ? "" : ", UNEQUAL parameter counts")):")
         print(report.text)
         print("report \(folder.appendingPathComponent("report.md").path)")
+    }
+
+    /// Parses `--variants`: names with an optional `:N` seed count (default `defaultSeeds`).
+    static func parseVariants(_ list: String, defaultSeeds: Int) throws -> (variants: [Preset.Variant], seeds: [Int]) {
+        var chosen: [Preset.Variant] = []
+        var counts: [Int] = []
+        for item in list.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+            let parts = item.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+            guard let variant = Preset.Variant(rawValue: parts[0]) else {
+                throw ValidationError("--variants: '\(parts[0])' is unknown: use \(Preset.Variant.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            var count = defaultSeeds
+            if parts.count > 1 {
+                guard parts.count == 2, let n = Int(parts[1]), n >= 1 else {
+                    throw ValidationError("--variants: '\(item)' needs a seed count of at least 1 after the colon (e.g. \(parts[0]):3)")
+                }
+                count = n
+            }
+            chosen.append(variant)
+            counts.append(count)
+        }
+        guard chosen.count >= 2, Set(chosen).count == chosen.count else {
+            throw ValidationError("--variants needs at least two different variants (got \(list))")
+        }
+        return (chosen, counts)
     }
 
     /// Runs this binary as a child (its own process, so its peak memory is its own).

@@ -18,7 +18,7 @@ struct LMTrain: ParsableCommand {
             """,
         subcommands: [
             Train.self, Eval.self, Prepare.self, Tokenize.self, Step.self, Count.self, Audit.self, Compare.self,
-            Bench.self, Formal.self, Scaling.self,
+            Bench.self, Formal.self, Scaling.self, Results.self,
         ])
 
     /// Runs the command; user mistakes print one line and exit non-zero (no stack traces).

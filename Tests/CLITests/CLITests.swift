@@ -242,22 +242,23 @@ let tinyFlags = ["--d-model", "16", "--layers", "1", "--heads", "2", "--d-ff", "
         let small = ["--data", corpus.path, "--steps", "2", "--batch-size", "2", "--segment-length", "8",
                      "--memory-length", "8", "--eval-batch-size", "2", "--eval-memory", "1", "--log-every", "1", "--seed", "7"]
         let output = folder.appendingPathComponent("cmp")
-        let command = ["compare", "--preset", "quickstart", "--variants", "dense,moe", "--seeds", "2", "--output", output.path] + small
+        // --seeds 2 for dense, 3 for σ-MoE through VARIANT:N.
+        let command = ["compare", "--preset", "quickstart", "--variants", "dense,moe:3", "--seeds", "2", "--output", output.path] + small
         let run = try lmtrain(command, in: folder)
         #expect(run.status == 0, "\(run.stderr)")
-        #expect(run.stdout.contains("over 2 seeds"))
+        #expect(run.stdout.contains("over the seeds"))
         let reportURL = output.appendingPathComponent("report.json")
         let report = try JSONSerialization.jsonObject(with: Data(contentsOf: reportURL)) as! [String: Any]
-        #expect(report["seeds"] as? [Int] == [7, 8])
+        #expect(report["seeds"] as? [Int] == [7, 8, 9])
         let rows = report["rows"] as! [[String: Any]]
-        #expect(rows.map { "\($0["variant"]!)-\($0["seed"]!)" } == ["dense-7", "dense-8", "moe-7", "moe-8"])
+        #expect(rows.map { "\($0["variant"]!)-\($0["seed"]!)" } == ["dense-7", "dense-8", "moe-7", "moe-8", "moe-9"])
         let summaries = report["summaries"] as! [[String: Any]]
-        #expect(summaries.map { $0["seeds"] as? Int } == [2, 2])
+        #expect(summaries.map { $0["seeds"] as? Int } == [2, 3])
         let testValues = rows.map { (($0["test"] as! [String: Any])["metrics"] as! [[String: Any]])[0]["value"] as! Double }
         let dense = (summaries[0]["test"] as! [String: Any])["mean"] as! Double
         #expect(abs(dense - (testValues[0] + testValues[1]) / 2) < 1e-12)
         let difference = summaries[1]["test_difference_to_dense"] as! [String: Any]
-        #expect(abs(difference["difference"] as! Double - ((testValues[2] + testValues[3]) / 2 - dense)) < 1e-12)
+        #expect(abs(difference["difference"] as! Double - ((testValues[2] + testValues[3] + testValues[4]) / 3 - dense)) < 1e-12)
         #expect(difference["half_width_95"] is Double)
         // The seeds' runs differ (their initialisations do).
         #expect(testValues[0] != testValues[1])
@@ -266,15 +267,31 @@ let tinyFlags = ["--d-model", "16", "--layers", "1", "--heads", "2", "--d-ff", "
         // resumes the stopped one.
         let dense7 = try Data(contentsOf: output.appendingPathComponent("dense-seed-7/metrics.jsonl"))
         try FileManager.default.removeItem(at: reportURL)
-        try FileManager.default.removeItem(at: output.appendingPathComponent("moe-seed-8/report.json"))
+        try FileManager.default.removeItem(at: output.appendingPathComponent("moe-seed-9/report.json"))
         let again = try lmtrain(command, in: folder)
         #expect(again.status == 0, "\(again.stderr)")
-        #expect(again.stdout.components(separatedBy: "finished earlier: kept").count == 4, "\(again.stdout)")
+        #expect(again.stdout.components(separatedBy: "finished earlier: kept").count == 5, "\(again.stdout)")
         #expect(try Data(contentsOf: output.appendingPathComponent("dense-seed-7/metrics.jsonl")) == dense7)
         #expect(FileManager.default.fileExists(atPath: reportURL.path))
         let resumed = try JSONSerialization.jsonObject(with: Data(contentsOf: reportURL)) as! [String: Any]
         let resumedValues = (resumed["rows"] as! [[String: Any]]).map { (($0["test"] as! [String: Any])["metrics"] as! [[String: Any]])[0]["value"] as! Double }
         #expect(resumedValues == testValues)
+
+        // The results document from the finished comparison: its seed table and the claims.
+        let document = folder.appendingPathComponent("results.md")
+        let results = try lmtrain(["results", "--comparison", output.path, "--output", document.path, "--commit", "abc123"], in: folder)
+        #expect(results.status == 0, "\(results.stderr)")
+        let markdown = try String(contentsOf: document, encoding: .utf8)
+        #expect(markdown.contains("at commit `abc123`"))
+        #expect(markdown.contains("| moe | 3 |"), "\(markdown)")
+        #expect(markdown.contains("σ-MoE matches or beats the parameter-equal dense model"))
+        #expect(markdown.contains("moe − dense, test bpc: "))
+        let unfinished = try lmtrain(["results", "--comparison", folder.path], in: folder)
+        #expect(unfinished.status != 0 && unfinished.stderr.contains("no report.json"), "\(unfinished.stderr)")
+
+        // A seed count that is not a positive number: one line naming the flag.
+        let badCount = try lmtrain(["compare", "--preset", "quickstart", "--variants", "dense:0,moe"], in: folder)
+        #expect(badCount.status != 0 && badCount.stderr.contains("--variants: 'dense:0' needs a seed count"), "\(badCount.stderr)")
 
         // Stopped again, but asked with other settings: refused.
         try FileManager.default.removeItem(at: reportURL)
