@@ -62,6 +62,9 @@ public struct ResultsDocument: Sendable {
             case .matchesOrBeats: verdict = lower > 0 ? .disagrees : .holds
             case .matches: verdict = lower > 0 || upper < 0 ? .disagrees : .holds
             }
+            if verdict == .disagrees {
+                evidence += "; here \(subject) is \(difference.difference < 0 ? "better" : "worse") than \(reference) beyond the noise"
+            }
         }
     }
 
@@ -108,14 +111,17 @@ public struct ResultsDocument: Sendable {
     public var sections: [Section]
     public var command: String
     public var commit: String
+    /// The commits the runs trained at (one unless a stopped reproduction continued at another).
+    public var trainedAt: [String]
     public var machine: String
     public var wallSeconds: Double?
     public var date: String
 
-    public init(sections: [Section], command: String, commit: String, machine: String, wallSeconds: Double?, date: String) {
+    public init(sections: [Section], command: String, commit: String, trainedAt: [String], machine: String, wallSeconds: Double?, date: String) {
         self.sections = sections
         self.command = command
         self.commit = commit
+        self.trainedAt = trainedAt
         self.machine = machine
         self.wallSeconds = wallSeconds
         self.date = date
@@ -132,6 +138,7 @@ public struct ResultsDocument: Sendable {
         var lines = [
             "# Results: the feedforward comparisons at CPU scale", "",
             "Written by `\(command)` at commit `\(commit)` on \(date), on \(machine)"
+                + (trainedAt == [commit] ? "" : "; the runs trained at commit " + trainedAt.map { "`\($0)`" }.joined(separator: ", "))
                 + (wallSeconds.map { String(format: "; the script's wall-clock time was %.0f min (summed over its invocations if it was stopped and continued)", $0 / 60) } ?? "") + ".",
             "Every number below comes from the comparisons' own reports (`report.json` in each folder); "
                 + "none is typed by hand. Lower is better for perplexity and bits per character. "

@@ -20,7 +20,9 @@ struct Results: ParsableCommand {
     @Option(help: "The document to write.") var output: String = "Docs/results.md"
     @Option(name: .customLong("command"), help: "The command that produced the comparisons (quoted in the document).")
     var producingCommand: String = "Scripts/reproduce"
-    @Option(help: "The commit the comparisons ran at.") var commit: String = "unknown"
+    @Option(help: "The commit that writes the document.") var commit: String = "unknown"
+    @Option(help: "The commits the comparisons' runs trained at, comma-separated (default: --commit).")
+    var trainedAt: String?
     @Option(help: "Wall-clock seconds the producing command took.") var wallSeconds: Double?
 
     func run() throws {
@@ -30,7 +32,8 @@ struct Results: ParsableCommand {
         formatter.dateFormat = "yyyy-MM-dd"
         formatter.timeZone = TimeZone(identifier: "UTC")
         let document = ResultsDocument(
-            sections: sections, command: producingCommand, commit: commit, machine: ResultsDocument.thisMachine,
+            sections: sections, command: producingCommand, commit: commit,
+            trainedAt: (trainedAt ?? commit).split(separator: ",").map(String.init), machine: ResultsDocument.thisMachine,
             wallSeconds: wallSeconds, date: formatter.string(from: Date()))
         try AtomicFile.write(Data(document.markdown.utf8), to: URL(fileURLWithPath: output))
         print("wrote \(output)")

@@ -73,11 +73,12 @@ struct ResultsDocumentTests {
         let document = ResultsDocument(
             sections: [.init(title: "WikiText-2", report: report, folder: "runs/reproduce/wikitext", paperSize: "WT-S",
                              paperParameters: 47_000_000, paperTrainingTokens: 1_638_400_000, trainingTokens: 819_200)],
-            command: "Scripts/reproduce", commit: "abc1234", machine: "a CPU", wallSeconds: 3600, date: "2026-12-02")
+            command: "Scripts/reproduce", commit: "abc1234", trainedAt: ["9f00d1e", "abc1234"], machine: "a CPU", wallSeconds: 3600,
+            date: "2026-12-02")
         let text = document.markdown
-        #expect(text.contains("Written by `Scripts/reproduce` at commit `abc1234` on 2026-12-02, on a CPU; the script's wall-clock time was 60 min"))
+        #expect(text.contains("Written by `Scripts/reproduce` at commit `abc1234` on 2026-12-02, on a CPU; the runs trained at commit `9f00d1e`, `abc1234`; the script's wall-clock time was 60 min"))
         #expect(text.contains("| moe | 3 | 1.00M | 900.0k |"), "\(text)")
-        #expect(text.contains("| σ-MoE matches or beats the parameter-equal dense model | **disagrees** | moe − dense, test perplexity: +10.00 ± 2.27 (3 and 3 seeds) |"), "\(text)")
+        #expect(text.contains("| σ-MoE matches or beats the parameter-equal dense model | **disagrees** | moe − dense, test perplexity: +10.00 ± 2.27 (3 and 3 seeds); here moe is worse than dense beyond the noise |"), "\(text)")
         #expect(text.contains("| moe | 333.0 ± 3.0 |"), "\(text)")
         // The dense model's 1.00M against the paper's 47.00M, and 2000x fewer tokens.
         #expect(text.contains("scaled down 47×"))
