@@ -216,6 +216,12 @@ public struct ComparisonReport: Sendable, Codable {
         }.joined(separator: "\n")
     }
 
+    /// A Markdown table: the first row is the header.
+    static func markdownTable(_ rows: [[String]]) -> [String] {
+        ["| " + rows[0].joined(separator: " | ") + " |", "|" + rows[0].map { _ in "---" }.joined(separator: "|") + "|"]
+            + rows.dropFirst().map { "| " + $0.joined(separator: " | ") + " |" }
+    }
+
     /// report.md.
     public var markdown: String {
         let rows = table
@@ -228,15 +234,12 @@ public struct ComparisonReport: Sendable, Codable {
             lines.append("")
             lines.append("**Warning: the variants do NOT have equal parameter counts (`--allow-unequal`); the comparison is not parameter-equal.**")
         }
-        lines += ["", "| " + rows[0].joined(separator: " | ") + " |", "|" + rows[0].map { _ in "---" }.joined(separator: "|") + "|"]
-        lines += rows.dropFirst().map { "| " + $0.joined(separator: " | ") + " |" }
+        lines += [""] + Self.markdownTable(rows)
         if seeds.count > 1 {
             let summary = seedTable
             lines += [
                 "", "Over each variant's seeds (column seeds): mean ± sample standard deviation; the test difference to dense with the half-width of its 95% interval (Welch's t over the seeds; * when the interval excludes 0).", "",
-                "| " + summary[0].joined(separator: " | ") + " |", "|" + summary[0].map { _ in "---" }.joined(separator: "|") + "|",
-            ]
-            lines += summary.dropFirst().map { "| " + $0.joined(separator: " | ") + " |" }
+            ] + Self.markdownTable(summary)
         }
         lines += [
             "",

@@ -129,11 +129,6 @@ public struct ResultsDocument: Sendable {
 
     static func millions(_ count: Int) -> String { String(format: "%.2fM", Double(count) / 1e6) }
 
-    static func table(_ rows: [[String]]) -> [String] {
-        ["| " + rows[0].joined(separator: " | ") + " |", "|" + rows[0].map { _ in "---" }.joined(separator: "|") + "|"]
-            + rows.dropFirst().map { "| " + $0.joined(separator: " | ") + " |" }
-    }
-
     public var markdown: String {
         var lines = [
             "# Results: the feedforward comparisons at CPU scale", "",
@@ -158,7 +153,7 @@ public struct ResultsDocument: Sendable {
                         + String(format: "Total parameters of the variants differ by at most %.2f%%. ", report.parameterSpreadPercent)
                         + "Folder: `\(section.folder)`.")
             }
-            lines += [""] + Self.table(report.seedTable)
+            lines += [""] + ComparisonReport.markdownTable(report.seedTable)
             let wordLevel = report.summaries.compactMap { summary -> [String]? in
                 let values = report.rows.filter { $0.variant == summary.variant }.compactMap { $0.test?.wordPerplexity }
                 guard !values.isEmpty else { return nil }
@@ -167,11 +162,12 @@ public struct ResultsDocument: Sendable {
             }
             if !wordLevel.isEmpty {
                 lines += ["", "The same test losses as word-level perplexity (the loss of the whole split over its WikiText words rather than its BPE tokens):", ""]
-                lines += Self.table([["variant", "test word-level perplexity"]] + wordLevel)
+                lines += ComparisonReport.markdownTable([["variant", "test word-level perplexity"]] + wordLevel)
             }
             lines += ["", "### The paper's claims", ""]
-            lines += Self.table([["claim", "verdict", "evidence"]] + Self.claims(report).map { [$0.statement, "**\($0.verdict.rawValue)**", $0.evidence] })
-            let doubtful = Self.claims(report).filter { $0.verdict != .holds }
+            let claims = Self.claims(report)
+            lines += ComparisonReport.markdownTable([["claim", "verdict", "evidence"]] + claims.map { [$0.statement, "**\($0.verdict.rawValue)**", $0.evidence] })
+            let doubtful = claims.filter { $0.verdict != .holds }
             if !doubtful.isEmpty, let dense {
                 let denseSummary = report.summaries.first { $0.variant == "dense" }
                 lines += [
