@@ -153,7 +153,8 @@ public enum Accountant {
         model.declareBuffers(for: evaluation, in: &trainingPlan)
         model.declareBuffers(for: evaluation, in: &evaluationPlan)
         let trainingMemory = model.stateBytes(batch: training.batch, capacity: training.memoryCapacity)
-        let evaluationMemory = model.stateBytes(batch: evaluation.batch, capacity: evaluation.memoryCapacity)
+        let evaluationMemory = model.evaluationStateBytes(
+            batch: evaluation.batch, capacity: evaluation.memoryCapacity, segmentLength: evaluation.length)
         // The corpus: its bytes while loading and one byte per id kept.
         let runtime = runtimeBaseline + 2 * corpusTokens
         let optimizer = optimizerBytesPerParameter * total

@@ -41,10 +41,15 @@ public final class RelativeAttention {
 
     // Saved by forward for backward.
     private var saved = (batch: 0, queryLength: 0, memoryLength: 0)
+    private var savedForBackward = false
+    /// Where the last pass's keys and values are when it projected into a memory's
+    /// (`Reuse.keyValues`), and their rows per stream.
+    private var lastKeyValues: (UnsafeMutablePointer<Float>, Int)?
     private let queryInput = FloatBuffer()  // [B*T, d]
     private let contentQuery = FloatBuffer()  // q + u, [B*T, HD]
     private let positionQuery = FloatBuffer()  // q + v, [B*T, HD]
     private let keyValues = FloatBuffer()  // [B*S, 2HD]
+    private let blockScores = FloatBuffer()  // no backward: per (head, stream) score blocks
     private let positionKeys = FloatBuffer()  // Wr R, [S, HD]
     private let rawScores = FloatBuffer()  // unscaled content + position scores, [H, B, T, S]
     private let rowMaximum = FloatBuffer()  // softmax statistics per (h, b, i)
@@ -101,22 +106,57 @@ public final class RelativeAttention {
         }
     }
 
-    /// x: layer-normalised concat(memory, h), [B, S, d]; y: [B*T, d] (overwritten).
+    /// What an evaluation pass takes from earlier segments instead of computing it again: with
+    /// fixed weights, a memory row's keys and values and the position keys are the ones an
+    /// earlier segment computed (the same rows through the same products).
+    public struct Reuse {
+        /// Keys and values of the memory rows, [B, stride, 2HD] with the first M rows per
+        /// stream filled and room for the T current rows after them, which `forward` projects
+        /// in place; nil: all rows are projected from `x` as in training.
+        public var keyValues: UnsafeMutablePointer<Float>?
+        /// Rows per stream of `keyValues`: at least M + T.
+        public var stride: Int
+        /// Wr R, valid for `positionRows` rows; when that is fewer than S, `forward` fills
+        /// `memoryCapacity + T` rows.
+        public var positionKeys: UnsafeMutablePointer<Float>
+        public var positionRows: Int
+
+        public init(keyValues: UnsafeMutablePointer<Float>?, stride: Int, positionKeys: UnsafeMutablePointer<Float>, positionRows: Int) {
+            self.keyValues = keyValues
+            self.stride = stride
+            self.positionKeys = positionKeys
+            self.positionRows = positionRows
+        }
+    }
+
+    /// x: layer-normalised concat(memory, h), [B, S, d], or only its current rows [B, T, d]
+    /// when `reuse` holds the memory's keys and values; y: [B*T, d] (overwritten).
     /// Buffers are sized for `memoryCapacity` rows of memory (at least `memoryLength`), so a
-    /// memory that fills up over the first steps does not reallocate them.
+    /// memory that fills up over the first steps does not reallocate them. A pass with `reuse`,
+    /// or without `keepsForBackward`, keeps nothing for `backward`.
     public func forward(
         _ x: UnsafePointer<Float>, batch: Int, queryLength: Int, memoryLength: Int,
-        memoryCapacity: Int = 0, output y: UnsafeMutablePointer<Float>, arena: ParameterArena
+        memoryCapacity: Int = 0, reuse: Reuse? = nil, keepsForBackward: Bool = true,
+        output y: UnsafeMutablePointer<Float>, arena: ParameterArena
     ) {
         let (b, t, m) = (batch, queryLength, memoryLength)
         let s = m + t, d = width, h = config.heads, dh = config.headSize, hd = h * dh
         let sMax = max(m, memoryCapacity) + t
         saved = (b, t, m)
+        savedForBackward = keepsForBackward && reuse == nil
+        let reusedKeyValues = reuse?.keyValues
+        lastKeyValues = reusedKeyValues.map { ($0, reuse!.stride) }
 
         // Queries come from the current segment's rows only.
-        let yq = queryInput.reserved(b * t * d)
-        for i in 0..<b {
-            (yq + i * t * d).update(from: x + (i * s + m) * d, count: t * d)
+        let yq: UnsafePointer<Float>
+        if reusedKeyValues != nil {
+            yq = x
+        } else {
+            let copy = queryInput.reserved(b * t * d)
+            for i in 0..<b {
+                (copy + i * t * d).update(from: x + (i * s + m) * d, count: t * d)
+            }
+            yq = UnsafePointer(copy)
         }
         let qc = contentQuery.reserved(b * t * hd), qp = positionQuery.reserved(b * t * hd)
         gemm(transposeB: true, m: b * t, n: hd, k: d, a: yq, lda: d,
@@ -126,17 +166,50 @@ public final class RelativeAttention {
             add(qc + row * hd, v, into: qp + row * hd, count: hd)
             addInPlace(qc + row * hd, u, count: hd)
         }
-        let kv = keyValues.reserved(b * sMax * 2 * hd)
-        gemm(transposeB: true, m: b * s, n: 2 * hd, k: d, a: x, lda: d,
-             b: arena.value(keyValue), ldb: d, beta: 0, c: kv, ldc: 2 * hd)
+        // Keys and values: [B, kvStride, 2HD], the first S rows per stream used.
+        let kv: UnsafeMutablePointer<Float>, kvStride: Int
+        if let reused = reusedKeyValues {
+            // The memory rows' are in place; the current rows' go right after them.
+            (kv, kvStride) = (reused, reuse!.stride)
+            precondition(kvStride >= s)
+            let rows = SendablePointer(kv), input = SendablePointer(x), weights = SendablePointer(arena.value(keyValue))
+            parallelFor(b) { item in
+                gemm(transposeB: true, m: t, n: 2 * hd, k: d, a: input.pointer + item * t * d, lda: d,
+                     b: weights.pointer, ldb: d, beta: 0, c: rows.mutable + (item * kvStride + m) * 2 * hd, ldc: 2 * hd)
+            }
+        } else {
+            (kv, kvStride) = (keyValues.reserved(b * sMax * 2 * hd), s)
+            gemm(transposeB: true, m: b * s, n: 2 * hd, k: d, a: x, lda: d,
+                 b: arena.value(keyValue), ldb: d, beta: 0, c: kv, ldc: 2 * hd)
+        }
 
         if positionTableRows < sMax {
             Self.fillPositionTable(positionTable.reserved(sMax * d), rows: sMax, width: d)
             positionTableRows = sMax
         }
-        let rk = positionKeys.reserved(sMax * hd)
-        gemm(transposeB: true, m: s, n: hd, k: d, a: positionTable.pointer, lda: d,
-             b: arena.value(position), ldb: d, beta: 0, c: rk, ldc: hd)
+        let rk: UnsafeMutablePointer<Float>
+        if let reuse {
+            rk = reuse.positionKeys
+            if reuse.positionRows < s {
+                gemm(transposeB: true, m: sMax, n: hd, k: d, a: positionTable.pointer, lda: d,
+                     b: arena.value(position), ldb: d, beta: 0, c: rk, ldc: hd)
+            }
+        } else {
+            rk = positionKeys.reserved(sMax * hd)
+            gemm(transposeB: true, m: s, n: hd, k: d, a: positionTable.pointer, lda: d,
+                 b: arena.value(position), ldb: d, beta: 0, c: rk, ldc: hd)
+        }
+
+        let out = merged.reserved(b * t * hd)
+        if !keepsForBackward {
+            attendInBlocks(
+                contentQuery: qc, positionQuery: qp, keyValues: kv, keyValueStride: kvStride, positionKeys: rk,
+                batch: b, queryLength: t, memoryLength: m, keyCapacity: sMax,
+                scale: arena.value(scoreScale)[0], output: out)
+            gemm(transposeB: true, m: b * t, n: d, k: hd, a: out, lda: hd,
+                 b: arena.value(output), ldb: hd, beta: 0, c: y, ldc: d)
+            return
+        }
 
         // Position scores for every query row and every relative distance r, one product per
         // head over all B*T rows: bd[h, row, r] = qp[row, h] . rk[r, h].
@@ -150,7 +223,7 @@ public final class RelativeAttention {
         let probabilities = SendablePointer(scratch.probabilities.reserved(h * b * t * sMax))
         let rowMax = SendablePointer(rowMaximum.reserved(h * b * t))
         let rowInv = SendablePointer(rowInverseSum.reserved(h * b * t))
-        let out = SendablePointer(merged.reserved(b * t * hd))
+        let outS = SendablePointer(out)
         let qcS = SendablePointer(qc), kvS = SendablePointer(kv), bdS = SendablePointer(bd)
         let scaleValue = arena.value(scoreScale)[0]
         // One task per (head, batch row): each writes only its own score block and its own
@@ -181,10 +254,62 @@ public final class RelativeAttention {
                 rowInv.mutable[task * t + i] = inverse
             }
             gemm(m: t, n: dh, k: s, a: p, lda: s, b: keys + dh, ldb: 2 * hd,
-                 beta: 0, c: out.mutable + item * t * hd + head * dh, ldc: hd)
+                 beta: 0, c: outS.mutable + item * t * hd + head * dh, ldc: hd)
         }
-        gemm(transposeB: true, m: b * t, n: d, k: hd, a: out.pointer, lda: hd,
+        gemm(transposeB: true, m: b * t, n: d, k: hd, a: out, lda: hd,
              b: arena.value(output), ldb: hd, beta: 0, c: y, ldc: d)
+    }
+
+    /// Query rows per block of a pass that keeps nothing for backward.
+    static let evaluationRowBlock = 128
+
+    /// The attention of a pass that keeps nothing for backward (evaluation): per (head, stream),
+    /// blocks of query rows go through content and position scores, softmax and the value read
+    /// in a scratch that stays in cache, and only over the keys the block's rows can see (the
+    /// masked future is neither computed nor stored). The same operations per score as the
+    /// training path, whose full score matrices its backward pass needs.
+    private func attendInBlocks(
+        contentQuery qc: UnsafePointer<Float>, positionQuery qp: UnsafePointer<Float>,
+        keyValues kv: UnsafePointer<Float>, keyValueStride kvStride: Int, positionKeys rk: UnsafePointer<Float>,
+        batch b: Int, queryLength t: Int, memoryLength m: Int, keyCapacity sMax: Int,
+        scale scaleValue: Float, output out: UnsafeMutablePointer<Float>
+    ) {
+        let h = config.heads, dh = config.headSize, hd = h * dh
+        let rowBlock = Self.evaluationRowBlock
+        let scratchPerTask = 2 * rowBlock * sMax
+        let blocks = SendablePointer(blockScores.reserved(h * b * scratchPerTask))
+        let qcS = SendablePointer(qc), qpS = SendablePointer(qp), kvS = SendablePointer(kv)
+        let rkS = SendablePointer(rk), outS = SendablePointer(out)
+        parallelFor(h * b) { task in
+            let head = task / b, item = task % b
+            let keys = kvS.pointer + item * kvStride * 2 * hd + head * 2 * dh
+            let scores = blocks.mutable + task * scratchPerTask
+            let positions = scores + rowBlock * sMax
+            var first = 0
+            while first < t {
+                let rows = min(rowBlock, t - first)
+                // Keys visible to the block's last row; earlier rows see fewer.
+                let columns = m + first + rows
+                gemm(transposeB: true, m: rows, n: columns, k: dh,
+                     a: qcS.pointer + (item * t + first) * hd + head * dh, lda: hd,
+                     b: keys, ldb: 2 * hd, beta: 0, c: scores, ldc: columns)
+                gemm(transposeB: true, m: rows, n: columns, k: dh,
+                     a: qpS.pointer + (item * t + first) * hd + head * dh, lda: hd,
+                     b: rkS.pointer + head * dh, ldb: hd, beta: 0, c: positions, ldc: columns)
+                for r in 0..<rows {
+                    let i = first + r, visible = m + i + 1
+                    let row = scores + r * columns, position = positions + r * columns
+                    for j in 0..<visible { row[j] = scaleValue * (row[j] + position[m + i - j]) }
+                    let rowMaxValue = maximum(row, count: visible)
+                    let total = expInPlace(row, count: visible, minus: rowMaxValue)
+                    Tensor.scale(row, by: 1 / total, count: visible)
+                    for j in visible..<columns { row[j] = 0 }
+                }
+                gemm(m: rows, n: dh, k: columns, a: scores, lda: columns, b: keys + dh, ldb: 2 * hd,
+                     beta: 0, c: outS.mutable + (item * t + first) * hd + head * dh, ldc: hd)
+                first += rows
+            }
+        }
     }
 
     /// Declares every buffer of a pass over `pass.batch` streams of `pass.length` queries and up
@@ -198,13 +323,16 @@ public final class RelativeAttention {
         plan.declare(keyValues, "attention keys and values", count: b * s * 2 * hd)
         plan.declare(positionTable, "attention sinusoid table", count: s * d)
         plan.declare(positionKeys, "attention position keys", count: s * hd)
+        plan.declare(merged, "attention merged heads", count: b * t * hd)
+        guard pass.training else {
+            plan.declare(blockScores, "attention score blocks", count: h * b * 2 * Self.evaluationRowBlock * s)
+            return
+        }
         plan.declare(rawScores, "attention raw scores", count: h * b * t * s)
         plan.declare(rowMaximum, "attention softmax maxima", count: h * b * t)
         plan.declare(rowInverseSum, "attention softmax 1/sums", count: h * b * t)
-        plan.declare(merged, "attention merged heads", count: b * t * hd)
         plan.declare(scratch.positionScores, "attention position scores (shared)", count: h * b * t * s)
         plan.declare(scratch.probabilities, "attention probabilities (shared)", count: h * b * t * s)
-        guard pass.training else { return }
         plan.declare(scratch.dScores, "attention score gradient (shared)", count: h * b * t * s)
         plan.declare(dMerged, "attention merged-heads gradient", count: b * t * hd)
         plan.declare(dKeyValues, "attention key and value gradient", count: b * s * 2 * hd)
@@ -218,11 +346,38 @@ public final class RelativeAttention {
     /// Matrix-product FLOPs per query token of a forward pass over segments of `length` with
     /// `keyLength` keys per stream and `batch` streams: the query and output projections, the
     /// key/value projection of every key row, the position keys once per pass, and the content
-    /// scores, position scores and value read over the keys.
-    public func forwardFLOPs(batch b: Int, length t: Int, keyLength s: Int) -> Double {
+    /// scores, position scores and value read over the keys. With `reusesProjections` (an
+    /// evaluation pass over a full memory, see `Reuse`) only the current rows are projected to
+    /// keys and values, and the position keys are computed once per evaluation.
+    public func forwardFLOPs(batch b: Int, length t: Int, keyLength s: Int, reusesProjections: Bool = false) -> Double {
         let hd = config.heads * config.headSize, d = width
-        return 2.0 * Double(hd * d) * 2 + 4.0 * Double(hd * d) * Double(s) / Double(t)
-            + 2.0 * Double(hd * d) * Double(s) / Double(b * t) + 3 * 2.0 * Double(s * hd)
+        let projectedRows = reusesProjections ? t : s
+        let positionKeys = reusesProjections ? 0 : 2.0 * Double(hd * d) * Double(s) / Double(b * t)
+        return 2.0 * Double(hd * d) * 2 + 4.0 * Double(hd * d) * Double(projectedRows) / Double(t)
+            + positionKeys + 3 * 2.0 * Double(s * hd)
+    }
+
+    /// Leaves the keys and values of the last `keep` rows per stream of the last forward pass
+    /// at the start of each stream's rows of `destination`, [B, stride, 2HD] (an evaluation
+    /// memory's projections): moved there when that pass projected into `destination` itself,
+    /// copied otherwise.
+    public func saveKeyValues(into destination: UnsafeMutablePointer<Float>, stride: Int, keep: Int) {
+        let (b, t, m) = saved
+        let s = m + t, width = 2 * config.heads * config.headSize
+        precondition(keep <= s && keep <= stride)
+        let source: UnsafeMutablePointer<Float>, sourceStride: Int
+        if let (rows, rowsStride) = lastKeyValues {
+            precondition(rows == destination && rowsStride == stride, "keys and values saved into another memory")
+            (source, sourceStride) = (rows, rowsStride)
+        } else {
+            (source, sourceStride) = (keyValues.pointer, s)
+        }
+        let to = SendablePointer(destination), from = SendablePointer(source)
+        parallelFor(b) { item in
+            // Overlapping when moved within one stream's rows: memmove.
+            memmove(to.mutable + item * stride * width, from.pointer + (item * sourceStride + s - keep) * width,
+                    keep * width * MemoryLayout<Float>.size)
+        }
     }
 
     /// Recomputes the softmax of one (head, batch) block exactly as `forward` did, from the
@@ -251,6 +406,7 @@ public final class RelativeAttention {
         _ x: UnsafePointer<Float>, dOutput dy: UnsafePointer<Float>,
         dInput dx: UnsafeMutablePointer<Float>, arena: ParameterArena
     ) {
+        precondition(savedForBackward, "backward after a forward pass that reused projections")
         let (b, t, m) = saved
         let s = m + t, d = width, h = config.heads, dh = config.headSize, hd = h * dh
         let scaleValue = arena.value(scoreScale)[0]

@@ -78,6 +78,10 @@ public protocol SequenceModel: AnyObject {
     /// Bytes of the state `makeState(batch:capacity:)` would allocate (nothing is allocated).
     func stateBytes(batch: Int, capacity: Int) -> Int
 
+    /// Bytes of that state once evaluation passes of `segmentLength` have run over it (what it
+    /// keeps besides the training state, such as projections it reuses).
+    func evaluationStateBytes(batch: Int, capacity: Int, segmentLength: Int) -> Int
+
     /// Reserves the buffers of passes up to `pass` now (the largest batch of a run), so that no
     /// later pass allocates.
     func reserveBuffers(for pass: PassShape)
@@ -88,6 +92,10 @@ public protocol SequenceModel: AnyObject {
 }
 
 extension SequenceModel {
+    public func evaluationStateBytes(batch: Int, capacity: Int, segmentLength: Int) -> Int {
+        stateBytes(batch: batch, capacity: capacity)
+    }
+
     /// Reserves the plan `declareBuffers` makes for `pass`.
     public func reserveBuffers(for pass: PassShape) { BufferPlan.reserve { declareBuffers(for: pass, in: &$0) } }
 }

@@ -23,6 +23,9 @@ public final class TransformerXL: SequenceModel {
     let crossEntropy: SoftmaxCrossEntropy
 
     private var shape = TokenShape(batch: 0, length: 0)
+    /// The evaluation memory's projections the last pass read and extended (nil after a
+    /// training pass, whose weights are about to change).
+    private var projectedMemory: MemoryProjections?
     private var scoredPositions = 0
     private let planner = PassPlanner()
     private let tokens = Buffer<Int32>()
@@ -94,6 +97,15 @@ public final class TransformerXL: SequenceModel {
         TransformerXLMemory.bytes(layers: blocks.count, batch: batch, capacity: capacity, width: config.modelWidth)
     }
 
+    /// An evaluation memory also holds its rows' keys and values and the position keys.
+    public func evaluationStateBytes(batch: Int, capacity: Int, segmentLength: Int) -> Int {
+        guard capacity > 0 else { return stateBytes(batch: batch, capacity: capacity) }
+        return stateBytes(batch: batch, capacity: capacity)
+            + MemoryProjections.bytes(
+                layers: blocks.count, batch: batch, capacity: capacity, segmentLength: segmentLength,
+                keyValueWidth: keyValueWidth)
+    }
+
     /// After a forward (and backward) pass: every layer's memory becomes the last
     /// `memory.capacity` rows of concat(memory, h_l).
     public func advance(_ state: any CarriedState) {
@@ -104,6 +116,27 @@ public final class TransformerXL: SequenceModel {
             block.saveMemory(into: buffer.pointer, memoryStride: memory.capacity, keep: keep)
         }
         memory.length = keep
+        if let projections = memory.projections, projections === projectedMemory {
+            for (block, buffer) in zip(blocks, projections.keyValues) {
+                block.attention.saveKeyValues(into: buffer.pointer, stride: projections.stride, keep: keep)
+            }
+            projections.length = keep
+        } else {
+            memory.projections?.invalidate()
+        }
+    }
+
+    /// Width of a row of keys and values, 2HD.
+    var keyValueWidth: Int { 2 * config.heads * config.resolvedHeadSize }
+
+    /// The projections of an evaluation memory, allocated on its first evaluation pass.
+    func projections(of memory: TransformerXLMemory, segmentLength: Int) -> MemoryProjections {
+        if let projections = memory.projections, projections.segmentLength >= segmentLength { return projections }
+        let projections = MemoryProjections(
+            layers: blocks.count, batch: memory.batch, capacity: memory.capacity,
+            segmentLength: segmentLength, keyValueWidth: keyValueWidth)
+        memory.projections = projections
+        return projections
     }
 
     // MARK: Buffers
@@ -152,12 +185,28 @@ public final class TransformerXL: SequenceModel {
         let h0 = hidden[0].reserved(rows * d)
         embedding.forward(tokenCopy, rows: rows, output: h0, arena: arena)
         embeddingDropout.forward(h0, count: rows * d, streams: shape.batch, context: &context)
+        // Evaluation reads the memory rows' keys and values and the position keys from the
+        // memory's projections, where they are valid (the same numbers as computing them again).
+        projectedMemory = nil
+        if !context.training, let memory, memory.capacity > 0 {
+            projectedMemory = projections(of: memory, segmentLength: shape.length)
+        }
         for (l, block) in blocks.enumerated() {
             let memoryRows = memoryLength > 0 ? UnsafePointer(memory!.buffers[l].pointer) : nil
+            let reuse = projectedMemory.map { projections in
+                RelativeAttention.Reuse(
+                    keyValues: projections.length == memoryLength ? projections.keyValues[l].pointer : nil,
+                    stride: projections.stride, positionKeys: projections.positionKeys[l].pointer,
+                    positionRows: projections.positionRows)
+            }
             block.forward(
                 hidden[l].pointer, memory: memoryRows, memoryStride: memory?.capacity ?? 0,
-                memoryLength: memoryLength, shape: shape, output: hidden[l + 1].reserved(rows * d),
-                arena: arena, context: &context)
+                memoryLength: memoryLength, shape: shape, reuse: reuse,
+                output: hidden[l + 1].reserved(rows * d), arena: arena, context: &context)
+        }
+        if let projections = projectedMemory, projections.positionRows < memoryLength + shape.length {
+            // Every attention layer filled capacity + T rows of its position keys.
+            projections.positionRows = memory!.capacity + shape.length
         }
         let f = finalHidden.reserved(rows * d)
         finalNorm.forward(hidden[blocks.count].pointer, rows: rows, output: f, arena: arena)
@@ -252,7 +301,10 @@ public final class TransformerXL: SequenceModel {
 
     public func forwardFLOPs(_ pass: PassShape) -> [FLOPComponent] {
         let layers = Double(config.layers)
-        let attention = blocks[0].attention.forwardFLOPs(batch: pass.batch, length: pass.length, keyLength: pass.keyLength)
+        // Evaluation with memory reuses projections (see `TransformerXLMemory`).
+        let attention = blocks[0].attention.forwardFLOPs(
+            batch: pass.batch, length: pass.length, keyLength: pass.keyLength,
+            reusesProjections: !pass.training && pass.memoryCapacity > 0)
         let block = config.feedForward.variant.forwardFLOPs(modelWidth: config.modelWidth)
         return [
             FLOPComponent(name: "attention", perToken: layers * attention, perLayer: attention),

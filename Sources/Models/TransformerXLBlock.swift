@@ -1,3 +1,4 @@
+import Foundation
 import Layers
 import Tensor
 
@@ -21,6 +22,10 @@ public final class TransformerXLBlock {
     /// concat(memory, h), [B, S, d]: the layer norm's input, and the source of the next memory.
     let keyInput = FloatBuffer()
     private let normalizedKeys = FloatBuffer()  // LN1(concat(memory, h)), [B, S, d]
+    /// The memory and h of the last pass when it reused the memory's keys and values (no
+    /// concatenation built).
+    private var reusedMemory: UnsafeMutablePointer<Float>?
+    private var currentRows: UnsafePointer<Float>?
     private let middle = FloatBuffer()  // h2, [B*T, d]
     private let normalizedMiddle = FloatBuffer()  // LN2(h2), [B*T, d]
 
@@ -72,30 +77,41 @@ public final class TransformerXLBlock {
     }
 
     /// h: [B*T, d]; memory: [B, capacity, d] of which the first `memoryLength` rows per
-    /// stream are used; output: [B*T, d].
+    /// stream are used; output: [B*T, d]. `reuse` (evaluation): what the attention takes from
+    /// earlier segments; with the memory's keys and values, only the current rows are
+    /// normalised.
     func forward(
         _ h: UnsafePointer<Float>, memory: UnsafePointer<Float>?, memoryStride: Int,
-        memoryLength: Int, shape: TokenShape, output: UnsafeMutablePointer<Float>,
-        arena: ParameterArena, context: inout ForwardContext
+        memoryLength: Int, shape: TokenShape, reuse: RelativeAttention.Reuse? = nil,
+        output: UnsafeMutablePointer<Float>, arena: ParameterArena, context: inout ForwardContext
     ) {
         let (b, t, m, d) = (shape.batch, shape.length, memoryLength, width)
         let s = m + t
         // Buffers are sized for a full memory from the first step on (no growth later).
         let sMax = max(m, memoryStride) + t
         saved = (b, t, m)
-        let keys = keyInput.reserved(b * sMax * d)
-        for item in 0..<b {
-            if m > 0, let memory {
-                (keys + item * s * d).update(from: memory + item * memoryStride * d, count: m * d)
-            }
-            (keys + (item * s + m) * d).update(from: h + item * t * d, count: t * d)
-        }
         let normalized = normalizedKeys.reserved(b * sMax * d)
-        attentionNorm.forward(keys, rows: b * s, output: normalized, arena: arena)
+        reusedMemory = reuse?.keyValues != nil ? memory.map { UnsafeMutablePointer(mutating: $0) } : nil
+        if reusedMemory != nil {
+            // The memory rows' keys and values are in `reuse`: only the current rows are
+            // normalised, and concat(memory, h) is not built (`saveMemory` shifts in place).
+            currentRows = h
+            attentionNorm.forward(h, rows: b * t, output: normalized, arena: arena)
+        } else {
+            let keys = SendablePointer(keyInput.reserved(b * sMax * d))
+            let memoryRows = memory.map { SendablePointer($0) }, current = SendablePointer(h)
+            parallelFor(b) { item in
+                if m > 0, let memoryRows {
+                    (keys.mutable + item * s * d).update(from: memoryRows.pointer + item * memoryStride * d, count: m * d)
+                }
+                (keys.mutable + (item * s + m) * d).update(from: current.pointer + item * t * d, count: t * d)
+            }
+            attentionNorm.forward(keys.pointer, rows: b * s, output: normalized, arena: arena)
+        }
         let h2 = middle.reserved(b * t * d)
         attention.forward(
             normalized, batch: b, queryLength: t, memoryLength: m, memoryCapacity: memoryStride,
-            output: h2, arena: arena)
+            reuse: reuse, keepsForBackward: context.training, output: h2, arena: arena)
         attentionDropout.forward(h2, count: b * t * d, streams: b, context: &context)
         addInPlace(h2, h, count: b * t * d)
 
@@ -146,14 +162,30 @@ public final class TransformerXLBlock {
         }
     }
 
-    /// Copies the last `keep` rows per stream of concat(memory, h) into `memory`.
+    /// Leaves the last `keep` rows per stream of concat(memory, h) at the start of `memory`'s
+    /// streams: copied from the concatenation, or, when the pass did not build it (`reuse`),
+    /// shifted within `memory` (the memory the pass read) with h's rows after them.
     func saveMemory(into memory: UnsafeMutablePointer<Float>, memoryStride: Int, keep: Int) {
         let (b, t, m) = saved
         let s = m + t, d = width
         precondition(keep <= s && keep <= memoryStride)
-        for item in 0..<b {
-            (memory + item * memoryStride * d).update(
-                from: keyInput.pointer + (item * s + s - keep) * d, count: keep * d)
+        let to = SendablePointer(memory)
+        if let reusedMemory {
+            precondition(reusedMemory == memory, "memory saved into another memory than the pass read")
+            let current = SendablePointer(currentRows!)
+            let kept = max(0, keep - t)  // memory rows that stay
+            parallelFor(b) { item in
+                let stream = to.mutable + item * memoryStride * d
+                memmove(stream, stream + (m - kept) * d, kept * d * MemoryLayout<Float>.size)
+                stream.advanced(by: kept * d).update(
+                    from: current.pointer + (item * t + t - (keep - kept)) * d, count: (keep - kept) * d)
+            }
+        } else {
+            let from = SendablePointer(keyInput.pointer)
+            parallelFor(b) { item in
+                (to.mutable + item * memoryStride * d).update(
+                    from: from.pointer + (item * s + s - keep) * d, count: keep * d)
+            }
         }
     }
 }

@@ -4,6 +4,11 @@ import Tensor
 /// The Transformer-XL memory of one model: per layer, the detached inputs of the last
 /// `length` positions of every stream, `[batch, capacity, d]` with `length <= capacity`.
 /// Training and evaluation each keep their own, so validation never disturbs training.
+///
+/// An evaluation memory also keeps what its rows were projected to (`projections`): while the
+/// weights stay fixed, the keys and values of a memory row and the position keys are the ones an
+/// earlier segment computed, so evaluation projects only the current rows. A training pass, a
+/// reset or a restore drops them (the weights are about to change, or the rows are new).
 public final class TransformerXLMemory: CarriedState {
     public let batch: Int
     public let capacity: Int
@@ -11,6 +16,8 @@ public final class TransformerXLMemory: CarriedState {
     /// Rows filled per stream (0 after a reset).
     public internal(set) var length = 0
     let buffers: [FloatBuffer]
+    /// Evaluation only: allocated by the first evaluation pass over this memory.
+    var projections: MemoryProjections?
 
     init(layers: Int, width: Int, batch: Int, capacity: Int) {
         self.batch = batch
@@ -22,9 +29,12 @@ public final class TransformerXLMemory: CarriedState {
     public var layers: Int { buffers.count }
 
     /// Empties the memory (epoch end, start of evaluation).
-    public func reset() { length = 0 }
+    public func reset() {
+        length = 0
+        projections?.invalidate()
+    }
 
-    public var bytes: Int { 4 * layers * batch * capacity * width }
+    public var bytes: Int { 4 * layers * batch * capacity * width + (projections?.bytes ?? 0) }
 
     /// Bytes of a memory of `layers` x `batch` x `capacity` rows of width `width`.
     public static func bytes(layers: Int, batch: Int, capacity: Int, width: Int) -> Int {
@@ -74,9 +84,46 @@ public final class TransformerXLMemory: CarriedState {
     public func restore(layer: Int, length: Int, from source: UnsafePointer<Float>) {
         precondition(length <= capacity)
         self.length = length
+        projections?.invalidate()
         for item in 0..<batch {
             (buffers[layer].pointer + item * capacity * width).update(
                 from: source + item * length * width, count: length * width)
         }
+    }
+}
+
+/// Per layer, the keys and values of an evaluation memory's rows, [batch, capacity + T, 2HD]
+/// (room for a segment's own rows after the memory's, projected in place), and the position
+/// keys Wr R, [capacity + T, HD]: what `RelativeAttention` would compute again from the same
+/// rows and the same weights.
+final class MemoryProjections {
+    let keyValues: [FloatBuffer]
+    let positionKeys: [FloatBuffer]
+    /// Position-key rows allocated beyond the capacity: the longest segment.
+    let segmentLength: Int
+    /// Rows per stream of `keyValues`: capacity + T.
+    let stride: Int
+    let bytes: Int
+    /// Memory rows per stream whose keys and values are held (valid when equal to the
+    /// memory's length).
+    var length = 0
+    /// Position-key rows held per layer (0: not computed yet).
+    var positionRows = 0
+
+    init(layers: Int, batch: Int, capacity: Int, segmentLength: Int, keyValueWidth: Int) {
+        self.segmentLength = segmentLength
+        stride = capacity + segmentLength
+        keyValues = (0..<layers).map { _ in FloatBuffer(count: batch * (capacity + segmentLength) * keyValueWidth) }
+        positionKeys = (0..<layers).map { _ in FloatBuffer(count: (capacity + segmentLength) * keyValueWidth / 2) }
+        bytes = Self.bytes(layers: layers, batch: batch, capacity: capacity, segmentLength: segmentLength, keyValueWidth: keyValueWidth)
+    }
+
+    func invalidate() {
+        length = 0
+        positionRows = 0
+    }
+
+    static func bytes(layers: Int, batch: Int, capacity: Int, segmentLength: Int, keyValueWidth: Int) -> Int {
+        4 * layers * (batch * (capacity + segmentLength) * keyValueWidth + (capacity + segmentLength) * keyValueWidth / 2)
     }
 }

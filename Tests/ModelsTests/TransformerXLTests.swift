@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 import Layers
-import Models
+@testable import Models
 import Tensor
 import TestSupport
 
@@ -49,6 +49,56 @@ import TestSupport
         var context = ForwardContext(training: true, rng: RandomGenerator(seed: 8))
         let withoutMemory = model.forward(inputs: inputs, targets: targets, shape: shape, context: &context).crossEntropy
         #expect(abs(withoutMemory - loss()) > 1e-6)
+    }
+
+    /// Evaluation projects only the current rows, reads the memory rows' keys and values and
+    /// the position keys from the memory, and attends in blocks of query rows over the visible
+    /// keys only; its logits must be those of a training pass that computes everything again (a training-mode pass with dropout 0), also for a last, shorter
+    /// segment, after a reset, and after a training pass and a weight change on that memory
+    /// (stale projections would be off by far more than the tolerance).
+    @Test func evaluationReusesProjectionsWithTheSameLogits() throws {
+        let config = TransformerXL.Config(
+            vocabularySize: 37, modelWidth: 32, layers: 2, heads: 2, headSize: 16,
+            feedForward: FeedForwardConfig(DenseFeedForward.Config(hiddenSize: 48)), dropout: 0)
+        let model = try TransformerXL(config: config)
+        model.initialize(seed: 9)
+        var rng = RandomGenerator(seed: 10)
+        for view in model.layout.views where view.name.hasSuffix("bias") {
+            Initializer.normal(model.arena.value(view), count: view.count, std: 0.2, rng: &rng)
+        }
+        // Segments of 40 rows: evaluation's attention runs in blocks of 32 query rows.
+        let evaluated = model.makeMemory(batch: 3, capacity: 80), recomputed = model.makeMemory(batch: 3, capacity: 80)
+        var segment: UInt64 = 0
+        func logits(training: Bool, memory: TransformerXLMemory, shape: TokenShape) -> [Float] {
+            let (inputs, targets) = Self.batch(seed: 100 + segment, shape: shape, vocabulary: 37)
+            var context = ForwardContext(training: training, rng: RandomGenerator(seed: 1))
+            _ = model.forward(inputs: inputs, targets: targets, shape: shape, state: memory, context: &context)
+            model.advance(memory)
+            return Array(UnsafeBufferPointer(start: model.logits, count: shape.rows * 37))
+        }
+        func compareSegment(length: Int = 40, evaluationTraining: Bool = false) {
+            let shape = TokenShape(batch: 3, length: length)
+            let reused = logits(training: evaluationTraining, memory: evaluated, shape: shape)
+            let reference = logits(training: true, memory: recomputed, shape: shape)
+            // The same products on the same rows; OpenBLAS may choose another kernel for
+            // another matrix size (fewer rows), so only the last bits may differ.
+            let largest = zip(reused, reference).map { abs($0 - $1) / max(1, abs($1)) }.max()!
+            #expect(largest <= 1e-5, "segment \(segment): largest difference \(largest)")
+            segment += 1
+        }
+        for _ in 0..<5 { compareSegment() }
+        compareSegment(length: 5)
+        #expect(evaluated.length == 80 && evaluated.projections?.length == 80)
+        evaluated.reset()
+        recomputed.reset()
+        for _ in 0..<3 { compareSegment() }
+        // A training pass drops the projections: the weights change after it.
+        compareSegment(evaluationTraining: true)
+        #expect(evaluated.projections?.length == 0 && evaluated.projections?.positionRows == 0)
+        for view in model.layout.views where view.name.contains("attention") {
+            Tensor.scale(model.arena.value(view), by: 1.1, count: view.count)
+        }
+        for _ in 0..<2 { compareSegment() }
     }
 
     @Test func lossAtInitialisationIsNearLogVocabulary() throws {

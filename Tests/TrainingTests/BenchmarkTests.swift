@@ -20,16 +20,24 @@ struct BenchmarkTests {
         #expect(abs(figures.toTrainingRatio - figures.tokensPerSecond / 1000) < 1e-12 * figures.toTrainingRatio)
     }
 
-    /// With training's batch and as much memory as training reads, a forward pass costs per
-    /// token what a training pass's forward does, so the ratio is 3; more memory makes
-    /// evaluation's attention dearer (and a smaller batch its relative-position projection,
-    /// which is computed once per batch).
+    /// With training's batch and as much memory as training reads, a forward pass would cost
+    /// per token what a training pass's forward does (ratio 3), but evaluation projects only
+    /// the current rows to keys and values (M of the S rows fewer) and takes the position
+    /// keys from its memory (their product, once per batch, is gone); more memory makes
+    /// evaluation's attention dearer.
     @Test func ratioAtEqualFLOPRateFollowsTheMemory() throws {
         var config = Fixtures.tinyConfig()
         config.model.vocabularySize = 40
         config.evaluation = EvaluationConfig(batchSize: 4, memorySegments: 1)  // training's batch and memory
         let same = try Benchmark.EvaluationFigures(config, batchSeconds: [1], trainingTokensPerSecond: 1)
-        #expect(abs(same.ratioAtEqualFLOPRate - 3) < 1e-12)
+        // The tiny model: d 16, 2 layers of 2 x 8 heads, T = M = 8, B = 4.
+        let (d, hd, layers, t, m, b) = (16.0, 16.0, 2.0, 8.0, 8.0, 4.0)
+        let trainingModel = try config.model.makeModel()
+        let forward = trainingModel.forwardFLOPs(PassShape(
+            tokens: TokenShape(batch: 4, length: 8), memoryCapacity: 8, training: true, dropout: false)).reduce(0) { $0 + $1.perToken }
+        let saved = layers * (4 * hd * d * m / t + 2 * hd * d * (m + t) / (b * t))
+        #expect(abs(same.ratioAtEqualFLOPRate - 3 * forward / (forward - saved)) < 1e-12 * same.ratioAtEqualFLOPRate)
+        #expect(same.ratioAtEqualFLOPRate > 3)
         config.evaluation = EvaluationConfig(batchSize: 2, memorySegments: 4)
         let longer = try Benchmark.EvaluationFigures(config, batchSeconds: [1], trainingTokensPerSecond: 1)
         #expect(longer.ratioAtEqualFLOPRate < 3)
