@@ -158,11 +158,14 @@ public enum Accountant {
         // The corpus: its bytes while loading and one byte per id kept.
         let runtime = runtimeBaseline + 2 * corpusTokens
         let optimizer = optimizerBytesPerParameter * total
+        // One copy of the gradients per gradient group (language models; Trainer.gradientGroups).
+        let gradientCopies = formalTask(config) == nil ? config.training.gradientGroups(batch: config.training.batchSize) : 1
+        let gradients = 4 * total * gradientCopies
         let memory = Account.Memory(
-            parameters: 4 * total, gradients: 4 * total, optimizer: optimizer,
+            parameters: 4 * total, gradients: gradients, optimizer: optimizer,
             trainingActivations: trainingPlan.bytes, evaluationActivations: evaluationPlan.bytes,
             trainingMemory: trainingMemory, evaluationMemory: evaluationMemory, runtime: runtime,
-            peakTraining: 8 * total + optimizer + trainingPlan.bytes + trainingMemory + evaluationMemory + runtime,
+            peakTraining: 4 * total + gradients + optimizer + trainingPlan.bytes + trainingMemory + evaluationMemory + runtime,
             peakEvaluation: 8 * total + evaluationPlan.bytes + evaluationMemory + runtime,
             inventory: summed(trainingPlan.entries))
         return Account(parameters: parameters, flops: flops, memory: memory)

@@ -90,6 +90,10 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
     /// Checkpoints kept in the run directory (older ones are deleted).
     public var keepCheckpoints: Int
     public var dropoutDraws: DropoutDraws
+    /// G: the batch's streams form G contiguous groups (gcd(G, B) when G does not divide B)
+    /// whose gradients are accumulated apart and added pairwise, so that `mpirun -np N` with N
+    /// dividing the groups gives one process's gradients to the last bit (Docs/distributed.md).
+    public var gradientGroups: Int
 
     enum CodingKeys: String, CodingKey {
         case steps, epochs, seed, optimizer, schedule
@@ -99,7 +103,7 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
         case adamEpsilon = "adam_epsilon", logInterval = "log_interval"
         case validationInterval = "validation_interval", validationBatches = "validation_batches"
         case checkpointInterval = "checkpoint_interval", keepCheckpoints = "keep_checkpoints"
-        case dropoutDraws = "dropout_draws"
+        case dropoutDraws = "dropout_draws", gradientGroups = "gradient_groups"
     }
 
     public init(
@@ -109,7 +113,7 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
         weightDecay: Double = 0, adamBeta1: Double = 0.9, adamBeta2: Double = 0.999,
         adamEpsilon: Double = 1e-8, seed: UInt64 = 1, logInterval: Int = 10,
         validationInterval: Int = 0, validationBatches: Int = 0, checkpointInterval: Int = 0,
-        keepCheckpoints: Int = 3, dropoutDraws: DropoutDraws = .perStream
+        keepCheckpoints: Int = 3, dropoutDraws: DropoutDraws = .perStream, gradientGroups: Int = 2
     ) {
         self.steps = steps
         self.batchSize = batchSize
@@ -131,11 +135,12 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
         self.checkpointInterval = checkpointInterval
         self.keepCheckpoints = keepCheckpoints
         self.dropoutDraws = dropoutDraws
+        self.gradientGroups = gradientGroups
     }
 
-    /// Every key is required except `optimizer`, `schedule`, `epochs` and `dropout_draws`, which
-    /// configs written before they existed lack: those runs used AdamW, the cosine schedule,
-    /// `steps` and shared dropout draws.
+    /// Every key is required except `optimizer`, `schedule`, `epochs`, `dropout_draws` and
+    /// `gradient_groups`, which configs written before they existed lack: those runs used AdamW,
+    /// the cosine schedule, `steps`, shared dropout draws and one gradient group.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let epochs = try c.decodeIfPresent(Int.self, forKey: .epochs)
@@ -159,7 +164,8 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
             validationBatches: try c.decode(Int.self, forKey: .validationBatches),
             checkpointInterval: try c.decode(Int.self, forKey: .checkpointInterval),
             keepCheckpoints: try c.decode(Int.self, forKey: .keepCheckpoints),
-            dropoutDraws: try c.decodeIfPresent(DropoutDraws.self, forKey: .dropoutDraws) ?? .shared)
+            dropoutDraws: try c.decodeIfPresent(DropoutDraws.self, forKey: .dropoutDraws) ?? .shared,
+            gradientGroups: try c.decodeIfPresent(Int.self, forKey: .gradientGroups) ?? 1)
         self.epochs = epochs
     }
 
@@ -187,6 +193,14 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
         try c.encode(checkpointInterval, forKey: .checkpointInterval)
         try c.encode(keepCheckpoints, forKey: .keepCheckpoints)
         try c.encode(dropoutDraws, forKey: .dropoutDraws)
+        try c.encode(gradientGroups, forKey: .gradientGroups)
+    }
+
+    /// The gradient groups of a batch of `batch` streams: gcd(G, B).
+    public func gradientGroups(batch: Int) -> Int {
+        var (a, b) = (gradientGroups, batch)
+        while b != 0 { (a, b) = (b, a % b) }
+        return max(1, a)
     }
 
     public func validate() throws {
@@ -194,6 +208,7 @@ public struct TrainingConfig: Sendable, Codable, Equatable {
         try require(steps >= 1, "training.steps must be at least 1 (got \(steps))")
         if let epochs { try require(epochs >= 1, "training.epochs must be at least 1 (got \(epochs))") }
         try require(batchSize >= 1, "training.batch_size must be at least 1 (got \(batchSize))")
+        try require(gradientGroups >= 1, "training.gradient_groups must be at least 1 (got \(gradientGroups))")
         try require(segmentLength >= 1, "training.segment_length must be at least 1 (got \(segmentLength))")
         try require(memoryLength >= 0, "training.memory_length must be >= 0 (got \(memoryLength))")
         try require(learningRate > 0 && learningRate.isFinite, "training.learning_rate must be positive (got \(learningRate))")

@@ -135,28 +135,43 @@ public final class BatchNorm {
         let count = Float(overallRows)
         let statistics = mean.mutable, variances = SendablePointer(mean.mutable + f)
         if training {
+            // Each sum over rows is taken per gradient group and the groups' sums are added
+            // pairwise, within this rank and across ranks (see ParameterArena).
+            let groups = arena.gradientGroups
+            // (groups x C floats, allocated per pass: the plan does not know the groups.)
+            let partial = SendablePointer(UnsafeMutablePointer<Float>.allocate(capacity: groups * f))
+            defer { partial.mutable.deallocate() }
             parallelChunks(f, minimumChunk: 256) { range in
-                let m = mean.mutable
-                for j in range { m[j] = 0 }
-                for r in 0..<rows {
-                    let row = z.pointer + r * f
-                    for j in range { m[j] += row[j] }
-                }
-            }
-            collective?.allReduceSum(statistics, count: f)
-            parallelChunks(f, minimumChunk: 256) { range in
-                let m = mean.mutable, v = variances.mutable
-                for j in range { m[j] /= count }
-                for j in range { v[j] = 0 }
-                for r in 0..<rows {
-                    let row = z.pointer + r * f
-                    for j in range {
-                        let c = row[j] - m[j]
-                        v[j] += c * c
+                for group in 0..<groups {
+                    let m = partial.mutable + group * f
+                    for j in range { m[j] = 0 }
+                    for r in arena.rows(ofGroup: group, in: rows) {
+                        let row = z.pointer + r * f
+                        for j in range { m[j] += row[j] }
                     }
                 }
             }
-            collective?.allReduceSum(variances.mutable, count: f)
+            addRunsPairwise(partial.mutable, parts: groups, length: f)
+            statistics.update(from: partial.pointer, count: f)
+            collective?.allReduceSumPairwise(statistics, count: f)
+            parallelChunks(f, minimumChunk: 256) { range in
+                let m = mean.mutable
+                for j in range { m[j] /= count }
+                for group in 0..<groups {
+                    let v = partial.mutable + group * f
+                    for j in range { v[j] = 0 }
+                    for r in arena.rows(ofGroup: group, in: rows) {
+                        let row = z.pointer + r * f
+                        for j in range {
+                            let c = row[j] - m[j]
+                            v[j] += c * c
+                        }
+                    }
+                }
+            }
+            addRunsPairwise(partial.mutable, parts: groups, length: f)
+            variances.mutable.update(from: partial.pointer, count: f)
+            collective?.allReduceSumPairwise(variances.mutable, count: f)
         }
         parallelChunks(f, minimumChunk: 256) { range in
                 let m = mean.mutable, v = variances.mutable
@@ -198,30 +213,38 @@ public final class BatchNorm {
         let g = SendablePointer(dy)
         let xhat = SendablePointer(normalized.pointer), inv = SendablePointer(inverseStd.pointer)
         let gamma = SendablePointer(arena.value(weight))
-        let dGamma = SendablePointer(arena.gradient(weight))
-        let dBeta = SendablePointer(arena.gradient(bias))
-        let sums = SendablePointer(featureSums.reserved(2 * f))
+        let groups = arena.gradientGroups
+        let dGamma = (0..<groups).map { SendablePointer(arena.gradient(weight, group: $0)) }
+        let dBeta = (0..<groups).map { SendablePointer(arena.gradient(bias, group: $0)) }
+        let partial = SendablePointer(UnsafeMutablePointer<Float>.allocate(capacity: groups * 2 * f))
+        defer { partial.mutable.deallocate() }
         let batch = usedBatchStatistics
         let count = Float(batch ? batchStatisticsRows : rows)
         parallelChunks(f, minimumChunk: 256) { range in
-            let s = sums.mutable, sx = sums.mutable + f
-            for j in range {
-                s[j] = 0
-                sx[j] = 0
-            }
-            for r in 0..<rows {
-                let gr = g.pointer + r * f, xr = xhat.pointer + r * f
+            for group in 0..<groups {
+                let s = partial.mutable + group * 2 * f, sx = s + f
                 for j in range {
-                    s[j] += gr[j]
-                    sx[j] += gr[j] * xr[j]
+                    s[j] = 0
+                    sx[j] = 0
+                }
+                for r in arena.rows(ofGroup: group, in: rows) {
+                    let gr = g.pointer + r * f, xr = xhat.pointer + r * f
+                    for j in range {
+                        s[j] += gr[j]
+                        sx[j] += gr[j] * xr[j]
+                    }
+                }
+                for j in range {
+                    dGamma[group].mutable[j] += sx[j]
+                    dBeta[group].mutable[j] += s[j]
                 }
             }
-            for j in range {
-                dGamma.mutable[j] += sx[j]
-                dBeta.mutable[j] += s[j]
-            }
         }
-        batchCollective?.allReduceSum(sums.mutable, count: 2 * f)
+        // The batch statistics' gradient: the groups' sums added pairwise, then across ranks.
+        addRunsPairwise(partial.mutable, parts: groups, length: 2 * f)
+        let sums = SendablePointer(featureSums.reserved(2 * f))
+        sums.mutable.update(from: partial.pointer, count: 2 * f)
+        batchCollective?.allReduceSumPairwise(sums.mutable, count: 2 * f)
         parallelChunks(f, minimumChunk: 256) { range in
             let s = sums.pointer, sx = sums.pointer + f
             for r in 0..<rows {

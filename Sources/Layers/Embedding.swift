@@ -36,14 +36,16 @@ public final class Embedding {
         }
     }
 
-    /// dE[token[r]] += dy[r], in row order (deterministic).
+    /// dE[token[r]] += dy[r], in row order (deterministic), each gradient group into its copy.
     public func backward(
         _ tokens: UnsafePointer<Int32>, dOutput dy: UnsafePointer<Float>, rows: Int,
         arena: ParameterArena
     ) {
-        let g = arena.gradient(table)
-        for r in 0..<rows {
-            addInPlace(g + Int(tokens[r]) * width, dy + r * width, count: width)
+        for group in 0..<arena.gradientGroups {
+            let g = arena.gradient(table, group: group)
+            for r in arena.rows(ofGroup: group, in: rows) {
+                addInPlace(g + Int(tokens[r]) * width, dy + r * width, count: width)
+            }
         }
     }
 }

@@ -89,7 +89,21 @@ public final class LayerNorm {
         _ x: UnsafePointer<Float>, dOutput dy: UnsafePointer<Float>, rows: Int,
         dInput dx: UnsafeMutablePointer<Float>?, arena: ParameterArena
     ) {
-        let c = width
+        for group in 0..<arena.gradientGroups {
+            backward(
+                x, dOutput: dy, rows: arena.rows(ofGroup: group, in: rows), dInput: dx,
+                weightGradient: arena.gradient(weight, group: group),
+                biasGradient: arena.gradient(bias, group: group), arena: arena)
+        }
+    }
+
+    /// The backward pass over `part` of the rows, its parameter gradients into the given ones.
+    private func backward(
+        _ x: UnsafePointer<Float>, dOutput dy: UnsafePointer<Float>, rows part: Range<Int>,
+        dInput dx: UnsafeMutablePointer<Float>?, weightGradient: UnsafeMutablePointer<Float>,
+        biasGradient: UnsafeMutablePointer<Float>, arena: ParameterArena
+    ) {
+        let c = width, rows = part.count, first = part.lowerBound
         // Fixed chunking, independent of the thread count, so gradients are bit-identical
         // whatever --threads says.
         let chunks = max(1, min(Self.maximumChunks, rows / 32))
@@ -103,7 +117,7 @@ public final class LayerNorm {
             let gw = pw.mutable + chunk * c, gb = pb.mutable + chunk * c
             gw.update(repeating: 0, count: c)
             gb.update(repeating: 0, count: c)
-            for r in (chunk * rows / chunks)..<((chunk + 1) * rows / chunks) {
+            for r in (first + chunk * rows / chunks)..<(first + (chunk + 1) * rows / chunks) {
                 let row = x.pointer + r * c, g = dy.pointer + r * c
                 let m = mean.pointer[r], s = inverseStd.pointer[r]
                 // dnorm = g * w; dx = s * (dnorm - mean(dnorm) - xhat * mean(dnorm * xhat))
@@ -126,10 +140,9 @@ public final class LayerNorm {
                 }
             }
         }
-        let gw = arena.gradient(weight), gb = arena.gradient(bias)
         for chunk in 0..<chunks {
-            addInPlace(gw, pw.pointer + chunk * c, count: c)
-            addInPlace(gb, pb.pointer + chunk * c, count: c)
+            addInPlace(weightGradient, pw.pointer + chunk * c, count: c)
+            addInPlace(biasGradient, pb.pointer + chunk * c, count: c)
         }
     }
 }

@@ -35,8 +35,8 @@ public final class Linear {
         _ x: UnsafePointer<Float>, rows: Int, output y: UnsafeMutablePointer<Float>,
         arena: ParameterArena
     ) {
-        gemm(
-            transposeB: true, m: rows, n: outputWidth, k: inputWidth,
+        gemmInRowGroups(
+            arena.gradientGroups, transposeB: true, m: rows, n: outputWidth, k: inputWidth,
             a: x, lda: inputWidth, b: arena.value(weight), ldb: inputWidth,
             beta: 0, c: y, ldc: outputWidth)
         if let bias {
@@ -44,25 +44,30 @@ public final class Linear {
         }
     }
 
-    /// Accumulates dW += dy^T x, db += column sums of dy and, when `dInput` is given,
+    /// Accumulates dW += dy^T x, db += column sums of dy (each gradient group's rows into its
+    /// own copy) and, when `dInput` is given,
     /// dx (+)= dy W (`accumulateInput` false overwrites dx).
     public func backward(
         _ x: UnsafePointer<Float>, dOutput dy: UnsafePointer<Float>, rows: Int,
         dInput dx: UnsafeMutablePointer<Float>?, accumulateInput: Bool = true,
         arena: ParameterArena
     ) {
-        gemm(
-            transposeA: true, m: outputWidth, n: inputWidth, k: rows,
-            a: dy, lda: outputWidth, b: x, ldb: inputWidth,
-            beta: 1, c: arena.gradient(weight), ldc: inputWidth)
-        if let bias {
-            addColumnSums(
-                arena.gradient(bias), of: dy, rows: rows, columns: outputWidth,
-                rowStride: outputWidth)
+        for group in 0..<arena.gradientGroups {
+            let part = arena.rows(ofGroup: group, in: rows)
+            gemm(
+                transposeA: true, m: outputWidth, n: inputWidth, k: part.count,
+                a: dy + part.lowerBound * outputWidth, lda: outputWidth,
+                b: x + part.lowerBound * inputWidth, ldb: inputWidth,
+                beta: 1, c: arena.gradient(weight, group: group), ldc: inputWidth)
+            if let bias {
+                addColumnSums(
+                    arena.gradient(bias, group: group), of: dy + part.lowerBound * outputWidth,
+                    rows: part.count, columns: outputWidth, rowStride: outputWidth)
+            }
         }
         if let dx {
-            gemm(
-                m: rows, n: inputWidth, k: outputWidth,
+            gemmInRowGroups(
+                arena.gradientGroups, m: rows, n: inputWidth, k: outputWidth,
                 a: dy, lda: outputWidth, b: arena.value(weight), ldb: inputWidth,
                 beta: accumulateInput ? 1 : 0, c: dx, ldc: inputWidth)
         }

@@ -309,6 +309,10 @@ public final class MixtureOfExperts: FeedForwardLayer {
     // Saved by forward for backward.
     private var rows = 0
     private var trainingPass = false
+    /// The sorted pairs of expert e in gradient group g at [e * groups + g] (rows ascend in an
+    /// expert's block, so each is a contiguous run): every expert product runs per group, so
+    /// its rows are computed by the same calls whichever ranks hold the groups.
+    private var groupPairs: [Range<Int>] = []
     private let logits = FloatBuffer()  // z [R, N]
     private let activated = FloatBuffer()  // sigmoid(z) or softmax(z) [R, N] (per variant)
     private let chosen = Buffer<Int32>()  // [R, K], ascending expert per row
@@ -561,6 +565,22 @@ public final class MixtureOfExperts: FeedForwardLayer {
         return m + Foundation.log(total)
     }
 
+    /// `groupPairs` of a pass over `r` rows in `groups` gradient groups (see ParameterArena).
+    private func splitPairsByGroup(rows r: Int, groups: Int) {
+        let offsets = expertOffsets.pointer, owner = pairRow.pointer
+        groupPairs.removeAll(keepingCapacity: true)
+        for e in 0..<experts {
+            var first = offsets[e]
+            for group in 0..<groups {
+                let end = (r * (group + 1) / groups)
+                var last = first
+                while last < offsets[e + 1] && Int(owner[last]) < end { last += 1 }
+                groupPairs.append(first..<last)
+                first = last
+            }
+        }
+    }
+
     /// Counting sort of the (row, slot) pairs by expert; stable, so the order is deterministic.
     private func sortPairs(rows r: Int) {
         let (n, kk) = (experts, k)
@@ -593,9 +613,10 @@ public final class MixtureOfExperts: FeedForwardLayer {
         rows = r
         trainingPass = context.training
         let z = logits.reserved(r * n)
-        gemm(transposeB: true, m: r, n: n, k: d, a: x, lda: d, b: arena.value(selector), ldb: d, beta: 0, c: z, ldc: n)
+        gemmInRowGroups(arena.gradientGroups, transposeB: true, m: r, n: n, k: d, a: x, lda: d, b: arena.value(selector), ldb: d, beta: 0, c: z, ldc: n)
         route(shape: shape, context: &context)
         sortPairs(rows: r)
+        splitPairsByGroup(rows: r, groups: arena.gradientGroups)
         // Usage of this pass: the sort's per-expert counts.
         let start = expertOffsets.pointer
         for e in 0..<n { usageCounts[e] += start[e + 1] - start[e] }
@@ -618,22 +639,23 @@ public final class MixtureOfExperts: FeedForwardLayer {
         }
         let h = SendablePointer(hidden.reserved(pairs * g)), a = SendablePointer(gatedHidden.reserved(pairs * g))
         let ys = SendablePointer(sortedOutput.reserved(pairs * d))
-        let offsets = SendablePointer(expertOffsets.pointer)
         let w1 = SendablePointer(arena.value(keys)), w2 = SendablePointer(arena.value(values))
+        let groups = arena.gradientGroups, parts = groupPairs
         parallelFor(n) { e in
-            let start = offsets.pointer[e], count = offsets.pointer[e + 1] - start
-            if count == 0 { return }
-            let hidden = h.mutable + start * g, gated = a.mutable + start * g
-            gemm(m: count, n: g, k: d, a: xs.pointer + start * d, lda: d, b: w1.pointer + e * d * g, ldb: g, beta: 0, c: hidden, ldc: g)
-            for j in 0..<count {
-                let gateValue = gateSorted.pointer[start + j]
-                for c in 0..<g {
-                    let v = max(hidden[j * g + c], 0)
-                    hidden[j * g + c] = v
-                    gated[j * g + c] = gateValue * v
+            for part in parts[(e * groups)..<((e + 1) * groups)] where !part.isEmpty {
+                let start = part.lowerBound, count = part.count
+                let hidden = h.mutable + start * g, gated = a.mutable + start * g
+                gemm(m: count, n: g, k: d, a: xs.pointer + start * d, lda: d, b: w1.pointer + e * d * g, ldb: g, beta: 0, c: hidden, ldc: g)
+                for j in 0..<count {
+                    let gateValue = gateSorted.pointer[start + j]
+                    for c in 0..<g {
+                        let v = max(hidden[j * g + c], 0)
+                        hidden[j * g + c] = v
+                        gated[j * g + c] = gateValue * v
+                    }
                 }
+                gemm(m: count, n: d, k: g, a: gated, lda: g, b: w2.pointer + e * g * d, ldb: d, beta: 0, c: ys.mutable + start * d, ldc: d)
             }
-            gemm(m: count, n: d, k: g, a: gated, lda: g, b: w2.pointer + e * g * d, ldb: d, beta: 0, c: ys.mutable + start * d, ldc: d)
         }
         // Gather back per row, slots in order: deterministic sums.
         let position = SendablePointer(pairPosition.pointer), out = SendablePointer(y)
@@ -646,7 +668,8 @@ public final class MixtureOfExperts: FeedForwardLayer {
                 }
             }
         }
-        auxiliaryLoss = context.training ? regularizerForward(rows: r, collective: context.trainingCollective) : 0
+        auxiliaryLoss = context.training
+            ? regularizerForward(rows: r, collective: context.trainingCollective, arena: arena) : 0
     }
 
     /// The regularised logits of one row: all N (entropy on raw z), or the K chosen raw logits
@@ -662,8 +685,10 @@ public final class MixtureOfExperts: FeedForwardLayer {
     /// Computes the auxiliary loss and saves the regularised rows' softmax for its gradient.
     /// Both losses average over the batch's rows: in a data-parallel job (`collective`) their
     /// column statistics are reduced over every rank's rows, so each rank computes the loss of
-    /// the whole batch and the gradient of its own rows' share in it.
-    private func regularizerForward(rows r: Int, collective: (any Collective)?) -> Double {
+    /// the whole batch and the gradient of its own rows' share in it. The sums over rows are
+    /// taken per gradient group and added pairwise, so that they are the same bits whichever
+    /// ranks hold the groups (see ParameterArena).
+    private func regularizerForward(rows r: Int, collective: (any Collective)?, arena: ParameterArena) -> Double {
         let c = regularizedColumns
         let p = regularizerRows.reserved(r * c)
         let logMean = columnLogMean.reserved(c)
@@ -686,26 +711,31 @@ public final class MixtureOfExperts: FeedForwardLayer {
         case .entropy(let gamma):
             // log pbar_e = logsumexp_r(log_softmax(z_r)_e) - log R, with log_softmax computed
             // from the logits (not log of the rounded probabilities), in Double. Across ranks:
-            // each rank's sum of exp(. - its maximum), rescaled to the overall maximum.
-            var maxima = [Double](repeating: -.infinity, count: c)
-            var totals = [Double](repeating: 0, count: c)
-            for column in 0..<c {
-                var m = -Double.infinity
-                for row in 0..<r { m = max(m, logSoftmax(row: row, column: column)) }
-                var total = 0.0
-                for row in 0..<r { total += Foundation.exp(logSoftmax(row: row, column: column) - m) }
-                (maxima[column], totals[column]) = (m, total)
-            }
-            if let collective {
-                let overall = collective.maximum(maxima)
-                for column in 0..<c where maxima[column] > -.infinity {
-                    totals[column] *= Foundation.exp(maxima[column] - overall[column])
+            // each group's sum of exp(. - its maximum), rescaled to the overall maximum.
+            let groups = arena.gradientGroups
+            var maxima = [[Double]](repeating: [Double](repeating: -.infinity, count: c), count: groups)
+            var totals = [[Double]](repeating: [Double](repeating: 0, count: c), count: groups)
+            for group in 0..<groups {
+                let part = arena.rows(ofGroup: group, in: r)
+                for column in 0..<c {
+                    var m = -Double.infinity
+                    for row in part { m = max(m, logSoftmax(row: row, column: column)) }
+                    var total = 0.0
+                    for row in part { total += Foundation.exp(logSoftmax(row: row, column: column) - m) }
+                    (maxima[group][column], totals[group][column]) = (m, total)
                 }
-                totals = collective.sum(totals)
-                maxima = overall
             }
+            var overall = (0..<c).map { column in maxima.map { $0[column] }.max()! }
+            if let collective { overall = collective.maximum(overall) }
+            for group in 0..<groups {
+                for column in 0..<c where maxima[group][column] > -.infinity {
+                    totals[group][column] *= Foundation.exp(maxima[group][column] - overall[column])
+                }
+            }
+            var summed = addPairwise(totals)
+            if let collective { summed = collective.sumPairwise(summed) }
             for column in 0..<c {
-                logMean[column] = maxima[column] + Foundation.log(totals[column]) - Foundation.log(Double(regularizedRows))
+                logMean[column] = overall[column] + Foundation.log(summed[column]) - Foundation.log(Double(regularizedRows))
             }
             var loss = 0.0
             for column in 0..<c { loss += Foundation.exp(logMean[column]) * logMean[column] }
@@ -713,14 +743,18 @@ public final class MixtureOfExperts: FeedForwardLayer {
         case .switchBalance(let gamma):
             // Per expert: its (token, slot) pairs and the sum of its probabilities over rows.
             let offsets = expertOffsets.pointer
-            var sums = [Double](repeating: 0, count: 2 * experts)
-            for e in 0..<experts {
-                sums[e] = Double(offsets[e + 1] - offsets[e])
-                var sumP = 0.0
-                for row in 0..<r { sumP += Double(p[row * c + e]) }
-                sums[experts + e] = sumP
+            // Counts (exact in any order) and, per gradient group, probability sums.
+            var parts = [[Double]](repeating: [Double](repeating: 0, count: 2 * experts), count: arena.gradientGroups)
+            for e in 0..<experts { parts[0][e] = Double(offsets[e + 1] - offsets[e]) }
+            for group in parts.indices {
+                for e in 0..<experts {
+                    var sumP = 0.0
+                    for row in arena.rows(ofGroup: group, in: r) { sumP += Double(p[row * c + e]) }
+                    parts[group][experts + e] = sumP
+                }
             }
-            if let collective { sums = collective.sum(sums) }
+            var sums = addPairwise(parts)
+            if let collective { sums = collective.sumPairwise(sums) }
             let rows = regularizedRows
             switchFractions = (0..<experts).map { sums[$0] / Double(rows * k) }
             var loss = 0.0
@@ -756,17 +790,19 @@ public final class MixtureOfExperts: FeedForwardLayer {
         let dh = SendablePointer(dHidden.reserved(pairs * g)), dxs = SendablePointer(dSortedInput.reserved(pairs * d))
         let h = SendablePointer(hidden.pointer), a = SendablePointer(gatedHidden.pointer)
         let xs = SendablePointer(sortedInput.pointer)
-        let offsets = SendablePointer(expertOffsets.pointer)
         let w1 = SendablePointer(arena.value(keys)), w2 = SendablePointer(arena.value(values))
-        let dw1 = SendablePointer(arena.gradient(keys)), dw2 = SendablePointer(arena.gradient(values))
-        do {
-            parallelFor(n) { e in
-                let start = offsets.pointer[e], count = offsets.pointer[e + 1] - start
-                if count == 0 { return }
+        let groups = arena.gradientGroups, parts = groupPairs
+        let dw1 = (0..<groups).map { SendablePointer(arena.gradient(keys, group: $0)) }
+        let dw2 = (0..<groups).map { SendablePointer(arena.gradient(values, group: $0)) }
+        parallelFor(n) { e in
+            for group in 0..<groups {
+                let part = parts[e * groups + group]
+                if part.isEmpty { continue }
+                let start = part.lowerBound, count = part.count
                 let dyBlock = dys.pointer + start * d, dA = dh.mutable + start * g
                 // dA = dY W2_e^T; dW2_e += A^T dY.
                 gemm(transposeB: true, m: count, n: g, k: d, a: dyBlock, lda: d, b: w2.pointer + e * g * d, ldb: d, beta: 0, c: dA, ldc: g)
-                gemm(transposeA: true, m: g, n: d, k: count, a: a.pointer + start * g, lda: g, b: dyBlock, ldb: d, beta: 1, c: dw2.mutable + e * g * d, ldc: d)
+                gemm(transposeA: true, m: g, n: d, k: count, a: a.pointer + start * g, lda: g, b: dyBlock, ldb: d, beta: 1, c: dw2[group].mutable + e * g * d, ldc: d)
                 for j in 0..<count {
                     let row = dA + j * g, kept = h.pointer + (start + j) * g
                     // d(gate) = dA . ReLU(h); dH = dA * gate where h > 0.
@@ -775,7 +811,7 @@ public final class MixtureOfExperts: FeedForwardLayer {
                     for c in 0..<g { row[c] = kept[c] > 0 ? row[c] * gateValue : 0 }
                 }
                 // dW1_e += X_e^T dH; dX_e = dH W1_e^T.
-                gemm(transposeA: true, m: d, n: g, k: count, a: xs.pointer + start * d, lda: d, b: dA, ldb: g, beta: 1, c: dw1.mutable + e * d * g, ldc: g)
+                gemm(transposeA: true, m: d, n: g, k: count, a: xs.pointer + start * d, lda: d, b: dA, ldb: g, beta: 1, c: dw1[group].mutable + e * d * g, ldc: g)
                 gemm(transposeB: true, m: count, n: d, k: g, a: dA, lda: g, b: w1.pointer + e * d * g, ldb: g, beta: 0, c: dxs.mutable + start * d, ldc: d)
             }
         }
@@ -794,8 +830,12 @@ public final class MixtureOfExperts: FeedForwardLayer {
         gateBackward(dz: dz, sortedGateGradient: dGate.pointer)
         if trainingPass { regularizerBackward(dz: dz) }
         // dW3 += dz^T x; dx += dz W3.
-        gemm(transposeA: true, m: n, n: d, k: r, a: dz, lda: n, b: x, ldb: d, beta: 1, c: arena.gradient(selector), ldc: d)
-        gemm(m: r, n: d, k: n, a: dz, lda: n, b: arena.value(selector), ldb: d, beta: 1, c: dx, ldc: d)
+        for group in 0..<groups {
+            let part = arena.rows(ofGroup: group, in: r)
+            gemm(transposeA: true, m: n, n: d, k: part.count, a: dz + part.lowerBound * n, lda: n,
+                 b: x + part.lowerBound * d, ldb: d, beta: 1, c: arena.gradient(selector, group: group), ldc: d)
+        }
+        gemmInRowGroups(arena.gradientGroups, m: r, n: d, k: n, a: dz, lda: n, b: arena.value(selector), ldb: d, beta: 1, c: dx, ldc: d)
     }
 
     /// dz from d(gate) of each chosen (row, slot); dropped gates are constants.

@@ -434,15 +434,15 @@ public final class ProductKeyMemory: FeedForwardLayer {
         for p in 0..<2 {
             if query.headStride == 0 {
                 // One query for all heads: a single product per half against all heads' keys.
-                gemm(
-                    transposeB: true, m: rows, n: h * n, k: half,
+                gemmInRowGroups(
+                    arena.gradientGroups, transposeB: true, m: rows, n: h * n, k: half,
                     a: query.pointer + p * half, lda: query.rowStride,
                     b: k + p * h * n * half, ldb: half,
                     beta: 0, c: scores + p * h * n, ldc: 2 * h * n)
             } else {
                 for head in 0..<h {
-                    gemm(
-                        transposeB: true, m: rows, n: n, k: half,
+                    gemmInRowGroups(
+                        arena.gradientGroups, transposeB: true, m: rows, n: n, k: half,
                         a: query.pointer + head * query.headStride + p * half, lda: query.rowStride,
                         b: k + (p * h + head) * n * half, ldb: half,
                         beta: 0, c: scores + (p * h + head) * n, ldc: 2 * h * n)
@@ -473,16 +473,20 @@ public final class ProductKeyMemory: FeedForwardLayer {
         dInput dx: UnsafeMutablePointer<Float>, arena: ParameterArena
     ) {
         let h = config.heads, n = config.keysPerHalf, half = halfWidth
-        let k = arena.value(keys), dk = arena.gradient(keys)
+        let k = arena.value(keys)
         let query = queryLayout(x)
         guard let projection = queryProjection, let norm = queryNorm else {
             for p in 0..<2 {
-                gemm(
-                    transposeA: true, m: h * n, n: half, k: rows,
-                    a: dHalf + p * h * n, lda: 2 * h * n, b: x + p * half, ldb: width,
-                    beta: 1, c: dk + p * h * n * half, ldc: half)
-                gemm(
-                    m: rows, n: half, k: h * n, a: dHalf + p * h * n, lda: 2 * h * n,
+                for group in 0..<arena.gradientGroups {
+                    let part = arena.rows(ofGroup: group, in: rows)
+                    gemm(
+                        transposeA: true, m: h * n, n: half, k: part.count,
+                        a: dHalf + part.lowerBound * 2 * h * n + p * h * n, lda: 2 * h * n,
+                        b: x + part.lowerBound * width + p * half, ldb: width,
+                        beta: 1, c: arena.gradient(keys, group: group) + p * h * n * half, ldc: half)
+                }
+                gemmInRowGroups(
+                    arena.gradientGroups, m: rows, n: half, k: h * n, a: dHalf + p * h * n, lda: 2 * h * n,
                     b: k + p * h * n * half, ldb: half, beta: 1, c: dx + p * half, ldc: width)
             }
             return
@@ -491,12 +495,17 @@ public final class ProductKeyMemory: FeedForwardLayer {
         for p in 0..<2 {
             for head in 0..<h {
                 let block = (p * h + head) * n
-                gemm(
-                    transposeA: true, m: n, n: half, k: rows, a: dHalf + block, lda: 2 * h * n,
-                    b: query.pointer + head * query.headStride + p * half, ldb: query.rowStride,
-                    beta: 1, c: dk + block * half, ldc: half)
-                gemm(
-                    m: rows, n: half, k: n, a: dHalf + block, lda: 2 * h * n,
+                for group in 0..<arena.gradientGroups {
+                    let part = arena.rows(ofGroup: group, in: rows)
+                    gemm(
+                        transposeA: true, m: n, n: half, k: part.count,
+                        a: dHalf + part.lowerBound * 2 * h * n + block, lda: 2 * h * n,
+                        b: query.pointer + part.lowerBound * query.rowStride + head * query.headStride + p * half,
+                        ldb: query.rowStride,
+                        beta: 1, c: arena.gradient(keys, group: group) + block * half, ldc: half)
+                }
+                gemmInRowGroups(
+                    arena.gradientGroups, m: rows, n: half, k: n, a: dHalf + block, lda: 2 * h * n,
                     b: k + block * half, ldb: half,
                     beta: 0, c: dq + head * width + p * half, ldc: queryWidth)
             }

@@ -48,8 +48,8 @@ extension ProductKeyMemory {
                 }
             }
         }
-        gemm(
-            m: rows, n: width, k: nn, a: act.pointer, lda: nn, b: arena.value(values), ldb: width,
+        gemmInRowGroups(
+            arena.gradientGroups, m: rows, n: width, k: nn, a: act.pointer, lda: nn, b: arena.value(values), ldb: width,
             beta: 0, c: y, ldc: width)
         // Usage: each worker counts a range of value rows (columns of act) over all tokens.
         let totals = SendablePointer(usageTotals)
@@ -69,12 +69,15 @@ extension ProductKeyMemory {
         let h = config.heads, n = config.keysPerHalf, nn = valueCount, d = width
         let act = SendablePointer(activations.pointer)
         let da = SendablePointer(dActivations.reserved(rows * nn))
-        gemm(
-            transposeB: true, m: rows, n: nn, k: d, a: dy, lda: d, b: arena.value(values), ldb: d,
+        gemmInRowGroups(
+            arena.gradientGroups, transposeB: true, m: rows, n: nn, k: d, a: dy, lda: d, b: arena.value(values), ldb: d,
             beta: 0, c: da.mutable, ldc: nn)
-        gemm(
-            transposeA: true, m: nn, n: d, k: rows, a: act.pointer, lda: nn, b: dy, ldb: d,
-            beta: 1, c: arena.gradient(values), ldc: d)
+        for group in 0..<arena.gradientGroups {
+            let part = arena.rows(ofGroup: group, in: rows)
+            gemm(
+                transposeA: true, m: nn, n: d, k: part.count, a: act.pointer + part.lowerBound * nn, lda: nn,
+                b: dy + part.lowerBound * d, ldb: d, beta: 1, c: arena.gradient(values, group: group), ldc: d)
+        }
         let activation = config.activation
         let dh = SendablePointer(dHalf)
         parallelChunks(rows, minimumChunk: max(1, 16_384 / nn)) { range in

@@ -146,7 +146,11 @@ extension ProductKeyMemory {
         }
         // Workers own ranges of value rows holding about equal numbers of entries.
         let starts = SendablePointer(start), sorted = SendablePointer(order)
-        let dV = SendablePointer(arena.gradient(values))
+        // Entries go to their row's gradient group (rows R g / G ..< R (g + 1) / G, G dividing
+        // R), in entry order within a value row, as a rank holding the group adds them.
+        let groups = arena.gradientGroups, rowsPerGroup = rows / groups
+        precondition(rows % groups == 0, "\(rows) rows in \(groups) gradient groups")
+        let dV = (0..<groups).map { SendablePointer(arena.gradient(values, group: $0)) }
         let parts = chunkCount(entries)
         parallelFor(parts) { part in
             func boundary(_ part: Int) -> Int {
@@ -156,11 +160,11 @@ extension ProductKeyMemory {
             }
             let low = boundary(part), high = boundary(part + 1)
             for j in low..<high {
-                let target = dV.mutable + j * d
                 for t in Int(starts.pointer[j])..<Int(starts.pointer[j + 1]) {
                     let e = Int(sorted.pointer[t])
                     let weight = act.pointer[e]
-                    if weight != 0 { axpy(target, weight, dyp.pointer + (e / slots) * d, count: d) }
+                    let row = e / slots
+                    if weight != 0 { axpy(dV[row / rowsPerGroup].mutable + j * d, weight, dyp.pointer + row * d, count: d) }
                 }
             }
         }

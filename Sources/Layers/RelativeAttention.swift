@@ -159,7 +159,7 @@ public final class RelativeAttention {
             yq = UnsafePointer(copy)
         }
         let qc = contentQuery.reserved(b * t * hd), qp = positionQuery.reserved(b * t * hd)
-        gemm(transposeB: true, m: b * t, n: hd, k: d, a: yq, lda: d,
+        gemmInRowGroups(arena.gradientGroups, transposeB: true, m: b * t, n: hd, k: d, a: yq, lda: d,
              b: arena.value(query), ldb: d, beta: 0, c: qc, ldc: hd)
         let u = arena.value(contentBias), v = arena.value(positionBias)
         for row in 0..<(b * t) {
@@ -179,7 +179,7 @@ public final class RelativeAttention {
             }
         } else {
             (kv, kvStride) = (keyValues.reserved(b * sMax * 2 * hd), s)
-            gemm(transposeB: true, m: b * s, n: 2 * hd, k: d, a: x, lda: d,
+            gemmInRowGroups(arena.gradientGroups, transposeB: true, m: b * s, n: 2 * hd, k: d, a: x, lda: d,
                  b: arena.value(keyValue), ldb: d, beta: 0, c: kv, ldc: 2 * hd)
         }
 
@@ -206,7 +206,7 @@ public final class RelativeAttention {
                 contentQuery: qc, positionQuery: qp, keyValues: kv, keyValueStride: kvStride, positionKeys: rk,
                 batch: b, queryLength: t, memoryLength: m, keyCapacity: sMax,
                 scale: arena.value(scoreScale)[0], output: out)
-            gemm(transposeB: true, m: b * t, n: d, k: hd, a: out, lda: hd,
+            gemmInRowGroups(arena.gradientGroups, transposeB: true, m: b * t, n: d, k: hd, a: out, lda: hd,
                  b: arena.value(output), ldb: hd, beta: 0, c: y, ldc: d)
             return
         }
@@ -256,7 +256,7 @@ public final class RelativeAttention {
             gemm(m: t, n: dh, k: s, a: p, lda: s, b: keys + dh, ldb: 2 * hd,
                  beta: 0, c: outS.mutable + item * t * hd + head * dh, ldc: hd)
         }
-        gemm(transposeB: true, m: b * t, n: d, k: hd, a: out, lda: hd,
+        gemmInRowGroups(arena.gradientGroups, transposeB: true, m: b * t, n: d, k: hd, a: out, lda: hd,
              b: arena.value(output), ldb: hd, beta: 0, c: y, ldc: d)
     }
 
@@ -411,11 +411,17 @@ public final class RelativeAttention {
         let s = m + t, d = width, h = config.heads, dh = config.headSize, hd = h * dh
         let scaleValue = arena.value(scoreScale)[0]
 
-        // Output projection.
-        gemm(transposeA: true, m: d, n: hd, k: b * t, a: dy, lda: d, b: merged.pointer, ldb: hd,
-             beta: 1, c: arena.gradient(output), ldc: hd)
+        // Output projection. Every parameter gradient sums over the streams of each gradient
+        // group apart (the groups are contiguous runs of streams; see ParameterArena).
+        let groups = arena.gradientGroups
+        for group in 0..<groups {
+            let part = arena.rows(ofGroup: group, in: b * t)
+            gemm(transposeA: true, m: d, n: hd, k: part.count, a: dy + part.lowerBound * d, lda: d,
+                 b: merged.pointer + part.lowerBound * hd, ldb: hd,
+                 beta: 1, c: arena.gradient(output, group: group), ldc: hd)
+        }
         let dOut = dMerged.reserved(b * t * hd)
-        gemm(m: b * t, n: hd, k: d, a: dy, lda: d, b: arena.value(output), ldb: hd,
+        gemmInRowGroups(arena.gradientGroups, m: b * t, n: hd, k: d, a: dy, lda: d, b: arena.value(output), ldb: hd,
              beta: 0, c: dOut, ldc: hd)
 
         let probabilities = SendablePointer(scratch.probabilities.reserved(h * b * t * s))
@@ -468,46 +474,65 @@ public final class RelativeAttention {
             gemm(m: t, n: dh, k: s, a: g, lda: s, b: keys, ldb: 2 * hd,
                  beta: 0, c: dq.mutable + item * t * hd + head * dh, ldc: hd)
         }
-        var dScaleTotal: Float = 0
-        for task in 0..<(h * b) { dScaleTotal += dsPartial.pointer[task] }
-        arena.gradient(scoreScale)[0] += dScaleTotal
-
-        // u collects the content-query gradient before the position part is added to dq.
-        addColumnSums(arena.gradient(contentBias), of: dq.pointer, rows: b * t, columns: hd, rowStride: hd)
+        for group in 0..<groups {
+            var dScaleTotal: Float = 0
+            for head in 0..<h {
+                for item in arena.rows(ofGroup: group, in: b) { dScaleTotal += dsPartial.pointer[head * b + item] }
+            }
+            arena.gradient(scoreScale, group: group)[0] += dScaleTotal
+            // u collects the content-query gradient before the position part is added to dq.
+            let part = arena.rows(ofGroup: group, in: b * t)
+            addColumnSums(
+                arena.gradient(contentBias, group: group), of: dq.pointer + part.lowerBound * hd,
+                rows: part.count, columns: hd, rowStride: hd)
+        }
 
         // Position part per head over all B*T rows:
         //   d(q + v) = dbd rk,  d rk = dbd^T (q + v),  dv = (column sums of dbd) rk.
         let rk = SendablePointer(positionKeys.pointer), qp = SendablePointer(positionQuery.pointer)
         let drk = SendablePointer(dPositionKeys.reserved(s * hd))
         let dvRows = SendablePointer(dPositionBiasRows.reserved(h * s))
-        let dvGrad = SendablePointer(arena.gradient(positionBias))
         let ones = SendablePointer(Ones.shared.pointer(count: b * t))
         parallelFor(h) { head in
-            let block = dbd.pointer + head * b * t * s
-            gemm(m: b * t, n: dh, k: s, a: block, lda: s, b: rk.pointer + head * dh, ldb: hd,
+            gemmInRowGroups(groups, m: b * t, n: dh, k: s, a: dbd.pointer + head * b * t * s, lda: s, b: rk.pointer + head * dh, ldb: hd,
                  beta: 1, c: dq.mutable + head * dh, ldc: hd)
-            gemm(transposeA: true, m: s, n: dh, k: b * t, a: block, lda: s,
-                 b: qp.pointer + head * dh, ldb: hd, beta: 0, c: drk.mutable + head * dh, ldc: hd)
-            let columnSums = dvRows.mutable + head * s
-            gemv(transpose: true, rows: b * t, columns: s, a: block, lda: s, x: ones.pointer,
-                 beta: 0, y: columnSums)
-            gemv(transpose: true, rows: s, columns: dh, a: rk.pointer + head * dh, lda: hd,
-                 x: columnSums, beta: 1, y: dvGrad.mutable + head * dh)
         }
-        gemm(transposeA: true, m: hd, n: d, k: s, a: drk.pointer, lda: hd,
-             b: positionTable.pointer, ldb: d, beta: 1, c: arena.gradient(position), ldc: d)
+        for group in 0..<groups {
+            let part = arena.rows(ofGroup: group, in: b * t)
+            let dvGrad = SendablePointer(arena.gradient(positionBias, group: group))
+            parallelFor(h) { head in
+                let block = dbd.pointer + head * b * t * s + part.lowerBound * s
+                gemm(transposeA: true, m: s, n: dh, k: part.count, a: block, lda: s,
+                     b: qp.pointer + part.lowerBound * hd + head * dh, ldb: hd,
+                     beta: 0, c: drk.mutable + head * dh, ldc: hd)
+                let columnSums = dvRows.mutable + head * s
+                gemv(transpose: true, rows: part.count, columns: s, a: block, lda: s, x: ones.pointer,
+                     beta: 0, y: columnSums)
+                gemv(transpose: true, rows: s, columns: dh, a: rk.pointer + head * dh, lda: hd,
+                     x: columnSums, beta: 1, y: dvGrad.mutable + head * dh)
+            }
+            gemm(transposeA: true, m: hd, n: d, k: s, a: drk.pointer, lda: hd,
+                 b: positionTable.pointer, ldb: d, beta: 1, c: arena.gradient(position, group: group), ldc: d)
+        }
 
         // Query projection: dWq += dq^T yq; dx[query rows] += dq Wq.
-        gemm(transposeA: true, m: hd, n: d, k: b * t, a: dq.pointer, lda: hd,
-             b: queryInput.pointer, ldb: d, beta: 1, c: arena.gradient(query), ldc: d)
+        for group in 0..<groups {
+            let part = arena.rows(ofGroup: group, in: b * t)
+            gemm(transposeA: true, m: hd, n: d, k: part.count, a: dq.pointer + part.lowerBound * hd, lda: hd,
+                 b: queryInput.pointer + part.lowerBound * d, ldb: d, beta: 1,
+                 c: arena.gradient(query, group: group), ldc: d)
+        }
         for item in 0..<b {
             gemm(m: t, n: d, k: hd, a: dq.pointer + item * t * hd, lda: hd,
                  b: arena.value(query), ldb: d, beta: 1, c: dx + (item * s + m) * d, ldc: d)
         }
         // Key/value projection over all S rows.
-        gemm(transposeA: true, m: 2 * hd, n: d, k: b * s, a: dkv.pointer, lda: 2 * hd,
-             b: x, ldb: d, beta: 1, c: arena.gradient(keyValue), ldc: d)
-        gemm(m: b * s, n: d, k: 2 * hd, a: dkv.pointer, lda: 2 * hd,
+        for group in 0..<groups {
+            let part = arena.rows(ofGroup: group, in: b * s)
+            gemm(transposeA: true, m: 2 * hd, n: d, k: part.count, a: dkv.pointer + part.lowerBound * 2 * hd, lda: 2 * hd,
+                 b: x + part.lowerBound * d, ldb: d, beta: 1, c: arena.gradient(keyValue, group: group), ldc: d)
+        }
+        gemmInRowGroups(arena.gradientGroups, m: b * s, n: d, k: 2 * hd, a: dkv.pointer, lda: 2 * hd,
              b: arena.value(keyValue), ldb: d, beta: 1, c: dx, ldc: d)
     }
 }

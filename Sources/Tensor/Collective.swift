@@ -59,6 +59,40 @@ extension Collective {
         return String(decoding: bytes, as: UTF8.self)
     }
 
+    /// Whether a pairwise sum in rank order needs a gather: for a power of two above 2. Two
+    /// ranks add two numbers, which MPI's own sum gives in either order with the same bits.
+    private var gathersToAddPairwise: Bool { size > 2 && size & (size - 1) == 0 }
+
+    /// values = the sum over ranks, added pairwise in rank order when the size is a power of
+    /// two (then the same bits as one process summing the ranks' groups), else by the MPI
+    /// library's own order.
+    public func allReduceSumPairwise(_ values: UnsafeMutablePointer<Float>, count: Int) {
+        guard gathersToAddPairwise else { return allReduceSum(values, count: count) }
+        let chunk = 1 << 20
+        let gathered = UnsafeMutablePointer<Float>.allocate(capacity: size * min(chunk, count))
+        defer { gathered.deallocate() }
+        var start = 0
+        while start < count {
+            let length = min(chunk, count - start)
+            allGather(values + start, count: length, into: gathered)
+            addRunsPairwise(gathered, parts: size, length: length)
+            (values + start).update(from: gathered, count: length)
+            start += length
+        }
+    }
+
+    /// The sums over ranks of `values`, added like `allReduceSumPairwise`.
+    public func sumPairwise(_ values: [Double]) -> [Double] {
+        guard gathersToAddPairwise else { return sum(values) }
+        // Doubles travel as pairs of floats: the gather copies bits, it adds nothing.
+        let bits = values.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        let gathered = gather(bits)
+        return gathered.withUnsafeBytes { raw in
+            let all = raw.bindMemory(to: Double.self)
+            return Tensor.addPairwise((0..<size).map { Array(all[($0 * values.count)..<(($0 + 1) * values.count)]) })
+        }
+    }
+
     /// Whether `flag` holds on any rank.
     public func any(_ flag: Bool) -> Bool {
         guard isDistributed else { return flag }
@@ -109,5 +143,31 @@ public struct StreamShard: Sendable, Equatable {
         self.globalBatch = globalBatch
         first = rank * globalBatch / ranks
         count = (rank + 1) * globalBatch / ranks - first
+    }
+}
+
+/// The element-wise sum of `parts` (equal lengths), added pairwise in order:
+/// ((p0 + p1) + (p2 + p3)) + ..., the order of `ParameterArena.sumGradientGroups`.
+public func addPairwise(_ parts: [[Double]]) -> [Double] {
+    var parts = parts
+    var width = 1
+    while width < parts.count {
+        for first in stride(from: 0, to: parts.count - width, by: 2 * width) {
+            for i in parts[first].indices { parts[first][i] += parts[first + width][i] }
+        }
+        width *= 2
+    }
+    return parts.first ?? []
+}
+
+/// The first of `parts` consecutive runs of `length` floats at `values` becomes their sum,
+/// added pairwise like `addPairwise`; the other runs are left holding partial sums.
+public func addRunsPairwise(_ values: UnsafeMutablePointer<Float>, parts: Int, length: Int) {
+    var width = 1
+    while width < parts {
+        for first in stride(from: 0, to: parts - width, by: 2 * width) {
+            addInPlace(values + first * length, values + (first + width) * length, count: length)
+        }
+        width *= 2
     }
 }

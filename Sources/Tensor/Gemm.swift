@@ -58,6 +58,24 @@ public func gemm(
     sgemmSingleThread(transposeA, transposeB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
+/// `gemm` of a row-wise product (op(A) not transposed) in `groups` calls, one per run of rows
+/// `m * g / groups ..< m * (g + 1) / groups`. OpenBLAS may pick its kernel by the size of a
+/// product, so a row's bits can depend on how many rows share its call; with the rows of each
+/// gradient group in a call of their own (see ParameterArena), a rank holding a group
+/// computes it exactly as one process does.
+public func gemmInRowGroups(
+    _ groups: Int, transposeB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,
+    a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, beta: Float,
+    c: UnsafeMutablePointer<Float>, ldc: Int
+) {
+    for group in 0..<groups {
+        let first = m * group / groups, last = m * (group + 1) / groups
+        gemm(
+            transposeB: transposeB, m: last - first, n: n, k: k, alpha: alpha, a: a + first * lda, lda: lda,
+            b: b, ldb: ldb, beta: beta, c: c + first * ldc, ldc: ldc)
+    }
+}
+
 @inlinable
 func sgemmSingleThread(
     _ transposeA: Bool, _ transposeB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,

@@ -83,11 +83,24 @@ public struct ParameterScope {
 
 /// One flat allocation for all parameter values and one for their gradients: zeroing,
 /// clipping, the update and the checkpoint are single passes over these.
+///
+/// Gradient groups: a training pass may split its streams (batch rows) into `gradientGroups`
+/// contiguous groups and accumulate each group's share of every batch sum in its own copy of
+/// the gradients (`gradient(_:group:)`); `sumGradientGroups` then adds the copies in a fixed
+/// pairwise order into `gradients`. A data-parallel job whose ranks hold whole groups adds the
+/// same numbers in the same order as one process, so its gradients are the same bits (see
+/// Docs/distributed.md). Layers that do not split their sums write everything into group 0:
+/// the total is the same, only its rounding depends on the split.
 public final class ParameterArena: @unchecked Sendable {
     public let layout: ParameterLayout
     public let values: UnsafeMutablePointer<Float>
+    /// The gradients; group 0's copy while a pass runs with several groups.
     public let gradients: UnsafeMutablePointer<Float>
+    /// The copies of groups 1 ..< gradientGroups.
+    private var groupGradients: [UnsafeMutablePointer<Float>] = []
     public var count: Int { layout.count }
+    /// Groups of streams whose batch sums are accumulated apart (1: all in `gradients`).
+    public var gradientGroups: Int { groupGradients.count + 1 }
 
     public init(layout: ParameterLayout) {
         self.layout = layout
@@ -100,6 +113,7 @@ public final class ParameterArena: @unchecked Sendable {
     deinit {
         values.deallocate()
         gradients.deallocate()
+        for copy in groupGradients { copy.deallocate() }
     }
 
     @inlinable public func value(_ view: ParameterView) -> UnsafeMutablePointer<Float> {
@@ -110,8 +124,51 @@ public final class ParameterArena: @unchecked Sendable {
         gradients + view.offset
     }
 
+    /// `view`'s gradient in group `group`'s copy.
+    public func gradient(_ view: ParameterView, group: Int) -> UnsafeMutablePointer<Float> {
+        (group == 0 ? gradients : groupGradients[group - 1]) + view.offset
+    }
+
+    /// Allocates (or frees) the copies for `groups` groups, zeroed.
+    public func setGradientGroups(_ groups: Int) {
+        precondition(groups >= 1, "gradient groups \(groups)")
+        while groupGradients.count > groups - 1 { groupGradients.removeLast().deallocate() }
+        while groupGradients.count < groups - 1 {
+            let copy = UnsafeMutablePointer<Float>.allocate(capacity: max(1, count))
+            copy.initialize(repeating: 0, count: max(1, count))
+            groupGradients.append(copy)
+        }
+    }
+
+    /// Rows `rows * g / G ..< rows * (g + 1) / G` of a pass over `rows` stream-major rows
+    /// (G = `gradientGroups`): group g's streams when G divides the pass's streams.
+    public func rows(ofGroup group: Int, in rows: Int) -> Range<Int> {
+        let groups = gradientGroups
+        return (rows * group / groups)..<(rows * (group + 1) / groups)
+    }
+
     public func zeroGradients() {
         gradients.update(repeating: 0, count: count)
+        for copy in groupGradients { copy.update(repeating: 0, count: count) }
+    }
+
+    /// gradients = the groups' copies summed pairwise: ((g0 + g1) + (g2 + g3)) + ..., the
+    /// order a job whose ranks each hold a power-of-two run of whole groups reproduces; the
+    /// other copies are left holding partial sums.
+    public func sumGradientGroups() {
+        let groups = gradientGroups
+        guard groups > 1 else { return }
+        let all = [gradients] + groupGradients
+        var width = 1
+        while width < groups {
+            for first in stride(from: 0, to: groups - width, by: 2 * width) {
+                let target = SendablePointer(all[first]), source = SendablePointer(all[first + width])
+                parallelChunks(count) { range in
+                    addInPlace(target.mutable + range.lowerBound, source.pointer + range.lowerBound, count: range.count)
+                }
+            }
+            width *= 2
+        }
     }
 
     /// Euclidean norm of all gradients together, accumulated in Double.

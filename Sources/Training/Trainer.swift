@@ -209,10 +209,20 @@ public final class Trainer {
         metrics = collective.rank == 0
             ? try MetricsLog(url: runDirectory.appendingPathComponent("metrics.jsonl"), keepingStepsUpTo: resumeStep)
             : nil
+        model.arena.setGradientGroups(Self.gradientGroups(config: config, task: task, ranks: collective.size))
         if let largest = task.largestTrainingBatch {
             let local = TokenShape(batch: (largest.batch + collective.size - 1) / collective.size, length: largest.length)
             model.reserveBuffers(for: PassShape(tokens: local, memoryCapacity: t.memoryLength, training: true, dropout: true))
         }
+    }
+
+    /// The gradient groups of one rank: its share of the batch's gcd(G, B) groups when every
+    /// rank holds whole groups, else 1 (then the sums over ranks match one process's only to
+    /// rounding). Batches of varying size (padded sequences with a short last batch) keep 1.
+    public static func gradientGroups(config: RunConfig, task: any TrainingTask, ranks: Int) -> Int {
+        guard task.largestTrainingBatch == nil else { return 1 }
+        let groups = config.training.gradientGroups(batch: config.training.batchSize)
+        return groups % ranks == 0 ? groups / ranks : 1
     }
 
     /// This rank's streams of a batch of `batch`; throws one line unless the ranks divide it.
@@ -253,10 +263,12 @@ public final class Trainer {
         let loss = result.objective
         guard loss.isFinite else { throw nonFinite("loss is \(loss)") }
         if batch.shape.batch > 0 { model.backward() }
+        model.arena.sumGradientGroups()
         if distributed {
-            // Each rank's gradient is its streams' share of the whole batch's: their sum is it.
+            // Each rank's gradient is its streams' share of the whole batch's: their sum is it,
+            // added in the order of the gradient groups' pairwise sum.
             let started = DispatchTime.now().uptimeNanoseconds
-            collective.allReduceSum(model.arena.gradients, count: model.arena.count)
+            collective.allReduceSumPairwise(model.arena.gradients, count: model.arena.count)
             allReduceSeconds += Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
         }
         let norm = clipGradientNorm(model.arena, maximum: t.gradientClip)

@@ -48,6 +48,7 @@ extension ConfigOptions {
             (ffFactor, "--ff-factor", 1), (embSize, "--emb-size", 1), (batchSize, "--batch-size", 1),
             (segmentLength, "--segment-length", 1), (memoryLength, "--memory-length", 0),
             (evalBatchSize, "--eval-batch-size", 1), (evalMemory, "--eval-memory", 0),
+            (gradientGroups, "--gradient-groups", 1),
         ]
         let counts: [(Int?, String, Int)] = [
             (steps, "--steps", 1), (epochs, "--epochs", 1), (warmup, "--warmup", 0), (logEvery, "--log-every", 1),

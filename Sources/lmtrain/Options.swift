@@ -49,6 +49,7 @@ public struct ConfigOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Learning rate.") var lr: Double?
     @Option(parsing: .unconditional, help: "Linear warmup steps.") var warmup: Int?
     @Option(parsing: .unconditional, help: "Gradient-norm clipping threshold (0: off).") var clip: Double?
+    @Option(parsing: .unconditional, help: "Groups of streams whose gradients are summed apart, then pairwise: mpirun -np N with N dividing them gives one process's gradients exactly (default 2).") var gradientGroups: Int?
     @Option(parsing: .unconditional, help: "Weight decay (decoupled for adamw, L2 for adam).") var weightDecay: Double?
     @Option(parsing: .unconditional, help: "Adam β1.") var adamBeta1: Double?
     @Option(parsing: .unconditional, help: "Adam β2.") var adamBeta2: Double?
@@ -86,6 +87,7 @@ public struct ConfigOptions: ParsableArguments {
         if let lr { training["learning_rate"] = lr }
         if let warmup { training["warmup_steps"] = warmup }
         if let clip { training["gradient_clip"] = clip }
+        if let gradientGroups { training["gradient_groups"] = gradientGroups }
         if let weightDecay { training["weight_decay"] = weightDecay }
         if let adamBeta1 { training["adam_beta1"] = adamBeta1 }
         if let adamBeta2 { training["adam_beta2"] = adamBeta2 }

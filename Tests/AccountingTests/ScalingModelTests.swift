@@ -94,14 +94,16 @@ struct ScalingModelTests {
     }
 
     /// P, F and T of the paper presets are the accountant's: P the counted total (wt-b: the
-    /// paper's 262.48M), the gradient the accountant's gradient memory, 3F its training FLOPs.
+    /// paper's 262.48M), the gradient one copy of the accountant's gradient memory (which holds
+    /// one per gradient group), 3F its training FLOPs.
     @Test(arguments: [("wt-s", 64 * 256), ("wt-b", 64 * 512), ("e8", 32 * 512), ("wt-b-moe", 64 * 512)])
     func presetInputsAreTheAccountants(name: String, tokens: Int) throws {
         let config = Preset(name: name)!.config
         let account = try Accountant.account(config)
         let model = ScalingModel(account, config: config, nodeFLOPsPerSecond: 1e11, latencySeconds: 1e-5)
         #expect(model.parameters == account.parameters.total)
-        #expect(model.gradientBytes == Double(account.memory.gradients))
+        let copies = config.training.gradientGroups(batch: config.training.batchSize)
+        #expect(copies == 2 && model.gradientBytes * Double(copies) == Double(account.memory.gradients))
         #expect(model.tokensPerStep == tokens)
         #expect(ScalingModel.trainingToForward * model.forwardFLOPsPerToken == account.flops.trainingPerToken)
         #expect(Self.close(model.computeSeconds(ranks: 8), account.flops.trainingPerToken * Double(tokens) / 8e11))

@@ -18,10 +18,12 @@ import TestSupport
         return (inputs, targets)
     }
 
-    /// The whole model against finite differences, with one segment of memory present.
-    @Test func wholeModelGradientsWithMemory() throws {
+    /// The whole model against finite differences, with one segment of memory present; with 2
+    /// gradient groups every batch sum is taken per stream and the groups' copies are added.
+    @Test(arguments: [1, 2]) func wholeModelGradientsWithMemory(gradientGroups: Int) throws {
         let model = try TransformerXL(config: Self.tiny)
         model.initialize(seed: 3)
+        model.arena.setGradientGroups(gradientGroups)
         // Perturb the zero-initialised tensors (biases, u, v) so their gradients matter.
         var rng = RandomGenerator(seed: 4)
         for view in model.layout.views where view.name.hasSuffix("bias") {
@@ -43,6 +45,7 @@ import TestSupport
         model.arena.zeroGradients()
         _ = loss()
         model.backward()
+        model.arena.sumGradientGroups()
         let mismatches = checkGradients(model.checkedTensors, samples: 6, step: 1e-3, loss: loss)
         #expect(mismatches.isEmpty, "\(mismatches)")
         // The memory must matter: without it the loss differs.
@@ -141,13 +144,15 @@ import TestSupport
 
 @Suite(.serialized) struct SparseModelTests {
     /// The whole model with every feedforward example: expert dropout and auxiliary losses
-    /// included.
-    @Test(arguments: FeedForwardExamples.all(width: 8))
-    func wholeModelWithEveryBlockGradients(block: FeedForwardConfig) throws {
+    /// included; with 2 gradient groups (one stream each) every batch sum, the σ-MoE and
+    /// Switch regularisers' and batch norm's statistics included, is taken per group.
+    @Test(arguments: FeedForwardExamples.all(width: 8), [1, 2])
+    func wholeModelWithEveryBlockGradients(block: FeedForwardConfig, gradientGroups: Int) throws {
         var config = TransformerXLTests.tiny
         config.feedForward = block
         let model = try TransformerXL(config: config)
         model.initialize(seed: 3)
+        model.arena.setGradientGroups(gradientGroups)
         let shape = TokenShape(batch: 2, length: 4)
         let (inputs, targets) = TransformerXLTests.batch(seed: 7, shape: shape, vocabulary: 11)
         // The masks' seed: one whose dropout and expert-dropout masks put no expert or value
@@ -163,6 +168,7 @@ import TestSupport
         let auxiliary = model.forward(inputs: inputs, targets: targets, shape: shape, context: &context).auxiliaryLoss
         if block.kind == MixtureOfExperts.SigmaConfig.kind { #expect(auxiliary < 0) }
         model.backward()
+        model.arena.sumGradientGroups()
         let mismatches = checkGradients(model.checkedTensors, samples: 6, step: 1e-3, loss: loss)
         #expect(mismatches.isEmpty, "\(block.summary): \(mismatches)")
     }

@@ -33,19 +33,23 @@ struct BenchmarkTests {
         // The tiny model: d 16, 2 layers of 2 x 8 heads, T = M = 8, B = 4.
         let (d, hd, layers, t, m, b) = (16.0, 16.0, 2.0, 8.0, 8.0, 4.0)
         let trainingModel = try config.model.makeModel()
-        let forward = trainingModel.forwardFLOPs(PassShape(
+        let forward: Double = trainingModel.forwardFLOPs(PassShape(
             tokens: TokenShape(batch: 4, length: 8), memoryCapacity: 8, training: true, dropout: false)).reduce(0) { $0 + $1.perToken }
-        let saved = layers * (4 * hd * d * m / t + 2 * hd * d * (m + t) / (b * t))
+        let saved: Double = layers * (4 * hd * d * m / t + 2 * hd * d * (m + t) / (b * t))
         #expect(abs(same.ratioAtEqualFLOPRate - 3 * forward / (forward - saved)) < 1e-12 * same.ratioAtEqualFLOPRate)
         #expect(same.ratioAtEqualFLOPRate > 3)
         config.evaluation = EvaluationConfig(batchSize: 2, memorySegments: 4)
         let longer = try Benchmark.EvaluationFigures(config, batchSeconds: [1], trainingTokensPerSecond: 1)
         #expect(longer.ratioAtEqualFLOPRate < 3)
         let model = try config.model.makeModel()
-        let t = config.training.segmentLength
-        let train = model.forwardFLOPs(PassShape(tokens: TokenShape(batch: 4, length: t), memoryCapacity: t, training: true, dropout: false))
-        let eval = model.forwardFLOPs(PassShape(tokens: TokenShape(batch: 2, length: t), memoryCapacity: 4 * t, training: false, dropout: false))
-        let expected = 3 * train.reduce(0) { $0 + $1.perToken } / eval.reduce(0) { $0 + $1.perToken }
+        let length = config.training.segmentLength
+        let trainingPass = model.forwardFLOPs(PassShape(
+            tokens: TokenShape(batch: 4, length: length), memoryCapacity: length, training: true, dropout: false))
+        let evaluationPass = model.forwardFLOPs(PassShape(
+            tokens: TokenShape(batch: 2, length: length), memoryCapacity: 4 * length, training: false, dropout: false))
+        let trainingPerToken: Double = trainingPass.reduce(0) { $0 + $1.perToken }
+        let evaluationPerToken: Double = evaluationPass.reduce(0) { $0 + $1.perToken }
+        let expected = 3 * trainingPerToken / evaluationPerToken
         #expect(abs(longer.ratioAtEqualFLOPRate - expected) < 1e-12 * expected)
     }
 }
