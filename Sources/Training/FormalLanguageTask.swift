@@ -154,6 +154,7 @@ public final class FormalLanguageTask: TrainingTask {
         var context = ForwardContext(training: false, rng: RandomGenerator(seed: 0))
         var lossSum = 0.0, positions = 0, correct = 0, scored = 0
         let v = model.outputClasses
+        progress?(EvaluationProgress(batches: 0, totalBatches: batches, tokens: 0))
         for index in 0..<batches {
             let rows = (index * b)..<min((index + 1) * b, sequences.count)
             // In a data-parallel job, this rank's sequences of the batch; the batch's mean

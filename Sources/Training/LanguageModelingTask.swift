@@ -116,6 +116,7 @@ public final class LanguageModelingTask: TrainingTask {
         var context = ForwardContext(training: false, rng: RandomGenerator(seed: 0))
         var lossSum = 0.0
         var count = 0
+        progress?(EvaluationProgress(batches: 0, totalBatches: chunks, tokens: 0))
         for index in 0..<chunks {
             let length = batcher.length(ofChunk: index)
             batcher.chunk(index, inputs: inputs.pointer, targets: targets.pointer)

@@ -87,7 +87,8 @@ extension TrainingTask {
     public func isSolved(_ results: [EvaluationResult]) -> Bool { false }
 }
 
-/// How far an evaluation has come, after each batch.
+/// How far an evaluation has come: once before its first batch (0 batches, which starts the
+/// clock of a rate), then after each batch.
 public struct EvaluationProgress: Sendable, Equatable {
     public var batches: Int
     public var totalBatches: Int

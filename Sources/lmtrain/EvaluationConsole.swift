@@ -23,6 +23,8 @@ final class EvaluationConsole {
             lastPlainLine = now
             emit("evaluating \(split): \(progress.totalBatches) batches", permanent: true)
         }
+        // Before the first batch (the tasks report 0 batches then) there is no rate yet.
+        if progress.batches == 0 && progress.totalBatches > 0 { return }
         let seconds = max(1e-9, now.timeIntervalSince(started))
         let rate = Double(progress.tokens) / seconds
         if progress.batches == progress.totalBatches {
