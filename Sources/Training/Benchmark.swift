@@ -302,7 +302,10 @@ public enum Benchmark {
         _ = try LanguageModelingTask.evaluate(
             model, tokens: tokens, unit: .bytes, split: "bench", batchSize: b, segmentLength: t,
             memorySegments: m, maximumBatches: filling + batches
-        ) { _ in stamps.append(DispatchTime.now().uptimeNanoseconds) }
+        ) {
+            // The report before the first batch (0 batches) only starts a console's clock.
+            if $0.batches > 0 { stamps.append(DispatchTime.now().uptimeNanoseconds) }
+        }
         return (filling + 1..<stamps.count).map { Double(stamps[$0] - stamps[$0 - 1]) / 1e9 }
     }
 

@@ -1,4 +1,5 @@
 import Configuration
+import Datasets
 import Layers
 import Models
 import Testing
@@ -18,6 +19,24 @@ struct BenchmarkTests {
         let tokens = Double(config.evaluation.batchSize * config.training.segmentLength)
         #expect(abs(figures.tokensPerSecond - tokens / Benchmark.median(seconds)) < 1e-9 * figures.tokensPerSecond)
         #expect(abs(figures.toTrainingRatio - figures.tokensPerSecond / 1000) < 1e-12 * figures.toTrainingRatio)
+    }
+
+    /// An evaluation reports once before its first batch (0 batches, which starts a console's
+    /// rate clock), then after every batch, the last with all its tokens.
+    @Test func evaluationReportsBeforeItsFirstBatchThenAfterEach() throws {
+        var config = Fixtures.tinyConfig()
+        config.model.vocabularySize = 40
+        let model = try config.model.makeModel()
+        model.initialize(seed: 1)
+        let tokens = TokenSequence(bytes: (0..<(4 * 25)).map { UInt8($0 % 40) })
+        var reports: [EvaluationProgress] = []
+        let result = try LanguageModelingTask.evaluate(
+            model, tokens: tokens, unit: .bytes, split: "check", batchSize: 4, segmentLength: 8,
+            memorySegments: 1, maximumBatches: nil
+        ) { reports.append($0) }
+        #expect(reports.map(\.batches) == [0, 1, 2, 3])
+        #expect(reports.allSatisfy { $0.totalBatches == 3 })
+        #expect(reports.first?.tokens == 0 && reports.last?.tokens == result.tokens)
     }
 
     /// With training's batch and as much memory as training reads, a forward pass would cost
