@@ -27,18 +27,28 @@ public final class Dropout {
         active = context.dropoutActive && rate > 0
         guard active else { return }
         let m = mask.reserved(count)
+        let rate = rate
         Dropout.fillStreamMasks(m, count: count, streams: streams, context: &context) { block, count, rng in
             Dropout.fillMask(block, count: count, rate: rate, rng: &rng)
         }
-        multiplyInPlace(x, m, count: count)
+        Dropout.multiply(x, by: m, count: count)
+    }
+
+    /// x *= mask over all cores (elementwise, so the result does not depend on the split).
+    static func multiply(_ x: UnsafeMutablePointer<Float>, by mask: UnsafePointer<Float>, count: Int) {
+        let x = SendablePointer(x), mask = SendablePointer(mask)
+        parallelChunks(count) { range in
+            multiplyInPlace(x.mutable + range.lowerBound, mask.pointer + range.lowerBound, count: range.count)
+        }
     }
 
     /// Fills `count` mask entries made of `streams` equal blocks, one per stream, with `fill`
     /// and each stream's generator (`ForwardContext.streamGenerator`); runs with
-    /// `sharedDropoutDraws` draw the whole mask from `context.rng` in one go.
+    /// `sharedDropoutDraws` draw the whole mask from `context.rng` in one go. The streams' blocks
+    /// are filled in parallel: each depends only on its own generator.
     public static func fillStreamMasks<T>(
         _ mask: UnsafeMutablePointer<T>, count: Int, streams: Int, context: inout ForwardContext,
-        _ fill: (UnsafeMutablePointer<T>, Int, inout RandomGenerator) -> Void
+        _ fill: @Sendable (UnsafeMutablePointer<T>, Int, inout RandomGenerator) -> Void
     ) {
         if context.sharedDropoutDraws {
             fill(mask, count, &context.rng)
@@ -46,17 +56,18 @@ public final class Dropout {
         }
         precondition(streams > 0 && count % streams == 0, "\(count) mask entries do not split into \(streams) streams")
         let block = count / streams
-        let base = context.rng.next()
-        for stream in 0..<streams {
-            var rng = ForwardContext.streamGenerator(base: base, stream: context.firstStream + stream)
-            fill(mask + stream * block, block, &rng)
+        let base = context.rng.next(), firstStream = context.firstStream
+        let mask = SendablePointer(mask)
+        parallelFor(streams) { stream in
+            var rng = ForwardContext.streamGenerator(base: base, stream: firstStream + stream)
+            fill(mask.mutable + stream * block, block, &rng)
         }
     }
 
     /// dx = dy * mask, in place.
     public func backward(_ dy: UnsafeMutablePointer<Float>, count: Int) {
         guard active else { return }
-        multiplyInPlace(dy, mask.pointer, count: count)
+        Dropout.multiply(dy, by: mask.pointer, count: count)
     }
 
     /// mask[i] = 1/(1-p) with probability 1-p, else 0; two 24-bit uniforms per 64-bit draw.

@@ -56,6 +56,9 @@ public final class RelativeAttention {
     private let rowInverseSum = FloatBuffer()
     private let merged = FloatBuffer()  // [B*T, HD]
     private let positionTable = FloatBuffer()  // R, [S, d]
+    /// A training pass's R in reverse row order (row c holds p = -(S-1-c)), so its position
+    /// keys, position scores and their gradients run in reverse distance: see `forward`.
+    private let reversedPositionTable = FloatBuffer()
     private var positionTableRows = 0
     // Backward only.
     private let dMerged = FloatBuffer()
@@ -139,6 +142,7 @@ public final class RelativeAttention {
         memoryCapacity: Int = 0, reuse: Reuse? = nil, keepsForBackward: Bool = true,
         output y: UnsafeMutablePointer<Float>, arena: ParameterArena
     ) {
+        precondition(reuse == nil || !keepsForBackward, "a pass that reuses projections keeps nothing for backward")
         let (b, t, m) = (batch, queryLength, memoryLength)
         let s = m + t, d = width, h = config.heads, dh = config.headSize, hd = h * dh
         let sMax = max(m, memoryCapacity) + t
@@ -194,9 +198,18 @@ public final class RelativeAttention {
                 gemm(transposeB: true, m: sMax, n: hd, k: d, a: positionTable.pointer, lda: d,
                      b: arena.value(position), ldb: d, beta: 0, c: rk, ldc: hd)
             }
-        } else {
+        } else if !keepsForBackward {
             rk = positionKeys.reserved(sMax * hd)
             gemm(transposeB: true, m: s, n: hd, k: d, a: positionTable.pointer, lda: d,
+                 b: arena.value(position), ldb: d, beta: 0, c: rk, ldc: hd)
+        } else {
+            // A training pass takes the table, and so the position keys, in reverse order.
+            let reversed = reversedPositionTable.reserved(sMax * d)
+            for row in 0..<s {
+                (reversed + row * d).update(from: positionTable.pointer + (s - 1 - row) * d, count: d)
+            }
+            rk = positionKeys.reserved(sMax * hd)
+            gemm(transposeB: true, m: s, n: hd, k: d, a: reversed, lda: d,
                  b: arena.value(position), ldb: d, beta: 0, c: rk, ldc: hd)
         }
 
@@ -211,8 +224,10 @@ public final class RelativeAttention {
             return
         }
 
-        // Position scores for every query row and every relative distance r, one product per
-        // head over all B*T rows: bd[h, row, r] = qp[row, h] . rk[r, h].
+        // Position scores for every query row and every relative distance, one product per head
+        // over all B*T rows, in reverse distance: bd[h, row, c] = qp[row, h] . rk[c, h] is the
+        // term of distance r = S-1-c. Key j of query i (distance M+i-j) is then column
+        // T-1-i+j: the shift reads each row forward, as one vectorised pass with the softmax's.
         let bd = scratch.positionScores.reserved(h * b * t * sMax)
         batchedGemm(
             count: h, transposeB: true, m: b * t, n: s, k: dh,
@@ -239,13 +254,12 @@ public final class RelativeAttention {
             let p = probabilities.mutable + block
             for i in 0..<t {
                 let row = scores + i * s
-                let positions = bdS.pointer + (head * b * t + item * t + i) * s
+                let positions = bdS.pointer + (head * b * t + item * t + i) * s + (t - 1 - i)
                 let visible = m + i + 1
-                for j in 0..<visible { row[j] += positions[m + i - j] }
-                for j in visible..<s { row[j] = 0 }
+                // The raw scores past `visible` stay unwritten: nothing reads them.
                 let probabilityRow = p + i * s
-                for j in 0..<visible { probabilityRow[j] = scaleValue * row[j] }
-                let rowMaxValue = maximum(probabilityRow, count: visible)
+                let rowMaxValue = Self.addPositionsAndScale(
+                    row, positions, scale: scaleValue, into: probabilityRow, count: visible)
                 let total = expInPlace(probabilityRow, count: visible, minus: rowMaxValue)
                 let inverse = 1 / total
                 Tensor.scale(probabilityRow, by: inverse, count: visible)
@@ -328,6 +342,7 @@ public final class RelativeAttention {
             plan.declare(blockScores, "attention score blocks", count: h * b * 2 * Self.evaluationRowBlock * s)
             return
         }
+        plan.declare(reversedPositionTable, "attention sinusoid table, reversed", count: s * d)
         plan.declare(rawScores, "attention raw scores", count: h * b * t * s)
         plan.declare(rowMaximum, "attention softmax maxima", count: h * b * t)
         plan.declare(rowInverseSum, "attention softmax 1/sums", count: h * b * t)
@@ -400,6 +415,73 @@ public final class RelativeAttention {
         }
     }
 
+    /// One row of a training pass's scores: `raw += positions` (the shifted position scores),
+    /// `p = scale * raw`; returns `max(p)`. One pass where four were (add, copy, scale, max),
+    /// with the same operations per entry, so the probabilities keep their bits.
+    @inline(__always)
+    static func addPositionsAndScale(
+        _ raw: UnsafeMutablePointer<Float>, _ positions: UnsafePointer<Float>, scale: Float,
+        into p: UnsafeMutablePointer<Float>, count: Int
+    ) -> Float {
+        var best = SIMD16<Float>(repeating: -.infinity)
+        var j = 0
+        while j + 16 <= count {
+            let score = load16(raw + j) + load16(positions + j)
+            store16(score, raw + j)
+            let scaled = scale * score
+            store16(scaled, p + j)
+            best.replace(with: scaled, where: scaled .> best)
+            j += 16
+        }
+        var result = best.max()
+        while j < count {
+            let score = raw[j] + positions[j]
+            raw[j] = score
+            p[j] = scale * score
+            result = Swift.max(result, p[j])
+            j += 1
+        }
+        return result
+    }
+
+    /// One row of the softmax backward, in one pass where four were: `v = p * (g - inner)` (the
+    /// logit gradient), `g = scale * v` (the raw scores' gradient, also written to
+    /// `positions`, the shifted position-score gradient); returns `sum(v * raw)`, the scale's
+    /// gradient, summed in the order of `dot`.
+    @inline(__always)
+    static func softmaxBackwardRow(
+        _ g: UnsafeMutablePointer<Float>, probabilities p: UnsafePointer<Float>, raw: UnsafePointer<Float>,
+        inner: Float, scale: Float, positions: UnsafeMutablePointer<Float>, count: Int
+    ) -> Float {
+        @inline(__always) func block(_ j: Int) -> SIMD16<Float> {
+            let logit = load16(p + j) * (load16(g + j) - SIMD16(repeating: inner))
+            let scaled = scale * logit
+            store16(scaled, g + j)
+            store16(scaled, positions + j)
+            return logit * load16(raw + j)
+        }
+        var even = SIMD16<Float>(), odd = SIMD16<Float>()
+        var j = 0
+        while j + 32 <= count {
+            even += block(j)
+            odd += block(j + 16)
+            j += 32
+        }
+        if j + 16 <= count {
+            even += block(j)
+            j += 16
+        }
+        var total = (even + odd).sum()
+        while j < count {
+            let logit = p[j] * (g[j] - inner)
+            total += logit * raw[j]
+            g[j] = scale * logit
+            positions[j] = g[j]
+            j += 1
+        }
+        return total
+    }
+
     /// Accumulates all parameter gradients and `dx += dL/dx` for the whole input
     /// [B, S, d] (memory rows included: their gradient reaches the layer norm's parameters).
     public func backward(
@@ -457,14 +539,14 @@ public final class RelativeAttention {
                 let visible = m + i + 1
                 let gRow = g + i * s, pRow = p + i * s
                 let inner = dot(gRow, pRow, count: visible)
-                for j in 0..<visible { gRow[j] = pRow[j] * (gRow[j] - inner) }
-                for j in visible..<s { gRow[j] = 0 }
-                dScale += dot(gRow, raw.pointer + block + i * s, count: visible)
-                Tensor.scale(gRow, by: scaleValue, count: visible)
-                // Position part: column r = M + i - j of this row of bd.
+                // Position part: key j is column T-1-i+j of this row of bd (reverse distance);
+                // the columns before belong to the future.
                 let positions = dbd.mutable + (head * b * t + item * t + i) * s
-                for j in 0..<visible { positions[m + i - j] = gRow[j] }
-                for r in visible..<s { positions[r] = 0 }
+                positions.update(repeating: 0, count: t - 1 - i)
+                dScale += Self.softmaxBackwardRow(
+                    gRow, probabilities: pRow, raw: raw.pointer + block + i * s, inner: inner,
+                    scale: scaleValue, positions: positions + (t - 1 - i), count: visible)
+                for j in visible..<s { gRow[j] = 0 }
             }
             dsPartial.mutable[task] = dScale
             // Content part: dK = dRaw^T (q + u); d(q + u) = dRaw K.
@@ -487,7 +569,8 @@ public final class RelativeAttention {
                 rows: part.count, columns: hd, rowStride: hd)
         }
 
-        // Position part per head over all B*T rows:
+        // Position part per head over all B*T rows (dbd, rk and d rk in reverse distance, as
+        // the forward pass left them, and the reversed table for Wr's gradient):
         //   d(q + v) = dbd rk,  d rk = dbd^T (q + v),  dv = (column sums of dbd) rk.
         let rk = SendablePointer(positionKeys.pointer), qp = SendablePointer(positionQuery.pointer)
         let drk = SendablePointer(dPositionKeys.reserved(s * hd))
@@ -512,7 +595,7 @@ public final class RelativeAttention {
                      x: columnSums, beta: 1, y: dvGrad.mutable + head * dh)
             }
             gemm(transposeA: true, m: hd, n: d, k: s, a: drk.pointer, lda: hd,
-                 b: positionTable.pointer, ldb: d, beta: 1, c: arena.gradient(position, group: group), ldc: d)
+                 b: reversedPositionTable.pointer, ldb: d, beta: 1, c: arena.gradient(position, group: group), ldc: d)
         }
 
         // Query projection: dWq += dq^T yq; dx[query rows] += dq Wq.
