@@ -396,8 +396,9 @@ public final class RelativeAttention {
     }
 
     /// Recomputes the softmax of one (head, batch) block exactly as `forward` did, from the
-    /// saved raw scores and row statistics: the same operations in the same order, so the
-    /// probabilities are bit-identical to the forward pass's.
+    /// saved raw scores and row statistics: the same operations in the same order (scale,
+    /// subtract the maximum, `exp16` over blocks of 16 from the row's start, then `exp1`, times
+    /// 1/sum), in one pass per row, so the probabilities are bit-identical to the forward pass's.
     @inline(__always)
     static func recomputeProbabilities(
         raw: UnsafePointer<Float>, rowMaximum: UnsafePointer<Float>,
@@ -407,10 +408,17 @@ public final class RelativeAttention {
         let s = m + t
         for i in 0..<t {
             let visible = m + i + 1
-            let row = p + i * s
-            for j in 0..<visible { row[j] = scaleValue * raw[i * s + j] }
-            _ = expInPlace(row, count: visible, minus: rowMaximum[i])
-            Tensor.scale(row, by: rowInverseSum[i], count: visible)
+            let row = p + i * s, rawRow = raw + i * s
+            let shift = rowMaximum[i], inverse = rowInverseSum[i]
+            var j = 0
+            while j + 16 <= visible {
+                store16(exp16(scaleValue * load16(rawRow + j) - SIMD16(repeating: shift)) * inverse, row + j)
+                j += 16
+            }
+            while j < visible {
+                row[j] = exp1(scaleValue * rawRow[j] - shift) * inverse
+                j += 1
+            }
             for j in visible..<s { row[j] = 0 }
         }
     }
