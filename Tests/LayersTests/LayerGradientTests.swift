@@ -7,30 +7,31 @@ import TestSupport
 /// Finite-difference checks of every layer's hand-written backward pass: the scalar is
 /// sum(output * random upstream), parameters and inputs are perturbed one coordinate at a time.
 @Suite(.serialized) struct LayerGradientTests {
-    @Test func layerNorm() {
+    /// Width 6 runs the scalar tail only; 37 runs two SIMD16 blocks and a tail.
+    @Test(arguments: [6, 37]) func layerNorm(width: Int) {
         let scope = ParameterScope()
-        let norm = LayerNorm(scope.child("norm"), width: 6)
+        let norm = LayerNorm(scope.child("norm"), width: width)
         let arena = ParameterArena(layout: scope.layout)
         var rng = RandomGenerator(seed: 1)
         Initializer.normal(arena.values, count: arena.count, std: 0.5, mean: 1, rng: &rng)
         let rows = 5
         BufferPlan.reserve { norm.declareBuffers(rows: rows, training: true, in: &$0) }
-        var x = randomArray(rows * 6, seed: 2)
-        let upstream = randomArray(rows * 6, seed: 3)
-        var y = [Float](repeating: 0, count: rows * 6)
-        var dx = [Float](repeating: 0, count: rows * 6)
+        var x = randomArray(rows * width, seed: 2)
+        let upstream = randomArray(rows * width, seed: 3)
+        var y = [Float](repeating: 0, count: rows * width)
+        var dx = [Float](repeating: 0, count: rows * width)
         norm.forward(x, rows: rows, output: &y, arena: arena)
         norm.backward(x, dOutput: upstream, rows: rows, dInput: &dx, arena: arena)
         let dxCopy = dx
         x.withUnsafeMutableBufferPointer { xp in
             dxCopy.withUnsafeBufferPointer { dxp in
                 let mismatches = checkGradients([
-                    CheckedTensor("weight", values: arena.value(norm.weight), gradient: arena.gradient(norm.weight), count: 6),
-                    CheckedTensor("bias", values: arena.value(norm.bias), gradient: arena.gradient(norm.bias), count: 6),
-                    CheckedTensor("x", values: xp.baseAddress!, gradient: dxp.baseAddress!, count: rows * 6),
+                    CheckedTensor("weight", values: arena.value(norm.weight), gradient: arena.gradient(norm.weight), count: width),
+                    CheckedTensor("bias", values: arena.value(norm.bias), gradient: arena.gradient(norm.bias), count: width),
+                    CheckedTensor("x", values: xp.baseAddress!, gradient: dxp.baseAddress!, count: rows * width),
                 ], samples: 30) {
                     norm.forward(xp.baseAddress!, rows: rows, output: &y, arena: arena)
-                    return weightedSum(y, upstream, count: rows * 6)
+                    return weightedSum(y, upstream, count: rows * width)
                 }
                 #expect(mismatches.isEmpty, "\(mismatches)")
             }
