@@ -28,10 +28,12 @@ public final class Dropout {
         guard active else { return }
         let m = mask.reserved(count)
         let rate = rate
+        let input = SendablePointer(x), start = SendablePointer(m)
+        // Each stream's block is applied right after it is drawn, while it is in cache.
         Dropout.fillStreamMasks(m, count: count, streams: streams, context: &context) { block, count, rng in
             Dropout.fillMask(block, count: count, rate: rate, rng: &rng)
+            multiplyInPlace(input.mutable + (block - start.mutable), block, count: count)
         }
-        Dropout.multiply(x, by: m, count: count)
     }
 
     /// x *= mask over all cores (elementwise, so the result does not depend on the split).

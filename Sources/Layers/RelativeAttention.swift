@@ -584,9 +584,13 @@ public final class RelativeAttention {
         let drk = SendablePointer(dPositionKeys.reserved(s * hd))
         let dvRows = SendablePointer(dPositionBiasRows.reserved(h * s))
         let ones = SendablePointer(Ones.shared.pointer(count: b * t))
-        parallelFor(h) { head in
-            gemmInRowGroups(groups, m: b * t, n: dh, k: s, a: dbd.pointer + head * b * t * s, lda: s, b: rk.pointer + head * dh, ldb: hd,
-                 beta: 1, c: dq.mutable + head * dh, ldc: hd)
+        // One item per (head, gradient group): the products `gemmInRowGroups` would make, as
+        // twice as many items as heads, so the threads finish together.
+        parallelFor(h * groups) { task in
+            let head = task / groups, group = task % groups
+            let first = b * t * group / groups, last = b * t * (group + 1) / groups
+            gemm(m: last - first, n: dh, k: s, a: dbd.pointer + (head * b * t + first) * s, lda: s,
+                 b: rk.pointer + head * dh, ldb: hd, beta: 1, c: dq.mutable + first * hd + head * dh, ldc: hd)
         }
         for group in 0..<groups {
             let part = arena.rows(ofGroup: group, in: b * t)
