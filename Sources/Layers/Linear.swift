@@ -52,14 +52,12 @@ public final class Linear {
         dInput dx: UnsafeMutablePointer<Float>?, accumulateInput: Bool = true,
         arena: ParameterArena
     ) {
-        for group in 0..<arena.gradientGroups {
-            let part = arena.rows(ofGroup: group, in: rows)
-            gemm(
-                transposeA: true, m: outputWidth, n: inputWidth, k: part.count,
-                a: dy + part.lowerBound * outputWidth, lda: outputWidth,
-                b: x + part.lowerBound * inputWidth, ldb: inputWidth,
-                beta: 1, c: arena.gradient(weight, group: group), ldc: inputWidth)
-            if let bias {
+        gemmOverRowGroups(
+            arena.gradientGroups, m: outputWidth, n: inputWidth, rows: rows, a: dy, lda: outputWidth,
+            b: x, ldb: inputWidth, gradient: { arena.gradient(weight, group: $0) }, ldc: inputWidth)
+        if let bias {
+            for group in 0..<arena.gradientGroups {
+                let part = arena.rows(ofGroup: group, in: rows)
                 addColumnSums(
                     arena.gradient(bias, group: group), of: dy + part.lowerBound * outputWidth,
                     rows: part.count, columns: outputWidth, rowStride: outputWidth)

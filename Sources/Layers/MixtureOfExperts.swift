@@ -830,11 +830,9 @@ public final class MixtureOfExperts: FeedForwardLayer {
         gateBackward(dz: dz, sortedGateGradient: dGate.pointer)
         if trainingPass { regularizerBackward(dz: dz) }
         // dW3 += dz^T x; dx += dz W3.
-        for group in 0..<groups {
-            let part = arena.rows(ofGroup: group, in: r)
-            gemm(transposeA: true, m: n, n: d, k: part.count, a: dz + part.lowerBound * n, lda: n,
-                 b: x + part.lowerBound * d, ldb: d, beta: 1, c: arena.gradient(selector, group: group), ldc: d)
-        }
+        gemmOverRowGroups(
+            groups, m: n, n: d, rows: r, a: dz, lda: n, b: x, ldb: d,
+            gradient: { arena.gradient(selector, group: $0) }, ldc: d)
         gemmInRowGroups(arena.gradientGroups, m: r, n: d, k: n, a: dz, lda: n, b: arena.value(selector), ldb: d, beta: 1, c: dx, ldc: d)
     }
 

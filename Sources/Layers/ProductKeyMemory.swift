@@ -477,14 +477,9 @@ public final class ProductKeyMemory: FeedForwardLayer {
         let query = queryLayout(x)
         guard let projection = queryProjection, let norm = queryNorm else {
             for p in 0..<2 {
-                for group in 0..<arena.gradientGroups {
-                    let part = arena.rows(ofGroup: group, in: rows)
-                    gemm(
-                        transposeA: true, m: h * n, n: half, k: part.count,
-                        a: dHalf + part.lowerBound * 2 * h * n + p * h * n, lda: 2 * h * n,
-                        b: x + part.lowerBound * width + p * half, ldb: width,
-                        beta: 1, c: arena.gradient(keys, group: group) + p * h * n * half, ldc: half)
-                }
+                gemmOverRowGroups(
+                    arena.gradientGroups, m: h * n, n: half, rows: rows, a: dHalf + p * h * n, lda: 2 * h * n,
+                    b: x + p * half, ldb: width, gradient: { arena.gradient(keys, group: $0) + p * h * n * half }, ldc: half)
                 gemmInRowGroups(
                     arena.gradientGroups, m: rows, n: half, k: h * n, a: dHalf + p * h * n, lda: 2 * h * n,
                     b: k + p * h * n * half, ldb: half, beta: 1, c: dx + p * half, ldc: width)
@@ -495,15 +490,10 @@ public final class ProductKeyMemory: FeedForwardLayer {
         for p in 0..<2 {
             for head in 0..<h {
                 let block = (p * h + head) * n
-                for group in 0..<arena.gradientGroups {
-                    let part = arena.rows(ofGroup: group, in: rows)
-                    gemm(
-                        transposeA: true, m: n, n: half, k: part.count,
-                        a: dHalf + part.lowerBound * 2 * h * n + block, lda: 2 * h * n,
-                        b: query.pointer + part.lowerBound * query.rowStride + head * query.headStride + p * half,
-                        ldb: query.rowStride,
-                        beta: 1, c: arena.gradient(keys, group: group) + block * half, ldc: half)
-                }
+                gemmOverRowGroups(
+                    arena.gradientGroups, m: n, n: half, rows: rows, a: dHalf + block, lda: 2 * h * n,
+                    b: query.pointer + head * query.headStride + p * half, ldb: query.rowStride,
+                    gradient: { arena.gradient(keys, group: $0) + block * half }, ldc: half)
                 gemmInRowGroups(
                     arena.gradientGroups, m: rows, n: half, k: n, a: dHalf + block, lda: 2 * h * n,
                     b: k + block * half, ldb: half,

@@ -72,12 +72,9 @@ extension ProductKeyMemory {
         gemmInRowGroups(
             arena.gradientGroups, transposeB: true, m: rows, n: nn, k: d, a: dy, lda: d, b: arena.value(values), ldb: d,
             beta: 0, c: da.mutable, ldc: nn)
-        for group in 0..<arena.gradientGroups {
-            let part = arena.rows(ofGroup: group, in: rows)
-            gemm(
-                transposeA: true, m: nn, n: d, k: part.count, a: act.pointer + part.lowerBound * nn, lda: nn,
-                b: dy + part.lowerBound * d, ldb: d, beta: 1, c: arena.gradient(values, group: group), ldc: d)
-        }
+        gemmOverRowGroups(
+            arena.gradientGroups, m: nn, n: d, rows: rows, a: act.pointer, lda: nn, b: dy, ldb: d,
+            gradient: { arena.gradient(values, group: $0) }, ldc: d)
         let activation = config.activation
         let dh = SendablePointer(dHalf)
         parallelChunks(rows, minimumChunk: max(1, 16_384 / nn)) { range in

@@ -504,12 +504,9 @@ public final class RelativeAttention {
         // Output projection. Every parameter gradient sums over the streams of each gradient
         // group apart (the groups are contiguous runs of streams; see ParameterArena).
         let groups = arena.gradientGroups
-        for group in 0..<groups {
-            let part = arena.rows(ofGroup: group, in: b * t)
-            gemm(transposeA: true, m: d, n: hd, k: part.count, a: dy + part.lowerBound * d, lda: d,
-                 b: merged.pointer + part.lowerBound * hd, ldb: hd,
-                 beta: 1, c: arena.gradient(output, group: group), ldc: hd)
-        }
+        gemmOverRowGroups(
+            groups, m: d, n: hd, rows: b * t, a: dy, lda: d, b: merged.pointer, ldb: hd,
+            gradient: { arena.gradient(output, group: $0) }, ldc: hd)
         let dOut = dMerged.reserved(b * t * hd)
         gemmInRowGroups(arena.gradientGroups, m: b * t, n: hd, k: d, a: dy, lda: d, b: arena.value(output), ldb: hd,
              beta: 0, c: dOut, ldc: hd)
@@ -587,10 +584,9 @@ public final class RelativeAttention {
         // One item per (head, gradient group): the products `gemmInRowGroups` would make, as
         // twice as many items as heads, so the threads finish together.
         parallelFor(h * groups) { task in
-            let head = task / groups, group = task % groups
-            let first = b * t * group / groups, last = b * t * (group + 1) / groups
-            gemm(m: last - first, n: dh, k: s, a: dbd.pointer + (head * b * t + first) * s, lda: s,
-                 b: rk.pointer + head * dh, ldb: hd, beta: 1, c: dq.mutable + first * hd + head * dh, ldc: hd)
+            let head = task / groups, part = rowsOfGroup(task % groups, of: groups, in: b * t)
+            gemm(m: part.count, n: dh, k: s, a: dbd.pointer + (head * b * t + part.lowerBound) * s, lda: s,
+                 b: rk.pointer + head * dh, ldb: hd, beta: 1, c: dq.mutable + part.lowerBound * hd + head * dh, ldc: hd)
         }
         for group in 0..<groups {
             let part = arena.rows(ofGroup: group, in: b * t)
@@ -611,22 +607,17 @@ public final class RelativeAttention {
         }
 
         // Query projection: dWq += dq^T yq; dx[query rows] += dq Wq.
-        for group in 0..<groups {
-            let part = arena.rows(ofGroup: group, in: b * t)
-            gemm(transposeA: true, m: hd, n: d, k: part.count, a: dq.pointer + part.lowerBound * hd, lda: hd,
-                 b: queryInput.pointer + part.lowerBound * d, ldb: d, beta: 1,
-                 c: arena.gradient(query, group: group), ldc: d)
-        }
+        gemmOverRowGroups(
+            groups, m: hd, n: d, rows: b * t, a: dq.pointer, lda: hd, b: queryInput.pointer, ldb: d,
+            gradient: { arena.gradient(query, group: $0) }, ldc: d)
         for item in 0..<b {
             gemm(m: t, n: d, k: hd, a: dq.pointer + item * t * hd, lda: hd,
                  b: arena.value(query), ldb: d, beta: 1, c: dx + (item * s + m) * d, ldc: d)
         }
         // Key/value projection over all S rows.
-        for group in 0..<groups {
-            let part = arena.rows(ofGroup: group, in: b * s)
-            gemm(transposeA: true, m: 2 * hd, n: d, k: part.count, a: dkv.pointer + part.lowerBound * 2 * hd, lda: 2 * hd,
-                 b: x + part.lowerBound * d, ldb: d, beta: 1, c: arena.gradient(keyValue, group: group), ldc: d)
-        }
+        gemmOverRowGroups(
+            groups, m: 2 * hd, n: d, rows: b * s, a: dkv.pointer, lda: 2 * hd, b: x, ldb: d,
+            gradient: { arena.gradient(keyValue, group: $0) }, ldc: d)
         gemmInRowGroups(arena.gradientGroups, m: b * s, n: d, k: 2 * hd, a: dkv.pointer, lda: 2 * hd,
              b: arena.value(keyValue), ldb: d, beta: 1, c: dx, ldc: d)
     }

@@ -146,28 +146,30 @@ public struct StreamShard: Sendable, Equatable {
     }
 }
 
-/// The element-wise sum of `parts` (equal lengths), added pairwise in order:
-/// ((p0 + p1) + (p2 + p3)) + ..., the order of `ParameterArena.sumGradientGroups`.
+/// The additions of a pairwise sum of `parts` terms in order, ((p0 + p1) + (p2 + p3)) + ...:
+/// `add(target, source)` means p[target] += p[source], and p[0] ends as the sum. The one order
+/// of every sum over gradient groups and ranks (`ParameterArena.sumGradientGroups`).
+public func forEachPairwiseAddition(parts: Int, _ add: (_ target: Int, _ source: Int) -> Void) {
+    var width = 1
+    while width < parts {
+        for first in stride(from: 0, to: parts - width, by: 2 * width) { add(first, first + width) }
+        width *= 2
+    }
+}
+
+/// The element-wise sum of `parts` (equal lengths), added pairwise in order.
 public func addPairwise(_ parts: [[Double]]) -> [Double] {
     var parts = parts
-    var width = 1
-    while width < parts.count {
-        for first in stride(from: 0, to: parts.count - width, by: 2 * width) {
-            for i in parts[first].indices { parts[first][i] += parts[first + width][i] }
-        }
-        width *= 2
+    forEachPairwiseAddition(parts: parts.count) { target, source in
+        for i in parts[target].indices { parts[target][i] += parts[source][i] }
     }
     return parts.first ?? []
 }
 
 /// The first of `parts` consecutive runs of `length` floats at `values` becomes their sum,
-/// added pairwise like `addPairwise`; the other runs are left holding partial sums.
+/// added pairwise in order; the other runs are left holding partial sums.
 public func addRunsPairwise(_ values: UnsafeMutablePointer<Float>, parts: Int, length: Int) {
-    var width = 1
-    while width < parts {
-        for first in stride(from: 0, to: parts - width, by: 2 * width) {
-            addInPlace(values + first * length, values + (first + width) * length, count: length)
-        }
-        width *= 2
+    forEachPairwiseAddition(parts: parts) { target, source in
+        addInPlace(values + target * length, values + source * length, count: length)
     }
 }

@@ -69,11 +69,34 @@ public func gemmInRowGroups(
     c: UnsafeMutablePointer<Float>, ldc: Int
 ) {
     for group in 0..<groups {
-        let first = m * group / groups, last = m * (group + 1) / groups
+        let part = rowsOfGroup(group, of: groups, in: m)
         gemm(
-            transposeB: transposeB, m: last - first, n: n, k: k, alpha: alpha, a: a + first * lda, lda: lda,
-            b: b, ldb: ldb, beta: beta, c: c + first * ldc, ldc: ldc)
+            transposeB: transposeB, m: part.count, n: n, k: k, alpha: alpha, a: a + part.lowerBound * lda, lda: lda,
+            b: b, ldb: ldb, beta: beta, c: c + part.lowerBound * ldc, ldc: ldc)
     }
+}
+
+/// The weight gradient of a row-wise product, one sum per gradient group: for each group g,
+/// `gradient(g) += A_g^T B_g`, where A (`rows x m`) and B (`rows x n`) are row-major with
+/// leading dimensions `lda` and `ldb`, and A_g, B_g are group g's rows (`rowsOfGroup`).
+public func gemmOverRowGroups(
+    _ groups: Int, m: Int, n: Int, rows: Int,
+    a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+    gradient: (Int) -> UnsafeMutablePointer<Float>, ldc: Int
+) {
+    for group in 0..<groups {
+        let part = rowsOfGroup(group, of: groups, in: rows)
+        gemm(
+            transposeA: true, m: m, n: n, k: part.count, a: a + part.lowerBound * lda, lda: lda,
+            b: b + part.lowerBound * ldb, ldb: ldb, beta: 1, c: gradient(group), ldc: ldc)
+    }
+}
+
+/// Rows `rows * g / groups ..< rows * (g + 1) / groups`: gradient group g's share of a pass
+/// over `rows` stream-major rows (its streams when `groups` divides the streams).
+@inlinable
+public func rowsOfGroup(_ group: Int, of groups: Int, in rows: Int) -> Range<Int> {
+    (rows * group / groups)..<(rows * (group + 1) / groups)
 }
 
 @inlinable

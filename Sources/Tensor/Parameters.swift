@@ -143,8 +143,7 @@ public final class ParameterArena: @unchecked Sendable {
     /// Rows `rows * g / G ..< rows * (g + 1) / G` of a pass over `rows` stream-major rows
     /// (G = `gradientGroups`): group g's streams when G divides the pass's streams.
     public func rows(ofGroup group: Int, in rows: Int) -> Range<Int> {
-        let groups = gradientGroups
-        return (rows * group / groups)..<(rows * (group + 1) / groups)
+        rowsOfGroup(group, of: gradientGroups, in: rows)
     }
 
     public func zeroGradients() {
@@ -159,15 +158,11 @@ public final class ParameterArena: @unchecked Sendable {
         let groups = gradientGroups
         guard groups > 1 else { return }
         let all = [gradients] + groupGradients
-        var width = 1
-        while width < groups {
-            for first in stride(from: 0, to: groups - width, by: 2 * width) {
-                let target = SendablePointer(all[first]), source = SendablePointer(all[first + width])
-                parallelChunks(count) { range in
-                    addInPlace(target.mutable + range.lowerBound, source.pointer + range.lowerBound, count: range.count)
-                }
+        forEachPairwiseAddition(parts: groups) { first, second in
+            let target = SendablePointer(all[first]), source = SendablePointer(all[second])
+            parallelChunks(count) { range in
+                addInPlace(target.mutable + range.lowerBound, source.pointer + range.lowerBound, count: range.count)
             }
-            width *= 2
         }
     }
 
