@@ -43,9 +43,6 @@ public final class BatchNorm {
     private let normalized = FloatBuffer()  // [R, C] xhat
     private let inverseStd = FloatBuffer()  // [C]
     private let featureSums = FloatBuffer()  // [2C] per-feature reductions
-    /// [G, 2C] the gradient groups' per-feature sums; grown on first use, since the plan of a
-    /// pass does not know the groups (then reused, so a step allocates nothing).
-    private let groupSums = FloatBuffer()
 
     /// Registers `weight` and `bias` under `scope`; the running statistics start at (0, 1).
     public init(_ scope: ParameterScope, width: Int) {
@@ -141,7 +138,9 @@ public final class BatchNorm {
             // Each sum over rows is taken per gradient group and the groups' sums are added
             // pairwise, within this rank and across ranks (see ParameterArena).
             let groups = arena.gradientGroups
-            let partial = SendablePointer(groupSums.reserve(groups * 2 * f))
+            // (groups x C floats, allocated per pass: the plan does not know the groups.)
+            let partial = SendablePointer(UnsafeMutablePointer<Float>.allocate(capacity: groups * f))
+            defer { partial.mutable.deallocate() }
             parallelChunks(f, minimumChunk: 256) { range in
                 for group in 0..<groups {
                     let m = partial.mutable + group * f
@@ -217,7 +216,8 @@ public final class BatchNorm {
         let groups = arena.gradientGroups
         let dGamma = (0..<groups).map { SendablePointer(arena.gradient(weight, group: $0)) }
         let dBeta = (0..<groups).map { SendablePointer(arena.gradient(bias, group: $0)) }
-        let partial = SendablePointer(groupSums.reserve(groups * 2 * f))
+        let partial = SendablePointer(UnsafeMutablePointer<Float>.allocate(capacity: groups * 2 * f))
+        defer { partial.mutable.deallocate() }
         let batch = usedBatchStatistics
         let count = Float(batch ? batchStatisticsRows : rows)
         parallelChunks(f, minimumChunk: 256) { range in
