@@ -3,7 +3,7 @@
 and by its kind (the sgemm micro-kernel, OpenBLAS's packing, zeroing, lmtrain's own loops), for
 the dense and the σ-MoE step apart (Docs/performance.md). Not used by the tests.
 
-    perf record -F 100 --call-graph dwarf,32768 -o step.data \\
+    perf record -F 100 --call-graph dwarf,65528 -o step.data \\
         .build/release/lmtrain bench --data-parallel --steps 12 --output /tmp/step.json
     perf script -i step.data -F tid,time,ip,sym > step.txt
     python3 Scripts/bench/step_profile.py step.txt
@@ -53,11 +53,12 @@ def read_samples(path):
 def owner(frames):
     for frame in frames:
         if frame.startswith("$s6Layers17RelativeAttention"):
-            # Closures: forward's second (fU1_) and backward's first (fU_) run per (head, stream);
-            # backward's fU0_ and fU1_ are the position part.
-            if re.search(r"C7forward\w*fU1_(TA)?$|C8backward\w*fU_(TA)?$|recomputeProbabilities|addPositionsAndScale|softmaxBackwardRow", frame):
+            # Closures are numbered in source order (fU_, fU0_, fU1_, ...; update these when
+            # RelativeAttention.swift gains or loses one): forward's fU1_ and backward's fU0_
+            # run per (head, stream); backward's fU1_ and fU2_ are the position part.
+            if re.search(r"C7forward\w*fU1_(TA)?$|C8backward\w*fU0_(TA)?$|recomputeProbabilities|addPositionsAndScale|softmaxBackwardRow", frame):
                 return PER_HEAD
-            if re.search(r"C8backward\w*fU[01]_(TA)?$", frame):
+            if re.search(r"C8backward\w*fU[12]_(TA)?$", frame):
                 return POSITION
             return "attention: projections and the rest"
         if frame.startswith("$s6Tensor11batchedGemm"):

@@ -119,8 +119,9 @@ public final class RelativeAttention {
         public var keyValues: UnsafeMutablePointer<Float>?
         /// Rows per stream of `keyValues`: at least M + T.
         public var stride: Int
-        /// Wr R, valid for `positionRows` rows; when that is fewer than S, `forward` fills
-        /// `memoryCapacity + T` rows.
+        /// Wr R for `positionRows` distances, transposed and in reverse distance ([HD,
+        /// positionRows], column c: distance positionRows-1-c); when that is fewer than S,
+        /// `forward` fills `memoryCapacity + T` distances.
         public var positionKeys: UnsafeMutablePointer<Float>
         public var positionRows: Int
 
@@ -191,18 +192,18 @@ public final class RelativeAttention {
             Self.fillPositionTable(positionTable.reserved(sMax * d), rows: sMax, width: d)
             positionTableRows = sMax
         }
-        let rk: UnsafeMutablePointer<Float>
+        // A pass without backward keeps its position keys transposed and in reverse distance:
+        // [HD, rows], column c holding distance rows-1-c (see `attendInBlocks`).
+        let rk: UnsafeMutablePointer<Float>, positionKeyRows: Int
         if let reuse {
             rk = reuse.positionKeys
-            if reuse.positionRows < s {
-                gemm(transposeB: true, m: sMax, n: hd, k: d, a: positionTable.pointer, lda: d,
-                     b: arena.value(position), ldb: d, beta: 0, c: rk, ldc: hd)
-            }
+            positionKeyRows = reuse.positionRows < s ? sMax : reuse.positionRows
+            if reuse.positionRows < s { fillTransposedReversedPositionKeys(rk, rows: sMax, arena: arena) }
         } else if !keepsForBackward {
-            rk = positionKeys.reserved(sMax * hd)
-            gemm(transposeB: true, m: s, n: hd, k: d, a: positionTable.pointer, lda: d,
-                 b: arena.value(position), ldb: d, beta: 0, c: rk, ldc: hd)
+            (rk, positionKeyRows) = (positionKeys.reserved(sMax * hd), s)
+            fillTransposedReversedPositionKeys(rk, rows: s, arena: arena)
         } else {
+            positionKeyRows = s
             // A training pass takes the table, and so the position keys, in reverse order.
             let reversed = reversedPositionTable.reserved(sMax * d)
             for row in 0..<s {
@@ -217,7 +218,7 @@ public final class RelativeAttention {
         if !keepsForBackward {
             attendInBlocks(
                 contentQuery: qc, positionQuery: qp, keyValues: kv, keyValueStride: kvStride, positionKeys: rk,
-                batch: b, queryLength: t, memoryLength: m, keyCapacity: sMax,
+                positionKeyRows: positionKeyRows, batch: b, queryLength: t, memoryLength: m, keyCapacity: sMax,
                 scale: arena.value(scoreScale)[0], output: out)
             gemmInRowGroups(arena.gradientGroups, transposeB: true, m: b * t, n: d, k: hd, a: out, lda: hd,
                  b: arena.value(output), ldb: hd, beta: 0, c: y, ldc: d)
@@ -248,9 +249,9 @@ public final class RelativeAttention {
             let block = task * t * s
             let scores = raw.mutable + block
             let keys = kvS.pointer + item * s * 2 * hd + head * 2 * dh
-            gemm(transposeB: true, m: t, n: s, k: dh,
-                 a: qcS.pointer + item * t * hd + head * dh, lda: hd,
-                 b: keys, ldb: 2 * hd, beta: 0, c: scores, ldc: s)
+            // Only the scores a query can see are computed (the others stay unwritten).
+            panelOrBLASGemm(m: t, n: s, k: dh, a: qcS.pointer + item * t * hd + head * dh, lda: hd,
+                            b: keys, ldb: 2 * hd, transposeB: true, beta: 0, c: scores, ldc: s, outputs: .upTo(offset: m))
             let p = probabilities.mutable + block
             for i in 0..<t {
                 let row = scores + i * s
@@ -260,15 +261,18 @@ public final class RelativeAttention {
                 let probabilityRow = p + i * s
                 let rowMaxValue = Self.addPositionsAndScale(
                     row, positions, scale: scaleValue, into: probabilityRow, count: visible)
+                // The exponentials stay unnormalised here: the head's output row is scaled by
+                // 1/sum after the value read (D entries where the row has S). Backward
+                // recomputes the normalised probabilities.
                 let total = expInPlace(probabilityRow, count: visible, minus: rowMaxValue)
-                let inverse = 1 / total
-                Tensor.scale(probabilityRow, by: inverse, count: visible)
-                for j in visible..<s { probabilityRow[j] = 0 }
+                (probabilityRow + visible).update(repeating: 0, count: s - visible)
                 rowMax.mutable[task * t + i] = rowMaxValue
-                rowInv.mutable[task * t + i] = inverse
+                rowInv.mutable[task * t + i] = 1 / total
             }
-            gemm(m: t, n: dh, k: s, a: p, lda: s, b: keys + dh, ldb: 2 * hd,
-                 beta: 0, c: outS.mutable + item * t * hd + head * dh, ldc: hd)
+            let headOutput = outS.mutable + item * t * hd + head * dh
+            panelOrBLASGemm(m: t, n: dh, k: s, a: p, lda: s, b: keys + dh, ldb: 2 * hd,
+                            beta: 0, c: headOutput, ldc: hd, zeros: .after(offset: m))
+            for i in 0..<t { Tensor.scale(headOutput + i * hd, by: rowInv.pointer[task * t + i], count: dh) }
         }
         gemmInRowGroups(arena.gradientGroups, transposeB: true, m: b * t, n: d, k: hd, a: out, lda: hd,
              b: arena.value(output), ldb: hd, beta: 0, c: y, ldc: d)
@@ -277,15 +281,32 @@ public final class RelativeAttention {
     /// Query rows per block of a pass that keeps nothing for backward.
     static let evaluationRowBlock = 128
 
+    /// Wr R for distances 0 ... rows-1, transposed and in reverse distance: `keys[e, c]` is
+    /// feature e of distance rows-1-c ([HD, rows]).
+    private func fillTransposedReversedPositionKeys(_ keys: UnsafeMutablePointer<Float>, rows: Int, arena: ParameterArena) {
+        let hd = config.heads * config.headSize
+        gemm(transposeB: true, m: hd, n: rows, k: width, a: arena.value(position), lda: width,
+             b: positionTable.pointer, ldb: width, beta: 0, c: keys, ldc: rows)
+        for feature in 0..<hd {
+            var distances = UnsafeMutableBufferPointer(start: keys + feature * rows, count: rows)
+            distances.reverse()
+        }
+    }
+
     /// The attention of a pass that keeps nothing for backward (evaluation): per (head, stream),
     /// blocks of query rows go through content and position scores, softmax and the value read
     /// in a scratch that stays in cache, and only over the keys the block's rows can see (the
     /// masked future is neither computed nor stored). The same operations per score as the
     /// training path, whose full score matrices its backward pass needs.
+    ///
+    /// `positionKeys` is [HD, positionKeyRows] in reverse distance (column c: distance
+    /// positionKeyRows-1-c). A block of `rows` queries from `first` multiplies the last
+    /// `columns = M + first + rows` of those columns; query i = first + r then finds key j's
+    /// distance M+i-j in column rows-1-r+j of its row of position scores, a forward read.
     private func attendInBlocks(
         contentQuery qc: UnsafePointer<Float>, positionQuery qp: UnsafePointer<Float>,
         keyValues kv: UnsafePointer<Float>, keyValueStride kvStride: Int, positionKeys rk: UnsafePointer<Float>,
-        batch b: Int, queryLength t: Int, memoryLength m: Int, keyCapacity sMax: Int,
+        positionKeyRows: Int, batch b: Int, queryLength t: Int, memoryLength m: Int, keyCapacity sMax: Int,
         scale scaleValue: Float, output out: UnsafeMutablePointer<Float>
     ) {
         let h = config.heads, dh = config.headSize, hd = h * dh
@@ -302,25 +323,31 @@ public final class RelativeAttention {
             var first = 0
             while first < t {
                 let rows = min(rowBlock, t - first)
-                // Keys visible to the block's last row; earlier rows see fewer.
+                // Keys visible to the block's last row; earlier rows see fewer (row r reads
+                // content scores 0 ... M + first + r).
                 let columns = m + first + rows
-                gemm(transposeB: true, m: rows, n: columns, k: dh,
-                     a: qcS.pointer + (item * t + first) * hd + head * dh, lda: hd,
-                     b: keys, ldb: 2 * hd, beta: 0, c: scores, ldc: columns)
-                gemm(transposeB: true, m: rows, n: columns, k: dh,
-                     a: qpS.pointer + (item * t + first) * hd + head * dh, lda: hd,
-                     b: rkS.pointer + head * dh, ldb: hd, beta: 0, c: positions, ldc: columns)
-                for r in 0..<rows {
-                    let i = first + r, visible = m + i + 1
-                    let row = scores + r * columns, position = positions + r * columns
-                    for j in 0..<visible { row[j] = scaleValue * (row[j] + position[m + i - j]) }
-                    let rowMaxValue = maximum(row, count: visible)
-                    let total = expInPlace(row, count: visible, minus: rowMaxValue)
-                    Tensor.scale(row, by: 1 / total, count: visible)
-                    for j in visible..<columns { row[j] = 0 }
+                panelOrBLASGemm(m: rows, n: columns, k: dh, a: qcS.pointer + (item * t + first) * hd + head * dh, lda: hd,
+                                b: keys, ldb: 2 * hd, transposeB: true, beta: 0, c: scores, ldc: columns,
+                                outputs: .upTo(offset: m + first))
+                panelOrBLASGemm(m: rows, n: columns, k: dh, a: qpS.pointer + (item * t + first) * hd + head * dh, lda: hd,
+                                b: rkS.pointer + head * dh * positionKeyRows + (positionKeyRows - columns),
+                                ldb: positionKeyRows, beta: 0, c: positions, ldc: columns)
+                // Unnormalised exponentials; each output row is scaled by 1/sum after the value
+                // read, as in a training pass.
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: rows) { inverseSums in
+                    for r in 0..<rows {
+                        let visible = m + first + r + 1
+                        let row = scores + r * columns
+                        let rowMaxValue = Self.addPositionsAndScale(
+                            row, positions + r * columns + (rows - 1 - r), scale: scaleValue, into: row, count: visible)
+                        inverseSums[r] = 1 / expInPlace(row, count: visible, minus: rowMaxValue)
+                        (row + visible).update(repeating: 0, count: columns - visible)
+                    }
+                    let blockOutput = outS.mutable + (item * t + first) * hd + head * dh
+                    panelOrBLASGemm(m: rows, n: dh, k: columns, a: scores, lda: columns, b: keys + dh, ldb: 2 * hd,
+                                    beta: 0, c: blockOutput, ldc: hd, zeros: .after(offset: m + first))
+                    for r in 0..<rows { Tensor.scale(blockOutput + r * hd, by: inverseSums[r], count: dh) }
                 }
-                gemm(m: rows, n: dh, k: columns, a: scores, lda: columns, b: keys + dh, ldb: 2 * hd,
-                     beta: 0, c: outS.mutable + (item * t + first) * hd + head * dh, ldc: hd)
                 first += rows
             }
         }
@@ -395,10 +422,10 @@ public final class RelativeAttention {
         }
     }
 
-    /// Recomputes the softmax of one (head, batch) block exactly as `forward` did, from the
-    /// saved raw scores and row statistics: the same operations in the same order (scale,
-    /// subtract the maximum, `exp16` over blocks of 16 from the row's start, then `exp1`, times
-    /// 1/sum), in one pass per row, so the probabilities are bit-identical to the forward pass's.
+    /// Recomputes the softmax of one (head, batch) block from the saved raw scores and row
+    /// statistics: the exponentials exactly as `forward` computed them (scale, subtract the
+    /// maximum, `exp16` over blocks of 16 from the row's start, then `exp1`), times the 1/sum
+    /// that `forward` applied to the head's output rows instead, in one pass per row.
     @inline(__always)
     static func recomputeProbabilities(
         raw: UnsafePointer<Float>, rowMaximum: UnsafePointer<Float>,
@@ -519,7 +546,7 @@ public final class RelativeAttention {
         let dsPartial = SendablePointer(dScalePartial.reserved(h * b))
         let raw = SendablePointer(rawScores.pointer)
         let kv = SendablePointer(keyValues.pointer), qc = SendablePointer(contentQuery.pointer)
-        let dOutS = SendablePointer(dOut)
+        let dOutS = SendablePointer(dOut), mergedS = SendablePointer(merged.pointer)
         let rowMax = SendablePointer(rowMaximum.pointer), rowInv = SendablePointer(rowInverseSum.pointer)
         parallelFor(h * b) { task in
             let head = task / b, item = task % b
@@ -534,16 +561,18 @@ public final class RelativeAttention {
             let dHead = dOutS.pointer + item * t * hd + head * dh
             let g = dScores.mutable + block
             // dP = dO V^T; dV = P^T dO.
-            gemm(transposeB: true, m: t, n: s, k: dh, a: dHead, lda: hd, b: keys + dh, ldb: 2 * hd,
-                 beta: 0, c: g, ldc: s)
-            gemm(transposeA: true, m: s, n: dh, k: t, a: p, lda: s, b: dHead, ldb: hd,
-                 beta: 0, c: dKeys + dh, ldc: 2 * hd)
+            panelOrBLASGemm(m: t, n: s, k: dh, a: dHead, lda: hd, b: keys + dh, ldb: 2 * hd, transposeB: true,
+                            beta: 0, c: g, ldc: s, outputs: .upTo(offset: m))
+            panelOrBLASGemm(transposeA: true, m: s, n: dh, k: t, a: p, lda: s, b: dHead, ldb: hd,
+                            beta: 0, c: dKeys + dh, ldc: 2 * hd, zeros: .before(offset: m))
             // Softmax backward, d(scale), then d(raw) = scale * d(logit).
             var dScale: Float = 0
+            let headOutput = mergedS.pointer + item * t * hd + head * dh
             for i in 0..<t {
                 let visible = m + i + 1
                 let gRow = g + i * s, pRow = p + i * s
-                let inner = dot(gRow, pRow, count: visible)
+                // sum_j dP_ij P_ij = dO_i . (sum_j P_ij V_j) = dO_i . O_i: D terms instead of S.
+                let inner = dot(dHead + i * hd, headOutput + i * hd, count: dh)
                 // Position part: key j is column T-1-i+j of this row of bd (reverse distance);
                 // the columns before belong to the future.
                 let positions = dbd.mutable + (head * b * t + item * t + i) * s
@@ -555,11 +584,11 @@ public final class RelativeAttention {
             }
             dsPartial.mutable[task] = dScale
             // Content part: dK = dRaw^T (q + u); d(q + u) = dRaw K.
-            gemm(transposeA: true, m: s, n: dh, k: t, a: g, lda: s,
-                 b: qc.pointer + item * t * hd + head * dh, ldb: hd,
-                 beta: 0, c: dKeys, ldc: 2 * hd)
-            gemm(m: t, n: dh, k: s, a: g, lda: s, b: keys, ldb: 2 * hd,
-                 beta: 0, c: dq.mutable + item * t * hd + head * dh, ldc: hd)
+            panelOrBLASGemm(transposeA: true, m: s, n: dh, k: t, a: g, lda: s,
+                            b: qc.pointer + item * t * hd + head * dh, ldb: hd,
+                            beta: 0, c: dKeys, ldc: 2 * hd, zeros: .before(offset: m))
+            panelOrBLASGemm(m: t, n: dh, k: s, a: g, lda: s, b: keys, ldb: 2 * hd,
+                            beta: 0, c: dq.mutable + item * t * hd + head * dh, ldc: hd, zeros: .after(offset: m))
         }
         for group in 0..<groups {
             var dScaleTotal: Float = 0
@@ -585,17 +614,17 @@ public final class RelativeAttention {
         // twice as many items as heads, so the threads finish together.
         parallelFor(h * groups) { task in
             let head = task / groups, part = rowsOfGroup(task % groups, of: groups, in: b * t)
-            gemm(m: part.count, n: dh, k: s, a: dbd.pointer + (head * b * t + part.lowerBound) * s, lda: s,
-                 b: rk.pointer + head * dh, ldb: hd, beta: 1, c: dq.mutable + part.lowerBound * hd + head * dh, ldc: hd)
+            panelOrBLASGemm(m: part.count, n: dh, k: s, a: dbd.pointer + (head * b * t + part.lowerBound) * s, lda: s,
+                            b: rk.pointer + head * dh, ldb: hd, beta: 1, c: dq.mutable + part.lowerBound * hd + head * dh, ldc: hd)
         }
         for group in 0..<groups {
             let part = arena.rows(ofGroup: group, in: b * t)
             let dvGrad = SendablePointer(arena.gradient(positionBias, group: group))
             parallelFor(h) { head in
                 let block = dbd.pointer + head * b * t * s + part.lowerBound * s
-                gemm(transposeA: true, m: s, n: dh, k: part.count, a: block, lda: s,
-                     b: qp.pointer + part.lowerBound * hd + head * dh, ldb: hd,
-                     beta: 0, c: drk.mutable + head * dh, ldc: hd)
+                panelOrBLASGemm(transposeA: true, m: s, n: dh, k: part.count, a: block, lda: s,
+                                b: qp.pointer + part.lowerBound * hd + head * dh, ldb: hd,
+                                beta: 0, c: drk.mutable + head * dh, ldc: hd)
                 let columnSums = dvRows.mutable + head * s
                 gemv(transpose: true, rows: part.count, columns: s, a: block, lda: s, x: ones.pointer,
                      beta: 0, y: columnSums)

@@ -7,19 +7,23 @@ import TestSupport
 /// Relative attention: against a naive O(T (T + M)) implementation of the formula,
 /// and by finite differences, with memory present and H x D different from d.
 @Suite(.serialized) struct RelativeAttentionTests {
-    let d = 8, heads = 3, headSize = 5
+    let d = 8, heads = 3
     let batch = 2
-    var length = 4, memory = 3
+    var length = 4, memory = 3, headSize = 5
 
-    /// The suite with another query and memory length: 150 queries, with and without memory,
-    /// give score rows longer than a SIMD block and most rows masked over part of their keys.
-    func with(length: Int, memory: Int) -> Self {
+    /// The suite with another query and memory length and head size: 150 queries, with and
+    /// without memory, give score rows longer than a SIMD block and most rows masked over part
+    /// of their keys (and, without backward, two blocks of query rows); head sizes 16 and 64
+    /// take the per-head products through `panelGemm` (its 16- and 64-column tiles), 5 through
+    /// OpenBLAS; the scores go through `panelGemm` where the keys per stream are a multiple of
+    /// 16 (160 and 48), else OpenBLAS.
+    func with(length: Int, memory: Int, headSize: Int) -> Self {
         var copy = self
-        (copy.length, copy.memory) = (length, memory)
+        (copy.length, copy.memory, copy.headSize) = (length, memory, headSize)
         return copy
     }
 
-    static let shapes = [(4, 3), (150, 3), (150, 0)]
+    static let shapes = [(4, 3, 5), (150, 3, 5), (150, 0, 5), (150, 10, 16), (150, 3, 16), (40, 8, 64)]
 
     func makeLayer() -> (RelativeAttention, ParameterArena, ParameterLayout) {
         let scope = ParameterScope()
@@ -34,6 +38,7 @@ import TestSupport
         // Buffers for passes with the test's memory (which covers passes without).
         let pass = PassShape(tokens: TokenShape(batch: batch, length: length), memoryCapacity: memory, training: true, dropout: false)
         BufferPlan.reserve { layer.declareBuffers(for: pass, in: &$0) }
+        BufferPlan.reserve { layer.declareBuffers(for: PassShape(tokens: pass.tokens, memoryCapacity: memory, training: false, dropout: false), in: &$0) }
         // u and v start at 0 and s at 1/sqrt(D); move them so every term is exercised.
         Initializer.normal(arena.value(layer.contentBias), count: heads * headSize, std: 0.5, rng: &rng)
         Initializer.normal(arena.value(layer.positionBias), count: heads * headSize, std: 0.5, rng: &rng)
@@ -95,8 +100,8 @@ import TestSupport
         return out
     }
 
-    @Test(arguments: [1, 2], shapes) func forwardMatchesNaiveDefinition(threads: Int, shape: (Int, Int)) {
-        with(length: shape.0, memory: shape.1).forwardMatchesNaiveDefinition(threads: threads)
+    @Test(arguments: [1, 2], shapes) func forwardMatchesNaiveDefinition(threads: Int, shape: (Int, Int, Int)) {
+        with(length: shape.0, memory: shape.1, headSize: shape.2).forwardMatchesNaiveDefinition(threads: threads)
     }
 
     func forwardMatchesNaiveDefinition(threads: Int) {
@@ -106,9 +111,15 @@ import TestSupport
         let s = memory + length
         let x = randomArray(batch * s * d, seed: 22)
         var y = [Float](repeating: 0, count: batch * length * d)
-        layer.forward(x, batch: batch, queryLength: length, memoryLength: memory, output: &y, arena: arena)
         let reference = naive(x, arena: arena, layer: layer)
-        for i in 0..<y.count { #expect(abs(Double(y[i]) - reference[i]) < 1e-4, "element \(i)") }
+        // A training pass, then an evaluation pass (blocks of query rows, no backward state).
+        for keepsForBackward in [true, false] {
+            layer.forward(x, batch: batch, queryLength: length, memoryLength: memory,
+                          keepsForBackward: keepsForBackward, output: &y, arena: arena)
+            for i in 0..<y.count {
+                #expect(abs(Double(y[i]) - reference[i]) < 1e-4, "element \(i), keepsForBackward \(keepsForBackward)")
+            }
+        }
     }
 
     @Test func forwardWithoutMemoryIsCausal() {
@@ -123,8 +134,8 @@ import TestSupport
         #expect((0..<d).contains { y1[(length - 1) * d + $0] != y2[(length - 1) * d + $0] })
     }
 
-    @Test(arguments: shapes) func gradientsMatchFiniteDifferences(shape: (Int, Int)) {
-        with(length: shape.0, memory: shape.1).gradientsMatchFiniteDifferences()
+    @Test(arguments: shapes) func gradientsMatchFiniteDifferences(shape: (Int, Int, Int)) {
+        with(length: shape.0, memory: shape.1, headSize: shape.2).gradientsMatchFiniteDifferences()
     }
 
     func gradientsMatchFiniteDifferences() {
