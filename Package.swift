@@ -11,11 +11,14 @@ import PackageDescription
 // the SSE2 baseline): the fast-weight and elementwise kernels are written with 8- and 16-lane
 // SIMD types, which the baseline splits into 4-lane halves (measured: the linear
 // Transformer's recurrences 2x slower). No floating-point contraction is enabled, so results are
-// the same bits either way. A binary built so runs only on CPUs with the builder's features;
-// LMTRAIN_PORTABLE=1 swift build ... builds for the baseline.
+// the same bits either way, except attention's products per head: LMTRAIN_NATIVE_CPU tells the
+// code it was built natively, and only then, on a CPU with AVX-512, does it run them in its own
+// kernel (Tensor/PanelGemm.swift) instead of OpenBLAS. A binary built so runs only on CPUs with
+// the builder's features; LMTRAIN_PORTABLE=1 swift build ... builds for the baseline.
 #if arch(x86_64)
 let cpuTuning: [SwiftSetting] =
-    Context.environment["LMTRAIN_PORTABLE"] == "1" ? [] : [.unsafeFlags(["-target-cpu", "native"])]
+    Context.environment["LMTRAIN_PORTABLE"] == "1"
+        ? [] : [.unsafeFlags(["-target-cpu", "native"]), .define("LMTRAIN_NATIVE_CPU")]
 #else
 let cpuTuning: [SwiftSetting] = []
 #endif

@@ -138,6 +138,18 @@ private func panelProduct(
     }
 }
 
+/// Whether `panelOrBLASGemm` uses the panel kernel: in a native build (Package.swift) on a CPU
+/// with AVX-512, whose 32 vector registers hold a tile's 24 SIMD16 accumulators. With AVX2's
+/// 16 registers (or the portable build's SSE2) the same tiles would spill to memory, so
+/// those machines keep OpenBLAS for these products.
+public let panelKernelRuns: Bool = {
+    #if LMTRAIN_NATIVE_CPU
+    return OpenBLASKernel.CPUFeatures.current.avx512
+    #else
+    return false
+    #endif
+}()
+
 /// Whether `panelGemm` takes a panel of `columns` columns.
 @inlinable
 public func panelGemmSupports(columns: Int) -> Bool { columns % 16 == 0 }
@@ -244,7 +256,8 @@ private func panelTile(
     }
 }
 
-/// `panelGemm` when it takes `n` columns, else `gemm` (OpenBLAS). Arguments as `gemm`'s, with
+/// `panelGemm` when it runs here (`panelKernelRuns`) and takes `n` columns, else `gemm`
+/// (OpenBLAS). Arguments as `gemm`'s, with
 /// `beta` 0 or 1; `zeros` (where op(A) is known to be zero) and `outputs` (which entries of C
 /// are read) let `panelGemm` skip work; `gemm` computes everything.
 @inlinable
@@ -253,7 +266,7 @@ public func panelOrBLASGemm(
     a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, transposeB: Bool = false,
     beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, zeros: PanelZeros = .none, outputs: PanelOutputs = .all
 ) {
-    if panelGemmSupports(columns: n) {
+    if panelKernelRuns && panelGemmSupports(columns: n) {
         panelGemm(m: m, n: n, k: k, a: a, rowStride: transposeA ? 1 : lda, depthStride: transposeA ? lda : 1,
                   b: b, ldb: ldb, transposeB: transposeB, beta: beta, c: c, ldc: ldc, zeros: zeros, outputs: outputs)
     } else {

@@ -13,10 +13,10 @@ import TestSupport
 
     /// The suite with another query and memory length and head size: 150 queries, with and
     /// without memory, give score rows longer than a SIMD block and most rows masked over part
-    /// of their keys (and, without backward, two blocks of query rows); head sizes 16 and 64
-    /// take the per-head products through `panelGemm` (its 16- and 64-column tiles), 5 through
-    /// OpenBLAS; the scores go through `panelGemm` where the keys per stream are a multiple of
-    /// 16 (160 and 48), else OpenBLAS.
+    /// of their keys (and, without backward, two blocks of query rows). Where the panel kernel
+    /// runs (`panelKernelRuns`), head sizes 16 and 64 take the per-head products through it
+    /// (its 16- and 64-column tiles), 5 through OpenBLAS, and the scores go through it where
+    /// the keys per stream are a multiple of 16 (160 and 48).
     func with(length: Int, memory: Int, headSize: Int) -> Self {
         var copy = self
         (copy.length, copy.memory, copy.headSize) = (length, memory, headSize)
