@@ -338,6 +338,7 @@ public final class RelativeAttention {
                     for r in 0..<rows {
                         let visible = m + first + r + 1
                         let row = scores + r * columns
+                        // In place: the row ends up holding the scaled scores (stored last).
                         let rowMaxValue = Self.addPositionsAndScale(
                             row, positions + r * columns + (rows - 1 - r), scale: scaleValue, into: row, count: visible)
                         inverseSums[r] = 1 / expInPlace(row, count: visible, minus: rowMaxValue)

@@ -19,7 +19,7 @@
 
 /// Terms of the depth copied and summed per block: 128 rows of a 64-column panel are 32 KiB,
 /// which stays in the L1 data cache while every row tile of C reads it.
-@usableFromInline let panelDepthBlock = 128
+private let panelDepthBlock = 128
 
 /// Where A is known to be zero, so a tile of rows can skip those terms of its sums: the
 /// masked future of causal attention. Skipped terms are exact zeros, so a sum's value is the
@@ -163,12 +163,6 @@ private struct PanelOperands {
     let beta: Float
     let c: UnsafeMutablePointer<Float>, ldc: Int
 
-    init(m: Int, k: Int, a: UnsafePointer<Float>, rowStride: Int, depthStride: Int, zeros: PanelZeros,
-         panel: UnsafeMutablePointer<Float>, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
-        (self.m, self.k, self.a, self.rowStride, self.depthStride, self.zeros) = (m, k, a, rowStride, depthStride, zeros)
-        (self.panel, self.beta, self.c, self.ldc) = (UnsafePointer(panel), beta, c, ldc)
-    }
-
     /// Adds the terms of depths `block` to every row: tiles of `rows` rows, then single rows.
     /// A tile's first block (the one holding the start of its depth range, or block 0 when the
     /// range is empty) applies `beta`; later blocks add to C.
@@ -257,9 +251,9 @@ private func panelTile(
 }
 
 /// `panelGemm` when it runs here (`panelKernelRuns`) and takes `n` columns, else `gemm`
-/// (OpenBLAS). Arguments as `gemm`'s, with
-/// `beta` 0 or 1; `zeros` (where op(A) is known to be zero) and `outputs` (which entries of C
-/// are read) let `panelGemm` skip work; `gemm` computes everything.
+/// (OpenBLAS). Arguments as `gemm`'s, with `beta` 0 or 1; `zeros` (where op(A) is known to be
+/// zero) and `outputs` (which entries of C are read) let `panelGemm` skip work; `gemm`
+/// computes everything.
 @inlinable
 public func panelOrBLASGemm(
     transposeA: Bool = false, m: Int, n: Int, k: Int,
