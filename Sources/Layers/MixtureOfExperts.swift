@@ -645,7 +645,7 @@ public final class MixtureOfExperts: FeedForwardLayer {
             for part in parts[(e * groups)..<((e + 1) * groups)] where !part.isEmpty {
                 let start = part.lowerBound, count = part.count
                 let hidden = h.mutable + start * g, gated = a.mutable + start * g
-                gemm(m: count, n: g, k: d, a: xs.pointer + start * d, lda: d, b: w1.pointer + e * d * g, ldb: g, beta: 0, c: hidden, ldc: g)
+                panelOrBLASGemm(m: count, n: g, k: d, a: xs.pointer + start * d, lda: d, b: w1.pointer + e * d * g, ldb: g, beta: 0, c: hidden, ldc: g)
                 for j in 0..<count {
                     let gateValue = gateSorted.pointer[start + j]
                     for c in 0..<g {
@@ -654,7 +654,7 @@ public final class MixtureOfExperts: FeedForwardLayer {
                         gated[j * g + c] = gateValue * v
                     }
                 }
-                gemm(m: count, n: d, k: g, a: gated, lda: g, b: w2.pointer + e * g * d, ldb: d, beta: 0, c: ys.mutable + start * d, ldc: d)
+                panelOrBLASGemm(m: count, n: d, k: g, a: gated, lda: g, b: w2.pointer + e * g * d, ldb: d, beta: 0, c: ys.mutable + start * d, ldc: d)
             }
         }
         // Gather back per row, slots in order: deterministic sums.
@@ -801,8 +801,8 @@ public final class MixtureOfExperts: FeedForwardLayer {
                 let start = part.lowerBound, count = part.count
                 let dyBlock = dys.pointer + start * d, dA = dh.mutable + start * g
                 // dA = dY W2_e^T; dW2_e += A^T dY.
-                gemm(transposeB: true, m: count, n: g, k: d, a: dyBlock, lda: d, b: w2.pointer + e * g * d, ldb: d, beta: 0, c: dA, ldc: g)
-                gemm(transposeA: true, m: g, n: d, k: count, a: a.pointer + start * g, lda: g, b: dyBlock, ldb: d, beta: 1, c: dw2[group].mutable + e * g * d, ldc: d)
+                panelOrBLASGemm(m: count, n: g, k: d, a: dyBlock, lda: d, b: w2.pointer + e * g * d, ldb: d, transposeB: true, beta: 0, c: dA, ldc: g)
+                panelOrBLASGemm(transposeA: true, m: g, n: d, k: count, a: a.pointer + start * g, lda: g, b: dyBlock, ldb: d, beta: 1, c: dw2[group].mutable + e * g * d, ldc: d)
                 for j in 0..<count {
                     let row = dA + j * g, kept = h.pointer + (start + j) * g
                     // d(gate) = dA . ReLU(h); dH = dA * gate where h > 0.
@@ -811,8 +811,8 @@ public final class MixtureOfExperts: FeedForwardLayer {
                     for c in 0..<g { row[c] = kept[c] > 0 ? row[c] * gateValue : 0 }
                 }
                 // dW1_e += X_e^T dH; dX_e = dH W1_e^T.
-                gemm(transposeA: true, m: d, n: g, k: count, a: xs.pointer + start * d, lda: d, b: dA, ldb: g, beta: 1, c: dw1[group].mutable + e * d * g, ldc: g)
-                gemm(transposeB: true, m: count, n: d, k: g, a: dA, lda: g, b: w1.pointer + e * d * g, ldb: g, beta: 0, c: dxs.mutable + start * d, ldc: d)
+                panelOrBLASGemm(transposeA: true, m: d, n: g, k: count, a: xs.pointer + start * d, lda: d, b: dA, ldb: g, beta: 1, c: dw1[group].mutable + e * d * g, ldc: g)
+                panelOrBLASGemm(m: count, n: d, k: g, a: dA, lda: g, b: w1.pointer + e * d * g, ldb: g, transposeB: true, beta: 0, c: dxs.mutable + start * d, ldc: d)
             }
         }
         // dx += sum over slots, in slot order.

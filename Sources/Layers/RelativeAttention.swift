@@ -50,14 +50,14 @@ public final class RelativeAttention {
     private let positionQuery = FloatBuffer()  // q + v, [B*T, HD]
     private let keyValues = FloatBuffer()  // [B*S, 2HD]
     private let blockScores = FloatBuffer()  // no backward: per (head, stream) score blocks
-    private let positionKeys = FloatBuffer()  // Wr R, [S, HD]
+    private let positionKeys = FloatBuffer()  // Wr R, [HD, S], in reverse distance
     private let rawScores = FloatBuffer()  // unscaled content + position scores, [H, B, T, S]
     private let rowMaximum = FloatBuffer()  // softmax statistics per (h, b, i)
     private let rowInverseSum = FloatBuffer()
     private let merged = FloatBuffer()  // [B*T, HD]
     private let positionTable = FloatBuffer()  // R, [S, d]
-    /// A training pass's R in reverse row order (row c holds p = -(S-1-c)), so its position
-    /// keys, position scores and their gradients run in reverse distance: see `forward`.
+    /// A training pass's R in reverse row order (row c holds p = -(S-1-c)): the order of its
+    /// position keys and their gradient, for Wr's gradient (see `forward`).
     private let reversedPositionTable = FloatBuffer()
     private var positionTableRows = 0
     // Backward only.
@@ -192,26 +192,24 @@ public final class RelativeAttention {
             Self.fillPositionTable(positionTable.reserved(sMax * d), rows: sMax, width: d)
             positionTableRows = sMax
         }
-        // A pass without backward keeps its position keys transposed and in reverse distance:
-        // [HD, rows], column c holding distance rows-1-c (see `attendInBlocks`).
+        // Position keys are kept transposed and in reverse distance: [HD, rows], column c
+        // holding distance rows-1-c, so that the relative shift reads each row of position
+        // scores forward (see `attendInBlocks` and the training pass below).
         let rk: UnsafeMutablePointer<Float>, positionKeyRows: Int
         if let reuse {
             rk = reuse.positionKeys
             positionKeyRows = reuse.positionRows < s ? sMax : reuse.positionRows
             if reuse.positionRows < s { fillTransposedReversedPositionKeys(rk, rows: sMax, arena: arena) }
-        } else if !keepsForBackward {
+        } else {
             (rk, positionKeyRows) = (positionKeys.reserved(sMax * hd), s)
             fillTransposedReversedPositionKeys(rk, rows: s, arena: arena)
-        } else {
-            positionKeyRows = s
-            // A training pass takes the table, and so the position keys, in reverse order.
+        }
+        if keepsForBackward && reuse == nil {
+            // Wr's gradient takes the table in the keys' order: reversed.
             let reversed = reversedPositionTable.reserved(sMax * d)
             for row in 0..<s {
                 (reversed + row * d).update(from: positionTable.pointer + (s - 1 - row) * d, count: d)
             }
-            rk = positionKeys.reserved(sMax * hd)
-            gemm(transposeB: true, m: s, n: hd, k: d, a: reversed, lda: d,
-                 b: arena.value(position), ldb: d, beta: 0, c: rk, ldc: hd)
         }
 
         let out = merged.reserved(b * t * hd)
@@ -225,22 +223,18 @@ public final class RelativeAttention {
             return
         }
 
-        // Position scores for every query row and every relative distance, one product per head
-        // over all B*T rows, in reverse distance: bd[h, row, c] = qp[row, h] . rk[c, h] is the
-        // term of distance r = S-1-c. Key j of query i (distance M+i-j) is then column
-        // T-1-i+j: the shift reads each row forward, as one vectorised pass with the softmax's.
+        // Position scores per (head, stream), in reverse distance: bd[h, row, c] = qp[row, h] .
+        // rk[h, c] is the term of distance S-1-c. Key j of query i (distance M+i-j) is then
+        // column T-1-i+j: the shift reads each row forward, as one vectorised pass with the
+        // softmax's, and a row needs only its columns from T-1-i on.
         let bd = scratch.positionScores.reserved(h * b * t * sMax)
-        batchedGemm(
-            count: h, transposeB: true, m: b * t, n: s, k: dh,
-            a: qp, lda: hd, strideA: dh, b: rk, ldb: hd, strideB: dh,
-            beta: 0, c: bd, ldc: s, strideC: b * t * s)
-
         let raw = SendablePointer(rawScores.reserved(h * b * t * sMax))
         let probabilities = SendablePointer(scratch.probabilities.reserved(h * b * t * sMax))
         let rowMax = SendablePointer(rowMaximum.reserved(h * b * t))
         let rowInv = SendablePointer(rowInverseSum.reserved(h * b * t))
         let outS = SendablePointer(out)
-        let qcS = SendablePointer(qc), kvS = SendablePointer(kv), bdS = SendablePointer(bd)
+        let qcS = SendablePointer(qc), qpS = SendablePointer(qp), kvS = SendablePointer(kv)
+        let rkS = SendablePointer(rk), bdS = SendablePointer(bd)
         let scaleValue = arena.value(scoreScale)[0]
         // One task per (head, batch row): each writes only its own score block and its own
         // D columns of `merged`.
@@ -252,10 +246,16 @@ public final class RelativeAttention {
             // Only the scores a query can see are computed (the others stay unwritten).
             panelOrBLASGemm(m: t, n: s, k: dh, a: qcS.pointer + item * t * hd + head * dh, lda: hd,
                             b: keys, ldb: 2 * hd, transposeB: true, beta: 0, c: scores, ldc: s, outputs: .upTo(offset: m))
+            // The position scores of this (head, stream), written here and read just below
+            // while they are in cache: bd's rows [head * B * T + item * T, +T) are this block.
+            let positionBlock = bdS.mutable + block
+            panelOrBLASGemm(m: t, n: s, k: dh, a: qpS.pointer + item * t * hd + head * dh, lda: hd,
+                            b: rkS.pointer + head * dh * s, ldb: s, beta: 0, c: positionBlock, ldc: s,
+                            outputs: .from(offset: t - 1))
             let p = probabilities.mutable + block
             for i in 0..<t {
                 let row = scores + i * s
-                let positions = bdS.pointer + (head * b * t + item * t + i) * s + (t - 1 - i)
+                let positions = positionBlock + i * s + (t - 1 - i)
                 let visible = m + i + 1
                 // The raw scores past `visible` stay unwritten: nothing reads them.
                 let probabilityRow = p + i * s
@@ -331,7 +331,7 @@ public final class RelativeAttention {
                                 outputs: .upTo(offset: m + first))
                 panelOrBLASGemm(m: rows, n: columns, k: dh, a: qpS.pointer + (item * t + first) * hd + head * dh, lda: hd,
                                 b: rkS.pointer + head * dh * positionKeyRows + (positionKeyRows - columns),
-                                ldb: positionKeyRows, beta: 0, c: positions, ldc: columns)
+                                ldb: positionKeyRows, beta: 0, c: positions, ldc: columns, outputs: .from(offset: rows - 1))
                 // Unnormalised exponentials; each output row is scaled by 1/sum after the value
                 // read, as in a training pass.
                 withUnsafeTemporaryAllocation(of: Float.self, capacity: rows) { inverseSums in
@@ -605,7 +605,7 @@ public final class RelativeAttention {
         }
 
         // Position part per head over all B*T rows (dbd, rk and d rk in reverse distance, as
-        // the forward pass left them, and the reversed table for Wr's gradient):
+        // the forward pass left them, rk transposed, and the reversed table for Wr's gradient):
         //   d(q + v) = dbd rk,  d rk = dbd^T (q + v),  dv = (column sums of dbd) rk.
         let rk = SendablePointer(positionKeys.pointer), qp = SendablePointer(positionQuery.pointer)
         let drk = SendablePointer(dPositionKeys.reserved(s * hd))
@@ -616,7 +616,8 @@ public final class RelativeAttention {
         parallelFor(h * groups) { task in
             let head = task / groups, part = rowsOfGroup(task % groups, of: groups, in: b * t)
             panelOrBLASGemm(m: part.count, n: dh, k: s, a: dbd.pointer + (head * b * t + part.lowerBound) * s, lda: s,
-                            b: rk.pointer + head * dh, ldb: hd, beta: 1, c: dq.mutable + part.lowerBound * hd + head * dh, ldc: hd)
+                            b: rk.pointer + head * dh * s, ldb: s, transposeB: true,
+                            beta: 1, c: dq.mutable + part.lowerBound * hd + head * dh, ldc: hd)
         }
         for group in 0..<groups {
             let part = arena.rows(ofGroup: group, in: b * t)
@@ -629,7 +630,7 @@ public final class RelativeAttention {
                 let columnSums = dvRows.mutable + head * s
                 gemv(transpose: true, rows: part.count, columns: s, a: block, lda: s, x: ones.pointer,
                      beta: 0, y: columnSums)
-                gemv(transpose: true, rows: s, columns: dh, a: rk.pointer + head * dh, lda: hd,
+                gemv(rows: dh, columns: s, a: rk.pointer + head * dh * s, lda: s,
                      x: columnSums, beta: 1, y: dvGrad.mutable + head * dh)
             }
             gemm(transposeA: true, m: hd, n: d, k: s, a: drk.pointer, lda: hd,

@@ -52,18 +52,23 @@ public enum PanelZeros: Sendable, Equatable {
     }
 }
 
-/// Which entries of C a caller reads: with `.upTo(offset:)`, only `C(i, j)` with
-/// `j <= i + offset` (the scores a causal query can see); others may be left as they were.
+/// Which entries of C a caller reads; the others may be left as they were. A row that needs
+/// none of a column block skips it.
 public enum PanelOutputs: Sendable, Equatable {
     case all
+    /// Only `C(i, j)` with `j <= i + offset`: the scores a causal query can see (keys in order).
     case upTo(offset: Int)
+    /// Only `C(i, j)` with `j >= offset - i`: the position scores a causal query can see
+    /// (distances in reverse order, so that query i's last column is its distance 0).
+    case from(offset: Int)
 
-    /// The first row that needs any of columns `first...`.
+    /// The first row that needs any of the columns `columns`.
     @inline(__always)
-    func firstRow(forColumn first: Int, rows m: Int) -> Int {
+    func firstRow(forColumns columns: Range<Int>, rows m: Int) -> Int {
         switch self {
         case .all: return 0
-        case .upTo(let offset): return min(m, max(0, first - offset))
+        case .upTo(let offset): return min(m, max(0, columns.lowerBound - offset))
+        case .from(let offset): return min(m, max(0, offset - (columns.upperBound - 1)))
         }
     }
 }
@@ -105,7 +110,7 @@ private func panelProduct(
     var column = 0
     while column < n {
         let width = n - column >= 64 ? 64 : (n - column >= 32 ? 32 : 16)
-        let firstRow = outputs.firstRow(forColumn: column, rows: m)
+        let firstRow = outputs.firstRow(forColumns: column..<(column + width), rows: m)
         let operands = PanelOperands(
             m: m - firstRow, k: k, a: a + firstRow * rowStride, rowStride: rowStride, depthStride: depthStride,
             zeros: zeros.shifted(byRows: firstRow), panel: packed, beta: beta, c: c + firstRow * ldc + column, ldc: ldc)
@@ -114,17 +119,15 @@ private func panelProduct(
         repeat {
             let depth = min(panelDepthBlock, k - start)
             if transposeB {
-                // 16 columns at a time: each packed row's 16 entries are written together.
                 for block in stride(from: 0, to: width, by: 16) {
-                    let source = b + (column + block) * ldb + start
-                    for p in 0..<depth {
-                        let row = packed + p * width + block
-                        for j in 0..<16 { row[j] = source[j * ldb + p] }
-                    }
+                    packTransposed(b + (column + block) * ldb + start, ldb: ldb, depth: depth,
+                                   into: packed + block, rowStride: width)
                 }
             } else {
+                // Vector copies in line: a library call per 64-float row costs more than the copy.
                 for p in 0..<depth {
-                    (packed + p * width).update(from: b + (start + p) * ldb + column, count: width)
+                    let source = b + (start + p) * ldb + column, row = packed + p * width
+                    for w in stride(from: 0, to: width, by: 16) { store16(load16(source + w), row + w) }
                 }
             }
             switch width {
@@ -135,6 +138,61 @@ private func panelProduct(
             start += depth
         } while start < k
         column += width
+    }
+}
+
+/// `destination[p * rowStride + j] = source[j * ldb + p]` for 16 columns `j` of B stored as
+/// keys and `depth` rows `p`: blocks of 16 x 16 transposed in registers, the rest one entry at
+/// a time (a strided scalar copy of the whole panel took a tenth of the attention products).
+@inline(__always)
+private func packTransposed(
+    _ source: UnsafePointer<Float>, ldb: Int, depth: Int, into destination: UnsafeMutablePointer<Float>, rowStride: Int
+) {
+    var p = 0
+    while p + 16 <= depth {
+        var block = SquareBlock16()
+        block.withVectors { rows in
+            for j in 0..<16 { rows[j] = load16(source + j * ldb + p) }
+        }
+        // Each round moves entry (r, c) to (8 (c mod 2) + r / 2, 8 (r mod 2) + c / 2): both
+        // indices rotate right by one bit, trading their lowest bits; after four, (c, r).
+        for _ in 0..<4 { block.interleaveEvenAndOdd() }
+        block.withVectors { columns in
+            for q in 0..<16 { store16(columns[q], destination + (p + q) * rowStride) }
+        }
+        p += 16
+    }
+    while p < depth {
+        let row = destination + p * rowStride
+        for j in 0..<16 { row[j] = source[j * ldb + p] }
+        p += 1
+    }
+}
+
+/// 16 rows of 16 floats held as vectors (in registers once inlined).
+private struct SquareBlock16 {
+    typealias V = SIMD16<Float>
+    var v: (V, V, V, V, V, V, V, V, V, V, V, V, V, V, V, V) = (
+        V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V(), V())
+
+    @inline(__always)
+    mutating func withVectors(_ body: (UnsafeMutablePointer<V>) -> Void) {
+        withUnsafeMutableBytes(of: &v) { body($0.baseAddress!.assumingMemoryBound(to: V.self)) }
+    }
+
+    /// Row i becomes the even entries of rows 2i and 2i + 1, row i + 8 their odd entries.
+    @inline(__always)
+    mutating func interleaveEvenAndOdd() {
+        var next = SquareBlock16()
+        withVectors { rows in
+            next.withVectors { out in
+                for i in 0..<8 {
+                    out[i] = V(lowHalf: rows[2 * i].evenHalf, highHalf: rows[2 * i + 1].evenHalf)
+                    out[i + 8] = V(lowHalf: rows[2 * i].oddHalf, highHalf: rows[2 * i + 1].oddHalf)
+                }
+            }
+        }
+        self = next
     }
 }
 

@@ -100,28 +100,48 @@ import TestSupport
     }
 
     /// With `outputs: .upTo(offset:)` every entry a causal query reads (`j <= i + offset`) is
-    /// the product's; rows that read none of a column block are skipped there.
-    @Test(arguments: [0, 7, -20, 100])
-    func panelGemmComputesTheOutputsACausalQueryReads(offset: Int) {
+    /// the product's, and with `.from(offset:)` every entry `j >= offset - i` (position scores in
+    /// reverse distance); rows that read none of a column block are skipped there.
+    @Test(arguments: [
+        PanelOutputs.upTo(offset: 0), .upTo(offset: 7), .upTo(offset: -20), .upTo(offset: 100),
+        .from(offset: 39), .from(offset: 0), .from(offset: 100), .from(offset: 250), .from(offset: -3),
+    ])
+    func panelGemmComputesTheOutputsACausalQueryReads(outputs: PanelOutputs) {
         let (m, n, k) = (40, 160, 24)
         let a = randomArray(m * k, seed: 51), b = randomArray(n * k, seed: 52)
         var fast = [Float](repeating: .nan, count: m * n), slow = fast
         panelGemm(m: m, n: n, k: k, a: a, rowStride: k, depthStride: 1, b: b, ldb: k, transposeB: true,
-                  beta: 0, c: &fast, ldc: n, outputs: .upTo(offset: offset))
+                  beta: 0, c: &fast, ldc: n, outputs: outputs)
         naiveGemm(transposeB: true, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: k, beta: 0, c: &slow, ldc: n)
+        func needed(_ i: Int, _ j: Int) -> Bool {
+            switch outputs {
+            case .all: return true
+            case .upTo(let offset): return j <= i + offset
+            case .from(let offset): return j >= offset - i
+            }
+        }
         var skipped = 0
         for i in 0..<m {
             for j in 0..<n {
-                if j <= i + offset {
-                    #expect(abs(fast[i * n + j] - slow[i * n + j]) < 1e-4, "\(i), \(j), offset \(offset)")
+                if needed(i, j) {
+                    #expect(abs(fast[i * n + j] - slow[i * n + j]) < 1e-4, "\(i), \(j), \(outputs)")
                 } else if fast[i * n + j].isNaN {
                     skipped += 1
                 }
             }
         }
         // Rows before a column block's first reader leave it alone: blocks of 64, 64 and 32.
-        let expected = [(0, 64), (64, 64), (128, 32)].reduce(0) { $0 + min(m, max(0, $1.0 - offset)) * $1.1 }
-        #expect(skipped == expected, "skipped \(skipped)")
+        let expected = [(0, 64), (64, 64), (128, 32)].reduce(0) { total, block in
+            let (first, width) = block
+            let rows: Int
+            switch outputs {
+            case .all: rows = 0
+            case .upTo(let offset): rows = first - offset
+            case .from(let offset): rows = offset - (first + width - 1)
+            }
+            return total + min(m, max(0, rows)) * width
+        }
+        #expect(skipped == expected, "skipped \(skipped) of \(outputs)")
     }
 
     /// An entry's bits depend only on its row of A and column of B, never on the call's shape:
