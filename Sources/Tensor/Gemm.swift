@@ -114,28 +114,6 @@ func sgemmSingleThread(
         a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
 }
 
-/// `count` independent products with constant strides between consecutive operands
-/// (`A_i = a + i * strideA`, ...), spread over the cores by `parallelFor` with single-threaded
-/// BLAS inside, so small per-head products keep both cores busy without oversubscription.
-@inlinable
-public func batchedGemm(
-    count: Int,
-    transposeA: Bool = false, transposeB: Bool = false,
-    m: Int, n: Int, k: Int, alpha: Float = 1,
-    a: UnsafePointer<Float>, lda: Int, strideA: Int,
-    b: UnsafePointer<Float>, ldb: Int, strideB: Int,
-    beta: Float,
-    c: UnsafeMutablePointer<Float>, ldc: Int, strideC: Int
-) {
-    let a = SendablePointer(a), b = SendablePointer(b), c = SendablePointer(c)
-    parallelFor(count) { i in
-        gemm(
-            transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
-            a: a.pointer + i * strideA, lda: lda, b: b.pointer + i * strideB, ldb: ldb,
-            beta: beta, c: c.mutable + i * strideC, ldc: ldc)
-    }
-}
-
 /// Reference product used only by tests: the plain triple loop over the same arguments.
 public func naiveGemm(
     transposeA: Bool = false, transposeB: Bool = false,

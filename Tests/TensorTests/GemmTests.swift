@@ -29,29 +29,6 @@ import TestSupport
         #expect(c == [0.5, 1, 1.5, 2])
     }
 
-    @Test func batchedGemmMatchesLoopOfProducts() {
-        Threads.configure(2)
-        defer { Threads.configure(1) }
-        let (count, m, n, k) = (6, 4, 3, 5)
-        let a = randomArray(count * m * k, seed: 4), b = randomArray(count * k * n, seed: 5)
-        var batched = [Float](repeating: 0, count: count * m * n)
-        var single = batched
-        batchedGemm(count: count, m: m, n: n, k: k, a: a, lda: k, strideA: m * k,
-                    b: b, ldb: n, strideB: k * n, beta: 0, c: &batched, ldc: n, strideC: m * n)
-        for i in 0..<count {
-            a.withUnsafeBufferPointer { ap in
-                b.withUnsafeBufferPointer { bp in
-                    single.withUnsafeMutableBufferPointer { cp in
-                        naiveGemm(m: m, n: n, k: k, a: ap.baseAddress! + i * m * k, lda: k,
-                                  b: bp.baseAddress! + i * k * n, ldb: n, beta: 0,
-                                  c: cp.baseAddress! + i * m * n, ldc: n)
-                    }
-                }
-            }
-        }
-        for i in 0..<batched.count { #expect(abs(batched[i] - single[i]) < 1e-4) }
-    }
-
     @Test func columnSumsThroughBlasMatchLoop() {
         let (rows, columns, stride) = (37, 6, 9)
         let x = randomArray(rows * stride, seed: 8)
