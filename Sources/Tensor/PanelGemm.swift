@@ -1,6 +1,8 @@
 // A matrix product for the attention products of one (head, stream), written in Swift SIMD:
-// scores Q K^T and dO V^T (t x s outputs from a head's 64 columns), and P V, P^T dO, dRaw^T
-// (q + u), dRaw K (outputs a head's 64 columns wide, summed over s or t).
+// content and position scores Q K^T, (q + v) (W_R R)^T and dO V^T (t x s outputs from a
+// head's 64 columns), and P V, P^T dO, dRaw^T (q + u), dRaw K (outputs a head's 64 columns
+// wide, summed over s or t); also the σ-MoE expert products (a few hundred rows by 64 columns,
+// or over 64 terms), which measured faster here than in OpenBLAS (Docs/performance.md).
 //
 // Why not OpenBLAS there: at those shapes OpenBLAS copies ("packs") the whole t x s block of
 // A before it multiplies it by 64 columns, and zeroes C before every product with beta 0; in
@@ -9,8 +11,8 @@
 // nothing), copies only a block of B's rows that fits the L1 cache (transposing it when B is
 // stored as keys), writes C once per block (beta 0 without a zeroing pass), and skips what
 // causal attention never uses: the terms where A holds the masked future's zeros (`PanelZeros`)
-// and the scores of keys a query cannot see (`PanelOutputs`), a quarter of each product when
-// memory and segment are equally long.
+// and the scores of keys and distances a query cannot see (`PanelOutputs`), a quarter of each
+// product when memory and segment are equally long.
 //
 // Every sum runs over the depth in order, one fused multiply-add per term, in blocks of
 // `panelDepthBlock` terms added to C in order: so the value of an entry depends only on its
