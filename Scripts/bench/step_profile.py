@@ -54,10 +54,10 @@ def owner(frames):
     for frame in frames:
         if frame.startswith("$s6Layers17RelativeAttention"):
             # Closures are numbered in source order (fU_, fU0_, fU1_, ...; update these when
-            # RelativeAttention.swift gains or loses one): forward's fU1_ and backward's fU0_
-            # run per (head, stream), forward's with the position scores of its (head, stream);
-            # backward's fU1_ and fU2_ are the rest of the position part.
-            if re.search(r"C7forward\w*fU1_(TA)?$|C8backward\w*fU0_(TA)?$|recomputeProbabilities|addPositionsAndScale|softmaxBackwardRow", frame):
+            # RelativeAttention.swift gains or loses one): forward's fU1_ (which calls
+            # attendRows, position scores included) and backward's fU0_ run per (head,
+            # stream); backward's fU1_ and fU2_ are the rest of the position part.
+            if re.search(r"C7forward\w*fU1_(TA)?$|C8backward\w*fU0_(TA)?$|attendRows|recomputeProbabilities|addPositionsAndScale|softmaxBackwardRow", frame):
                 return PER_HEAD
             if re.search(r"C8backward\w*fU[12]_(TA)?$", frame):
                 return POSITION

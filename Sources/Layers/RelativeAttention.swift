@@ -237,42 +237,20 @@ public final class RelativeAttention {
         let rkS = SendablePointer(rk), bdS = SendablePointer(bd)
         let scaleValue = arena.value(scoreScale)[0]
         // One task per (head, batch row): each writes only its own score block and its own
-        // D columns of `merged`.
+        // D columns of `merged`. The position scores of a (head, stream) are written right
+        // before its softmax pass reads them, while they are in cache: bd's rows
+        // [head * B * T + item * T, +T) are its block.
         parallelFor(h * b) { task in
             let head = task / b, item = task % b
             let block = task * t * s
-            let scores = raw.mutable + block
-            let keys = kvS.pointer + item * s * 2 * hd + head * 2 * dh
-            // Only the scores a query can see are computed (the others stay unwritten).
-            panelOrBLASGemm(m: t, n: s, k: dh, a: qcS.pointer + item * t * hd + head * dh, lda: hd,
-                            b: keys, ldb: 2 * hd, transposeB: true, beta: 0, c: scores, ldc: s, outputs: .upTo(offset: m))
-            // The position scores of this (head, stream), written here and read just below
-            // while they are in cache: bd's rows [head * B * T + item * T, +T) are this block.
-            let positionBlock = bdS.mutable + block
-            panelOrBLASGemm(m: t, n: s, k: dh, a: qpS.pointer + item * t * hd + head * dh, lda: hd,
-                            b: rkS.pointer + head * dh * s, ldb: s, beta: 0, c: positionBlock, ldc: s,
-                            outputs: .from(offset: t - 1))
-            let p = probabilities.mutable + block
-            for i in 0..<t {
-                let row = scores + i * s
-                let positions = positionBlock + i * s + (t - 1 - i)
-                let visible = m + i + 1
-                // The raw scores past `visible` stay unwritten: nothing reads them.
-                let probabilityRow = p + i * s
-                let rowMaxValue = Self.addPositionsAndScale(
-                    row, positions, scale: scaleValue, into: probabilityRow, count: visible)
-                // The exponentials stay unnormalised here: the head's output row is scaled by
-                // 1/sum after the value read (D entries where the row has S). Backward
-                // recomputes the normalised probabilities.
-                let total = expInPlace(probabilityRow, count: visible, minus: rowMaxValue)
-                (probabilityRow + visible).update(repeating: 0, count: s - visible)
-                rowMax.mutable[task * t + i] = rowMaxValue
-                rowInv.mutable[task * t + i] = 1 / total
-            }
-            let headOutput = outS.mutable + item * t * hd + head * dh
-            panelOrBLASGemm(m: t, n: dh, k: s, a: p, lda: s, b: keys + dh, ldb: 2 * hd,
-                            beta: 0, c: headOutput, ldc: hd, zeros: .after(offset: m))
-            for i in 0..<t { Tensor.scale(headOutput + i * hd, by: rowInv.pointer[task * t + i], count: dh) }
+            Self.attendRows(
+                first: 0, rows: t, memoryLength: m, headSize: dh, scale: scaleValue,
+                contentQuery: qcS.pointer + item * t * hd + head * dh, positionQuery: qpS.pointer + item * t * hd + head * dh,
+                queryStride: hd, keys: kvS.pointer + item * s * 2 * hd + head * 2 * dh, keyStride: 2 * hd,
+                positionKeys: rkS.pointer + head * dh * s, positionKeyStride: s,
+                scores: raw.mutable + block, positions: bdS.mutable + block, probabilities: probabilities.mutable + block,
+                rowMaximum: rowMax.mutable + task * t, rowInverseSum: rowInv.mutable + task * t,
+                output: outS.mutable + item * t * hd + head * dh, outputStride: hd)
         }
         gemmInRowGroups(arena.gradientGroups, transposeB: true, m: b * t, n: d, k: hd, a: out, lda: hd,
              b: arena.value(output), ldb: hd, beta: 0, c: y, ldc: d)
@@ -296,13 +274,12 @@ public final class RelativeAttention {
     /// The attention of a pass that keeps nothing for backward (evaluation): per (head, stream),
     /// blocks of query rows go through content and position scores, softmax and the value read
     /// in a scratch that stays in cache, and only over the keys the block's rows can see (the
-    /// masked future is neither computed nor stored). The same operations per score as the
-    /// training path, whose full score matrices its backward pass needs.
+    /// masked future is neither computed nor stored), through `attendRows` as a training
+    /// pass's segment, whose full score matrices its backward pass needs.
     ///
     /// `positionKeys` is [HD, positionKeyRows] in reverse distance (column c: distance
     /// positionKeyRows-1-c). A block of `rows` queries from `first` multiplies the last
-    /// `columns = M + first + rows` of those columns; query i = first + r then finds key j's
-    /// distance M+i-j in column rows-1-r+j of its row of position scores, a forward read.
+    /// `columns = M + first + rows` of those columns.
     private func attendInBlocks(
         contentQuery qc: UnsafePointer<Float>, positionQuery qp: UnsafePointer<Float>,
         keyValues kv: UnsafePointer<Float>, keyValueStride kvStride: Int, positionKeys rk: UnsafePointer<Float>,
@@ -322,36 +299,68 @@ public final class RelativeAttention {
             let positions = scores + rowBlock * sMax
             var first = 0
             while first < t {
-                let rows = min(rowBlock, t - first)
-                // Keys visible to the block's last row; earlier rows see fewer (row r reads
-                // content scores 0 ... M + first + r).
-                let columns = m + first + rows
-                panelOrBLASGemm(m: rows, n: columns, k: dh, a: qcS.pointer + (item * t + first) * hd + head * dh, lda: hd,
-                                b: keys, ldb: 2 * hd, transposeB: true, beta: 0, c: scores, ldc: columns,
-                                outputs: .upTo(offset: m + first))
-                panelOrBLASGemm(m: rows, n: columns, k: dh, a: qpS.pointer + (item * t + first) * hd + head * dh, lda: hd,
-                                b: rkS.pointer + head * dh * positionKeyRows + (positionKeyRows - columns),
-                                ldb: positionKeyRows, beta: 0, c: positions, ldc: columns, outputs: .from(offset: rows - 1))
-                // Unnormalised exponentials; each output row is scaled by 1/sum after the value
-                // read, as in a training pass.
+                let rows = min(rowBlock, t - first), columns = m + first + rows
                 withUnsafeTemporaryAllocation(of: Float.self, capacity: rows) { inverseSums in
-                    for r in 0..<rows {
-                        let visible = m + first + r + 1
-                        let row = scores + r * columns
-                        // In place: the row ends up holding the scaled scores (stored last).
-                        let rowMaxValue = Self.addPositionsAndScale(
-                            row, positions + r * columns + (rows - 1 - r), scale: scaleValue, into: row, count: visible)
-                        inverseSums[r] = 1 / expInPlace(row, count: visible, minus: rowMaxValue)
-                        (row + visible).update(repeating: 0, count: columns - visible)
-                    }
-                    let blockOutput = outS.mutable + (item * t + first) * hd + head * dh
-                    panelOrBLASGemm(m: rows, n: dh, k: columns, a: scores, lda: columns, b: keys + dh, ldb: 2 * hd,
-                                    beta: 0, c: blockOutput, ldc: hd, zeros: .after(offset: m + first))
-                    for r in 0..<rows { Tensor.scale(blockOutput + r * hd, by: inverseSums[r], count: dh) }
+                    // In place: each row of `scores` ends up holding the unnormalised exponentials.
+                    Self.attendRows(
+                        first: first, rows: rows, memoryLength: m, headSize: dh, scale: scaleValue,
+                        contentQuery: qcS.pointer + (item * t + first) * hd + head * dh,
+                        positionQuery: qpS.pointer + (item * t + first) * hd + head * dh, queryStride: hd,
+                        keys: keys, keyStride: 2 * hd,
+                        positionKeys: rkS.pointer + head * dh * positionKeyRows + (positionKeyRows - columns),
+                        positionKeyStride: positionKeyRows,
+                        scores: scores, positions: positions, probabilities: scores,
+                        rowMaximum: nil, rowInverseSum: inverseSums.baseAddress!,
+                        output: outS.mutable + (item * t + first) * hd + head * dh, outputStride: hd)
                 }
                 first += rows
             }
         }
+    }
+
+    /// Content and position scores, softmax and value read of one (head, stream)'s `rows`
+    /// queries from `first`, over the `columns = M + first + rows` keys the last of them can
+    /// see: a training pass's whole segment, or a block of a pass without backward. Query r
+    /// sees keys 0 ... M + first + r (the rest of its row is neither computed nor read) and
+    /// finds key j's distance M+first+r-j in column rows-1-r+j of its row of `positions`.
+    ///
+    /// The queries start at the block's first row; `keys` at the head's first key, its values
+    /// `headSize` further on; `positionKeys` at the head's rows of the transposed keys in
+    /// reverse distance, column 0 holding distance columns-1. `scores` gets the raw scores and
+    /// `probabilities` the unnormalised exponentials (the same buffer where raw scores are not
+    /// kept), both with row stride `columns`; each output row is scaled by 1/sum after the
+    /// value read (D multiplications where the row has up to S), and the row statistics are
+    /// written to `rowMaximum` (if given) and `rowInverseSum`.
+    @inline(__always)
+    static func attendRows(
+        first: Int, rows: Int, memoryLength m: Int, headSize dh: Int, scale: Float,
+        contentQuery: UnsafePointer<Float>, positionQuery: UnsafePointer<Float>, queryStride: Int,
+        keys: UnsafePointer<Float>, keyStride: Int,
+        positionKeys: UnsafePointer<Float>, positionKeyStride: Int,
+        scores: UnsafeMutablePointer<Float>, positions: UnsafeMutablePointer<Float>,
+        probabilities: UnsafeMutablePointer<Float>,
+        rowMaximum: UnsafeMutablePointer<Float>?, rowInverseSum: UnsafeMutablePointer<Float>,
+        output: UnsafeMutablePointer<Float>, outputStride: Int
+    ) {
+        let columns = m + first + rows
+        panelOrBLASGemm(m: rows, n: columns, k: dh, a: contentQuery, lda: queryStride, b: keys, ldb: keyStride,
+                        transposeB: true, beta: 0, c: scores, ldc: columns, outputs: .upTo(offset: m + first))
+        panelOrBLASGemm(m: rows, n: columns, k: dh, a: positionQuery, lda: queryStride, b: positionKeys,
+                        ldb: positionKeyStride, beta: 0, c: positions, ldc: columns, outputs: .from(offset: rows - 1))
+        for r in 0..<rows {
+            let visible = m + first + r + 1
+            let probabilityRow = probabilities + r * columns
+            let rowMaxValue = addPositionsAndScale(
+                scores + r * columns, positions + r * columns + (rows - 1 - r), scale: scale,
+                into: probabilityRow, count: visible)
+            let total = expInPlace(probabilityRow, count: visible, minus: rowMaxValue)
+            (probabilityRow + visible).update(repeating: 0, count: columns - visible)
+            rowMaximum?[r] = rowMaxValue
+            rowInverseSum[r] = 1 / total
+        }
+        panelOrBLASGemm(m: rows, n: dh, k: columns, a: probabilities, lda: columns, b: keys + dh, ldb: keyStride,
+                        beta: 0, c: output, ldc: outputStride, zeros: .after(offset: m + first))
+        for r in 0..<rows { Tensor.scale(output + r * outputStride, by: rowInverseSum[r], count: dh) }
     }
 
     /// Declares every buffer of a pass over `pass.batch` streams of `pass.length` queries and up
