@@ -49,7 +49,6 @@ public final class RelativeAttention {
     private let contentQuery = FloatBuffer()  // q + u, [B*T, HD]
     private let positionQuery = FloatBuffer()  // q + v, [B*T, HD]
     private let keyValues = FloatBuffer()  // [B*S, 2HD]
-    private let blockScores = FloatBuffer()  // no backward: per (head, stream) score blocks
     private let positionKeys = FloatBuffer()  // Wr R, [HD, S], in reverse distance
     private let rawScores = FloatBuffer()  // unscaled content + position scores, [H, B, T, S]
     private let rowMaximum = FloatBuffer()  // softmax statistics per (h, b, i)
@@ -227,28 +226,28 @@ public final class RelativeAttention {
         // rk[h, c] is the term of distance S-1-c. Key j of query i (distance M+i-j) is then
         // column T-1-i+j: the shift reads each row forward, as one vectorised pass with the
         // softmax's, and a row needs only its columns from T-1-i on.
-        let bd = scratch.positionScores.reserved(h * b * t * sMax)
         let raw = SendablePointer(rawScores.reserved(h * b * t * sMax))
-        let probabilities = SendablePointer(scratch.probabilities.reserved(h * b * t * sMax))
         let rowMax = SendablePointer(rowMaximum.reserved(h * b * t))
         let rowInv = SendablePointer(rowInverseSum.reserved(h * b * t))
         let outS = SendablePointer(out)
         let qcS = SendablePointer(qc), qpS = SendablePointer(qp), kvS = SendablePointer(kv)
-        let rkS = SendablePointer(rk), bdS = SendablePointer(bd)
+        let rkS = SendablePointer(rk)
         let scaleValue = arena.value(scoreScale)[0]
-        // One task per (head, batch row): each writes only its own score block and its own
-        // D columns of `merged`. The position scores of a (head, stream) are written right
-        // before its softmax pass reads them, while they are in cache: bd's rows
-        // [head * B * T + item * T, +T) are its block.
-        parallelFor(h * b) { task in
+        // One task per (head, batch row): each writes only its own raw score block and its own
+        // D columns of `merged`. Its position scores and probabilities are needed only while
+        // it runs: they go to its thread's lane of the scratch, written right before they are
+        // read, while they are in cache.
+        let (lanes, lane) = scratch.lanes(tasks: h * b, floatsPerLane: 2 * t * s)
+        parallelForLanes(h * b, lanes: lanes) { laneIndex, task in
             let head = task / b, item = task % b
             let block = task * t * s
+            let positions = lane.mutable + laneIndex * 2 * t * s, probabilities = positions + t * s
             Self.attendRows(
                 first: 0, rows: t, memoryLength: m, headSize: dh, scale: scaleValue,
                 contentQuery: qcS.pointer + item * t * hd + head * dh, positionQuery: qpS.pointer + item * t * hd + head * dh,
                 queryStride: hd, keys: kvS.pointer + item * s * 2 * hd + head * 2 * dh, keyStride: 2 * hd,
                 positionKeys: rkS.pointer + head * dh * s, positionKeyStride: s,
-                scores: raw.mutable + block, positions: bdS.mutable + block, probabilities: probabilities.mutable + block,
+                scores: raw.mutable + block, positions: positions, probabilities: probabilities,
                 rowMaximum: rowMax.mutable + task * t, rowInverseSum: rowInv.mutable + task * t,
                 output: outS.mutable + item * t * hd + head * dh, outputStride: hd)
         }
@@ -288,14 +287,13 @@ public final class RelativeAttention {
     ) {
         let h = config.heads, dh = config.headSize, hd = h * dh
         let rowBlock = Self.evaluationRowBlock
-        let scratchPerTask = 2 * rowBlock * sMax
-        let blocks = SendablePointer(blockScores.reserved(h * b * scratchPerTask))
+        let (lanes, lane) = scratch.lanes(tasks: h * b, floatsPerLane: 2 * rowBlock * sMax)
         let qcS = SendablePointer(qc), qpS = SendablePointer(qp), kvS = SendablePointer(kv)
         let rkS = SendablePointer(rk), outS = SendablePointer(out)
-        parallelFor(h * b) { task in
+        parallelForLanes(h * b, lanes: lanes) { laneIndex, task in
             let head = task / b, item = task % b
             let keys = kvS.pointer + item * kvStride * 2 * hd + head * 2 * dh
-            let scores = blocks.mutable + task * scratchPerTask
+            let scores = lane.mutable + laneIndex * 2 * rowBlock * sMax
             let positions = scores + rowBlock * sMax
             var first = 0
             while first < t {
@@ -375,17 +373,17 @@ public final class RelativeAttention {
         plan.declare(positionTable, "attention sinusoid table", count: s * d)
         plan.declare(positionKeys, "attention position keys", count: s * hd)
         plan.declare(merged, "attention merged heads", count: b * t * hd)
+        let lanes = parallelLanes(for: h * b)
         guard pass.training else {
-            plan.declare(blockScores, "attention score blocks", count: h * b * 2 * Self.evaluationRowBlock * s)
+            scratch.declareLanes(lanes, floatsPerLane: 2 * Self.evaluationRowBlock * s, in: &plan)
             return
         }
         plan.declare(reversedPositionTable, "attention sinusoid table, reversed", count: s * d)
         plan.declare(rawScores, "attention raw scores", count: h * b * t * s)
         plan.declare(rowMaximum, "attention softmax maxima", count: h * b * t)
         plan.declare(rowInverseSum, "attention softmax 1/sums", count: h * b * t)
-        plan.declare(scratch.positionScores, "attention position scores (shared)", count: h * b * t * s)
-        plan.declare(scratch.probabilities, "attention probabilities (shared)", count: h * b * t * s)
-        plan.declare(scratch.dScores, "attention score gradient (shared)", count: h * b * t * s)
+        scratch.declareLanes(lanes, floatsPerLane: 2 * t * s, in: &plan)
+        plan.declare(scratch.positionScores, "attention position-score gradient (shared)", count: h * b * t * s)
         plan.declare(dMerged, "attention merged-heads gradient", count: b * t * hd)
         plan.declare(dKeyValues, "attention key and value gradient", count: b * s * 2 * hd)
         plan.declare(dQuery, "attention query gradient", count: b * t * hd)
@@ -548,8 +546,6 @@ public final class RelativeAttention {
         gemmInRowGroups(arena.gradientGroups, m: b * t, n: hd, k: d, a: dy, lda: d, b: arena.value(output), ldb: hd,
              beta: 0, c: dOut, ldc: hd)
 
-        let probabilities = SendablePointer(scratch.probabilities.reserved(h * b * t * s))
-        let dScores = SendablePointer(scratch.dScores.reserved(h * b * t * s))
         let dbd = SendablePointer(scratch.positionScores.reserved(h * b * t * s))
         let dkv = SendablePointer(dKeyValues.reserved(b * s * 2 * hd))
         let dq = SendablePointer(dQuery.reserved(b * t * hd))
@@ -558,10 +554,13 @@ public final class RelativeAttention {
         let kv = SendablePointer(keyValues.pointer), qc = SendablePointer(contentQuery.pointer)
         let dOutS = SendablePointer(dOut), mergedS = SendablePointer(merged.pointer)
         let rowMax = SendablePointer(rowMaximum.pointer), rowInv = SendablePointer(rowInverseSum.pointer)
-        parallelFor(h * b) { task in
+        // The probabilities and their gradient are needed only while a task runs: its thread's
+        // lane of the scratch (as in `forward`).
+        let (lanes, lane) = scratch.lanes(tasks: h * b, floatsPerLane: 2 * t * s)
+        parallelForLanes(h * b, lanes: lanes) { laneIndex, task in
             let head = task / b, item = task % b
             let block = task * t * s
-            let p = probabilities.mutable + block
+            let p = lane.mutable + laneIndex * 2 * t * s, g = p + t * s
             Self.recomputeProbabilities(
                 raw: raw.pointer + block, rowMaximum: rowMax.pointer + task * t,
                 rowInverseSum: rowInv.pointer + task * t, queryLength: t, memoryLength: m,
@@ -569,7 +568,6 @@ public final class RelativeAttention {
             let keys = kv.pointer + item * s * 2 * hd + head * 2 * dh
             let dKeys = dkv.mutable + item * s * 2 * hd + head * 2 * dh
             let dHead = dOutS.pointer + item * t * hd + head * dh
-            let g = dScores.mutable + block
             // dP = dO V^T; dV = P^T dO.
             panelOrBLASGemm(m: t, n: s, k: dh, a: dHead, lda: hd, b: keys + dh, ldb: 2 * hd, transposeB: true,
                             beta: 0, c: g, ldc: s, outputs: .upTo(offset: m))
@@ -665,8 +663,22 @@ public final class RelativeAttention {
 
 /// Scratch shared by all attention layers of a model: needed only while one layer runs.
 public final class AttentionScratch {
-    let probabilities = FloatBuffer()  // [H, B, T, S]
-    let dScores = FloatBuffer()  // [H, B, T, S]
-    let positionScores = FloatBuffer()  // [H, B*T, S], position scores then their gradient
+    /// One lane per thread (`parallelForLanes`), holding two score blocks of the (head,
+    /// stream) task it runs: position scores and probabilities (training forward), the
+    /// probabilities and their gradient (backward), or a block of rows' scores and position
+    /// scores (a pass without backward).
+    let laneBlocks = FloatBuffer()
+    let positionScores = FloatBuffer()  // [H, B*T, S], the position-score gradient
     public init() {}
+
+    func declareLanes(_ lanes: Int, floatsPerLane: Int, in plan: inout BufferPlan) {
+        plan.declare(laneBlocks, "attention score blocks, one per thread (shared)", count: lanes * floatsPerLane)
+    }
+
+    /// The lanes for `tasks` tasks (as many as were declared, at most one per thread) and
+    /// their memory.
+    func lanes(tasks: Int, floatsPerLane: Int) -> (Int, SendablePointer<Float>) {
+        let lanes = max(1, min(parallelLanes(for: tasks), laneBlocks.capacity / max(1, floatsPerLane)))
+        return (lanes, SendablePointer(laneBlocks.reserved(lanes * floatsPerLane)))
+    }
 }

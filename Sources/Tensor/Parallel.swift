@@ -1,4 +1,5 @@
 import CBLAS
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -52,6 +53,31 @@ public func parallelFor(_ count: Int, _ body: @Sendable (Int) -> Void) {
         for i in 0..<count { body(i) }
     }
 }
+
+/// `parallelFor` over items that each need a scratch while they run: `body(lane, item)` with
+/// `lane < lanes`, where no two items run at once on the same lane. A lane's scratch passes
+/// from one item to the next on the same thread and stays in that core's cache; a scratch per
+/// item is written out to memory instead (the attention of a training pass wrote 64 MB per
+/// layer so). Items are claimed in turn, as with `parallelFor`, so results do not depend on
+/// which lane runs an item as long as each item overwrites what it reads of its scratch.
+public func parallelForLanes(_ count: Int, lanes: Int, _ body: @Sendable (_ lane: Int, _ item: Int) -> Void) {
+    let lanes = min(lanes, count)
+    if lanes <= 1 {
+        for item in 0..<count { body(0, item) }
+        return
+    }
+    let next = Atomic<Int>(0)
+    parallelFor(lanes) { lane in
+        while true {
+            let item = next.wrappingAdd(1, ordering: .relaxed).oldValue
+            if item >= count { return }
+            body(lane, item)
+        }
+    }
+}
+
+/// The lanes `parallelForLanes` can use for `count` items: one per thread.
+public func parallelLanes(for count: Int) -> Int { max(1, min(Threads.count, count)) }
 
 /// Splits `0..<total` into at most a few chunks per worker, each at least `minimumChunk`
 /// long, and runs `body` on each range in parallel. For elementwise kernels.

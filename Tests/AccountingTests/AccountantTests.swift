@@ -83,7 +83,7 @@ import Training
         let m = account.memory
         #expect(m.evaluationActivations < m.trainingActivations)
         #expect(m.inventory.reduce(0) { $0 + $1.bytes } == m.trainingActivations)
-        #expect(m.inventory.contains { $0.name == "attention score gradient (shared)" })
+        #expect(m.inventory.contains { $0.name == "attention position-score gradient (shared)" })
         // The bench preset's training memory: 4 layers x 16 streams x 256 rows x 256 floats.
         #expect(m.trainingMemory == 4 * 4 * 16 * 256 * 256)
     }

@@ -163,6 +163,31 @@ import TestSupport
         }
     }
 
+    /// A training pass's (head, stream) tasks share one scratch lane per thread: with two
+    /// threads they run on two lanes in any order, and every gradient keeps its bits.
+    @Test(arguments: shapes) func gradientsAreTheSameOnOneAndTwoThreads(shape: (Int, Int, Int)) {
+        with(length: shape.0, memory: shape.1, headSize: shape.2).gradientsAreTheSameOnOneAndTwoThreads()
+    }
+
+    func gradientsAreTheSameOnOneAndTwoThreads() {
+        defer { Threads.configure(1) }
+        let s = memory + length
+        let x = randomArray(batch * s * d, seed: 26), upstream = randomArray(batch * length * d, seed: 27)
+        var results: [[Float]] = []
+        for threads in [1, 2] {
+            Threads.configure(threads)
+            let (layer, arena, layout) = makeLayer()
+            var y = [Float](repeating: 0, count: batch * length * d)
+            var dx = [Float](repeating: 0, count: batch * s * d)
+            layer.forward(x, batch: batch, queryLength: length, memoryLength: memory, output: &y, arena: arena)
+            layer.backward(x, dOutput: upstream, dInput: &dx, arena: arena)
+            results.append(y + dx + layout.views.flatMap {
+                Array(UnsafeBufferPointer(start: arena.gradient($0), count: $0.count))
+            })
+        }
+        #expect(results[0] == results[1])
+    }
+
     @Test func initialisationFollowsPrenormRule() {
         let scope = ParameterScope()
         let layer = RelativeAttention(

@@ -39,6 +39,39 @@ import Tensor
         }
     }
 
+    /// `parallelForLanes`: every item once, lanes below the bound, and never two items at
+    /// once on one lane (each lane's scratch is used by one item at a time).
+    @Test func laneItemsRunOnceAndNeverShareALaneAtOnce() {
+        defer { Threads.configure(1) }
+        for threads in [1, 2, 3] {
+            Threads.configure(threads)
+            for count in [0, 1, 2, 5, 64, 257] {
+                let lanes = parallelLanes(for: count)
+                #expect(lanes == max(1, min(threads, count)))
+                let visits = UnsafeMutablePointer<Int>.allocate(capacity: max(1, count))
+                defer { visits.deallocate() }
+                visits.initialize(repeating: 0, count: max(1, count))
+                let v = SendablePointer(visits)
+                // Bit `lane` of `busy` is set while an item runs on that lane.
+                let busy = Atomic<Int>(0), overlaps = Atomic<Int>(0), outOfRange = Atomic<Int>(0)
+                parallelForLanes(count, lanes: lanes) { lane, item in
+                    guard lane >= 0 && lane < lanes else {
+                        outOfRange.wrappingAdd(1, ordering: .relaxed)
+                        return
+                    }
+                    if busy.bitwiseOr(1 << lane, ordering: .acquiring).oldValue & (1 << lane) != 0 {
+                        overlaps.wrappingAdd(1, ordering: .relaxed)
+                    }
+                    v.mutable[item] += 1
+                    for _ in 0..<200 { _ = busy.load(ordering: .relaxed) }
+                    busy.bitwiseAnd(~(1 << lane), ordering: .releasing)
+                }
+                #expect((0..<count).allSatisfy { visits[$0] == 1 }, "threads \(threads), count \(count)")
+                #expect(overlaps.load(ordering: .relaxed) == 0 && outOfRange.load(ordering: .relaxed) == 0)
+            }
+        }
+    }
+
     @Test func sleepingWorkersWakeForTheNextRegion() {
         Threads.configure(2)
         defer { Threads.configure(1) }
