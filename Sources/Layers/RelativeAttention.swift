@@ -237,11 +237,11 @@ public final class RelativeAttention {
         // D columns of `merged`. Its position scores and probabilities are needed only while
         // it runs: they go to its thread's lane of the scratch, written right before they are
         // read, while they are in cache.
-        let (lanes, lane) = scratch.lanes(tasks: h * b, floatsPerLane: 2 * t * s)
-        parallelForLanes(h * b, lanes: lanes) { laneIndex, task in
+        let lanes = scratch.lanes(tasks: h * b, floatsPerLane: 2 * t * s)
+        parallelForLanes(h * b, lanes: lanes.count) { lane, task in
             let head = task / b, item = task % b
             let block = task * t * s
-            let positions = lane.mutable + laneIndex * 2 * t * s, probabilities = positions + t * s
+            let positions = lanes.block(lane), probabilities = positions + t * s
             Self.attendRows(
                 first: 0, rows: t, memoryLength: m, headSize: dh, scale: scaleValue,
                 contentQuery: qcS.pointer + item * t * hd + head * dh, positionQuery: qpS.pointer + item * t * hd + head * dh,
@@ -287,13 +287,13 @@ public final class RelativeAttention {
     ) {
         let h = config.heads, dh = config.headSize, hd = h * dh
         let rowBlock = Self.evaluationRowBlock
-        let (lanes, lane) = scratch.lanes(tasks: h * b, floatsPerLane: 2 * rowBlock * sMax)
+        let lanes = scratch.lanes(tasks: h * b, floatsPerLane: 2 * rowBlock * sMax)
         let qcS = SendablePointer(qc), qpS = SendablePointer(qp), kvS = SendablePointer(kv)
         let rkS = SendablePointer(rk), outS = SendablePointer(out)
-        parallelForLanes(h * b, lanes: lanes) { laneIndex, task in
+        parallelForLanes(h * b, lanes: lanes.count) { lane, task in
             let head = task / b, item = task % b
             let keys = kvS.pointer + item * kvStride * 2 * hd + head * 2 * dh
-            let scores = lane.mutable + laneIndex * 2 * rowBlock * sMax
+            let scores = lanes.block(lane)
             let positions = scores + rowBlock * sMax
             var first = 0
             while first < t {
@@ -556,11 +556,11 @@ public final class RelativeAttention {
         let rowMax = SendablePointer(rowMaximum.pointer), rowInv = SendablePointer(rowInverseSum.pointer)
         // The probabilities and their gradient are needed only while a task runs: its thread's
         // lane of the scratch (as in `forward`).
-        let (lanes, lane) = scratch.lanes(tasks: h * b, floatsPerLane: 2 * t * s)
-        parallelForLanes(h * b, lanes: lanes) { laneIndex, task in
+        let lanes = scratch.lanes(tasks: h * b, floatsPerLane: 2 * t * s)
+        parallelForLanes(h * b, lanes: lanes.count) { lane, task in
             let head = task / b, item = task % b
             let block = task * t * s
-            let p = lane.mutable + laneIndex * 2 * t * s, g = p + t * s
+            let p = lanes.block(lane), g = p + t * s
             Self.recomputeProbabilities(
                 raw: raw.pointer + block, rowMaximum: rowMax.pointer + task * t,
                 rowInverseSum: rowInv.pointer + task * t, queryLength: t, memoryLength: m,
@@ -675,10 +675,17 @@ public final class AttentionScratch {
         plan.declare(laneBlocks, "attention score blocks, one per thread (shared)", count: lanes * floatsPerLane)
     }
 
-    /// The lanes for `tasks` tasks (as many as were declared, at most one per thread) and
-    /// their memory.
-    func lanes(tasks: Int, floatsPerLane: Int) -> (Int, SendablePointer<Float>) {
-        let lanes = max(1, min(parallelLanes(for: tasks), laneBlocks.capacity / max(1, floatsPerLane)))
-        return (lanes, SendablePointer(laneBlocks.reserved(lanes * floatsPerLane)))
+    /// The lanes for `tasks` tasks: as many as were declared, at most one per thread.
+    func lanes(tasks: Int, floatsPerLane: Int) -> Lanes {
+        let count = max(1, min(parallelLanes(for: tasks), laneBlocks.capacity / max(1, floatsPerLane)))
+        return Lanes(count: count, floatsPerLane: floatsPerLane, base: SendablePointer(laneBlocks.reserved(count * floatsPerLane)))
+    }
+
+    /// `count` lanes of `floatsPerLane` floats each, for the tasks of one `parallelForLanes`.
+    struct Lanes: Sendable {
+        let count: Int, floatsPerLane: Int
+        let base: SendablePointer<Float>
+
+        func block(_ lane: Int) -> UnsafeMutablePointer<Float> { base.mutable + lane * floatsPerLane }
     }
 }
