@@ -131,7 +131,11 @@ import TestSupport
                 let tensors = setup.layout.views.map {
                     CheckedTensor($0.name, values: setup.arena.value($0), gradient: setup.arena.gradient($0), count: $0.count)
                 } + [CheckedTensor("x", values: xp.baseAddress!, gradient: dxp.baseAddress!, count: count)]
-                let mismatches = checkGradients(tensors, samples: 24, step: 1e-3) {
+                // A step of 3e-3 stays far inside the 0.05 margins chosen above, and keeps the
+                // float32 rounding of the two losses small against the tolerance: at 1e-3, with
+                // OpenBLAS's SSE3 (Prescott) kernels, x[12]'s central difference moved by 10%
+                // (0.0053 at 1e-3, 0.0043 at 3e-4, against an analytic 0.0049).
+                let mismatches = checkGradients(tensors, samples: 24, step: 3e-3) {
                     weightedSum(Self.forward(setup, x: xp.baseAddress!, training: training), upstream, count: count)
                 }
                 #expect(mismatches.isEmpty, "\(mismatches)")
